@@ -2,5 +2,12 @@
 
 from .errors import InputError, MriInputError, XrayInputError
 from .geometry import CANONICAL_SIDE, MRI_AXCODES
+from .mri import LoadMri, LoadMrid, PreprocessMri, PreprocessMrid
 
 __all__ = ["InputError", "XrayInputError", "MriInputError", "CANONICAL_SIDE", "MRI_AXCODES"]
+__all__ += ["LoadMri", "LoadMrid", "PreprocessMri", "PreprocessMrid"]
+from .laterality import MirrorBackd, MirrorToCanonicalSide, MirrorToCanonicalSided, mirror_back  # noqa: E402
+from .xray import LoadXray, LoadXrayd, PreprocessXray, PreprocessXrayd, XraySpacingWarning  # noqa: E402
+
+__all__ += ["LoadXray", "LoadXrayd", "PreprocessXray", "PreprocessXrayd", "XraySpacingWarning"]
+__all__ += ["MirrorToCanonicalSide", "MirrorToCanonicalSided", "MirrorBackd", "mirror_back"]

@@ -1,1 +1,18 @@
-"""xray2mri: one knee radiograph in, one 3-D MRI volume out."""
+"""Networks: the radiograph CAE, the MRI generators and the combined :class:`Xray2MRI`.
+
+Configs name them as ``xray2mri.pipeline.networks.Xray2MRI`` (bundle ``network_def``).
+"""
+
+from xray2mri.pipeline.networks.cae import XrayCAE
+from xray2mri.pipeline.networks.generator import GeometryGenerator, SkipAdapter, spread_along_projection
+from xray2mri.pipeline.networks.xray2mri import OUTPUT_ACTS, VARIANTS, Xray2MRI
+
+__all__ = [
+    "OUTPUT_ACTS",
+    "VARIANTS",
+    "GeometryGenerator",
+    "SkipAdapter",
+    "Xray2MRI",
+    "XrayCAE",
+    "spread_along_projection",
+]

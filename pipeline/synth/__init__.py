@@ -1,1 +1,7 @@
-"""xray2mri: one knee radiograph in, one 3-D MRI volume out."""
+"""Synthetic paired knee cohort: tissue phantom, DESS-like MRI, cone-beam DRR radiograph, writers.
+
+Modules: ``tissues`` (the tissue table), ``presets`` (sizes and spacings), ``phantom`` (label map
+from implicit shapes, KL-grade effects), ``mri_render``, ``drr``, ``dicom_writer``,
+``nifti_writer``, ``cohort`` (parallel, deterministic generation), ``preview`` (montage PNG).
+Everything written is marked SYNTHETIC.
+"""

@@ -1,0 +1,126 @@
+"""Latency of ``xray2mri predict`` per radiograph, split into load+preprocess, forward and write.
+
+Runs the bundle's inference pipeline (:class:`xray2mri.pipeline.predict.Predictor`) on one
+radiograph DICOM several times after a warm-up and prints the median of each stage and of
+the total, against the target of 1 s per radiograph on CPU for the demo model.
+
+The radiograph is ``--input`` when given, else a synthetic DX written to a temporary folder
+at the demo cohort's detector size and pitch (``xray2mri.pipeline.synth.presets``). The
+weights are the bundle's ``models/model.pt`` when it exists, else the network's random
+initial weights of the same configuration (``--random-init`` forces that): the timing is of
+the pipeline, not of the model's quality, and the output says which weights were used.
+
+Usage::
+
+    python benchmarks/bench_predict.py [--bundle bundles/knee_xray2mri] [--input knee.dcm]
+        [--runs 7] [--format nifti|dicom] [--device cpu] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+TARGET_S = 1.0
+STAGES = ("load_preprocess", "forward", "write")
+
+
+def synthetic_radiograph(path: Path, shape: tuple[int, int], pixel_mm: float, seed: int = 0) -> Path:
+    """Write a 16-bit DX DICOM of smooth structure plus noise (marked synthetic) to ``path``."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    rows, cols = shape
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:rows, 0:cols] / max(rows, cols)
+    img = 1500 + 1200 * np.exp(-((x - 0.5) ** 2 + (y - 0.5) ** 2) / 0.05) + rng.normal(0, 30, shape)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality, ds.BodyPartExamined, ds.ViewPosition, ds.Laterality = "DX", "KNEE", "AP", "L"
+    ds.PatientID = "BENCHMARK"
+    ds.SeriesDescription = "SYNTHETIC benchmark radiograph"
+    ds.ImagerPixelSpacing = [pixel_mm, pixel_mm]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows, ds.Columns = rows, cols
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = np.clip(img, 0, 4095).astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; returns 0 when the median total meets the target, else 1."""
+    from xray2mri.pipeline.predict import Predictor, save_prediction
+    from xray2mri.pipeline.synth.presets import PRESETS
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", default="bundles/knee_xray2mri")
+    parser.add_argument("--input", default=None, help="radiograph DICOM (default: a synthetic demo-size DX)")
+    parser.add_argument("--runs", type=int, default=7, help="timed runs after one warm-up (default 7)")
+    parser.add_argument("--format", choices=("nifti", "dicom"), default="nifti")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--random-init", action="store_true", help="use random weights even if models/model.pt exists")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    weights = Path(args.bundle) / "models" / "model.pt"
+    random_init = args.random_init or not weights.is_file()
+    build_start = time.perf_counter()
+    predictor = Predictor.from_bundle(args.bundle, device=args.device, random_init=random_init)
+    build_s = time.perf_counter() - build_start
+
+    with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
+        tmp_path = Path(tmp)
+        if args.input:
+            source, what = Path(args.input), args.input
+        else:
+            preset = PRESETS["demo"]
+            source = synthetic_radiograph(tmp_path / "bench.dcm", preset.xray_shape, preset.xray_pixel_mm)
+            what = (
+                f"synthetic DX {preset.xray_shape[0]}x{preset.xray_shape[1]} at {preset.xray_pixel_mm} mm "
+                "(demo cohort detector), left knee"
+            )
+        samples: dict[str, list[float]] = {s: [] for s in STAGES}
+        for run in range(args.runs + 1):  # run 0 is the warm-up
+            prediction = predictor.predict(source)
+            save_prediction(prediction, tmp_path / "out", f"run{run}", fmt=args.format)
+            if run > 0:
+                for stage in STAGES:
+                    samples[stage].append(prediction.timings[stage])
+        totals = [sum(v) for v in zip(*(samples[s] for s in STAGES))]
+
+    params = sum(p.numel() for p in predictor.network.parameters())
+    print(f"device: {predictor.device}, torch threads: {torch.get_num_threads()}, torch {torch.__version__}")
+    print(
+        "weights: "
+        + ("RANDOM initialisation of the bundle's configuration (timing only; no trained model used)"
+           if random_init else f"trained {weights}")
+    )
+    print(f"network: {type(predictor.network).__name__}, {params / 1e6:.1f} M parameters; bundle load {build_s:.2f} s")
+    print(f"input: {what}; output: {args.format} + PNG preview, volume {prediction.volume.shape}")
+    print(f"median over {args.runs} runs after 1 warm-up:")
+    for stage in STAGES:
+        print(f"  {stage:16s} {statistics.median(samples[stage]) * 1000:8.1f} ms")
+    total = statistics.median(totals)
+    verdict = "meets" if total <= TARGET_S else "MISSES"
+    print(f"  {'total':16s} {total * 1000:8.1f} ms  ({verdict} the {TARGET_S:.0f} s target)")
+    return 0 if total <= TARGET_S else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

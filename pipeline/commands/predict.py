@@ -1,0 +1,75 @@
+"""``xray2mri predict``: radiograph DICOM(s) -> synthetic MRI volumes with previews, from a bundle.
+
+Only argument parsing and printing live here; the work is :mod:`xray2mri.pipeline.predict`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EPILOG = """\
+outputs, per radiograph <stem> (sub-folders of a folder input are kept):
+  <stem>_mri_synthetic.nii.gz   (--format nifti) or the DICOM MR series folder
+  <stem>_mri_synthetic/         (--format dicom), and <stem>_preview.png
+
+every rejected file is printed on stderr as "<file>: rejected: <reason>", warnings
+(another body part or view) as "<file>: warning: <text>"; a summary line ends the run.
+
+exit status: 0 all files predicted; 1 some files rejected (the others were written);
+2 nothing predicted (every file rejected, nothing found, or the bundle could not be loaded).
+
+DICOM output has no PatientName; PatientID is pseudonymised (XR2MRI-<hash of the
+radiograph's PatientID>) unless --patient-id copy or none is given.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``predict`` sub-command to the ``xray2mri`` parser."""
+    parser = subparsers.add_parser(
+        "predict",
+        help="generate synthetic MRI volumes from radiograph DICOMs with a trained bundle",
+        description="Generate a synthetic MRI volume (and a PNG preview) from each radiograph DICOM.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--bundle", required=True, help="bundle folder (configs/inference.json, models/model.pt)")
+    parser.add_argument("--input", required=True, help="a radiograph DICOM file or a folder (searched recursively)")
+    parser.add_argument("--output", required=True, help="output folder (created if needed)")
+    parser.add_argument("--format", choices=("nifti", "dicom"), default="nifti", help="volume format (default nifti)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the network runs")
+    parser.add_argument(
+        "--patient-id",
+        choices=("pseudonymise", "copy", "none"),
+        default="pseudonymise",
+        help="PatientID of DICOM output (default pseudonymise)",
+    )
+    parser.add_argument("--weights", default=None, help="weights file (default BUNDLE/models/model.pt)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the prediction batch; returns the exit status documented in the epilog."""
+    from tqdm.auto import tqdm
+
+    from xray2mri.pipeline.predict import Predictor, predict_batch
+    from xray2mri.transforms.errors import InputError
+
+    def echo(line: str) -> None:
+        tqdm.write(line, file=sys.stderr)
+
+    try:
+        predictor = Predictor.from_bundle(args.bundle, device=args.device, weights=args.weights)
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:
+        print(f"xray2mri predict: cannot load bundle {args.bundle}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = predict_batch(
+            predictor, args.input, args.output, fmt=args.format, patient_id=args.patient_id, echo=echo
+        )
+    except InputError as exc:
+        print(f"xray2mri predict: {exc}", file=sys.stderr)
+        return 2
+    print(f"{result.summary()} -> {args.output}")
+    return result.exit_status

@@ -1,0 +1,216 @@
+"""The main job end to end on the built-in synthetic cohort: make data, train, evaluate, report, predict.
+
+Every step runs the real interface a user would run (``xray2mri synth``, ``python -m monai.bundle run``
+with the bundle's configs, ``xray2mri report``, ``xray2mri predict``), so the demo is also the
+integration test of the whole pipeline. Steps whose outputs already exist are reused (the cohort);
+everything else is rewritten under ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xray2mri.pipeline import manifests
+
+#: Row names of the two network variants in the report, keyed by the bundle's ``variant`` value.
+VARIANT_NAMES: dict[str, str] = {"bottleneck": "CAE+generator (paper)", "geometry": "geometry-aware"}
+#: summary.json metrics printed at the end (see xray2mri.pipeline.report).
+HEADLINE_METRICS: tuple[str, ...] = ("psnr_db", "psnr_slice_db", "ssim3d", "mae", "jsw_abs_err_mm")
+
+
+@dataclass
+class DemoSettings:
+    """What the demo makes and how long it trains; the defaults are the documented ``make demo``.
+
+    ``bundle_overrides`` are extra ``--key value`` pairs for every bundle run (tests use them to
+    shrink sizes); sizes themselves live in the bundle's train.json, not here.
+    """
+
+    bundle: Path = Path("bundles/knee_xray2mri")
+    cohort: Path = Path("data/synthetic_knee")
+    datalist: Path = Path("data_manifests/synthetic_knee.json")
+    out_dir: Path = Path("runs/demo")
+    subjects: int = 160
+    seed: int = 2026
+    preset: str = "demo"
+    epochs: int = 30
+    variants: tuple[str, ...] = ("bottleneck", "geometry")
+    predict_count: int = 3
+    workers: int | None = None
+    bundle_overrides: dict[str, object] = field(default_factory=dict)
+
+
+class DemoError(RuntimeError):
+    """A demo step failed; the message names the step and the command to re-run it."""
+
+
+def _say(text: str) -> None:
+    print(f"[demo] {text}", flush=True)
+
+
+def _run(step: str, cmd: Sequence[str], log: Path | None = None) -> None:
+    """Run one step's command, streaming its output (and teeing it to ``log``)."""
+    _say(f"{step}: {shlex.join(str(c) for c in cmd)}")
+    start = time.perf_counter()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with subprocess.Popen(
+        [str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1
+    ) as proc:
+        sink = open(log, "w") if log else None
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                if sink:
+                    sink.write(line)
+        finally:
+            if sink:
+                sink.close()
+        code = proc.wait()
+    if code != 0:
+        where = f" (log: {log})" if log else ""
+        raise DemoError(f"step '{step}' failed with exit status {code}{where}: {shlex.join(str(c) for c in cmd)}")
+    _say(f"{step}: done in {time.perf_counter() - start:.0f} s")
+
+
+def _bundle_cmd(settings: DemoSettings, configs: Sequence[str], overrides: dict[str, object]) -> list[str]:
+    files = [str(settings.bundle / "configs" / c) for c in configs]
+    config_arg = files[0] if len(files) == 1 else json.dumps(files)
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg]
+    for key, value in {"bundle_root": str(settings.bundle), **settings.bundle_overrides, **overrides}.items():
+        cmd += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+    return cmd
+
+
+def make_cohort(settings: DemoSettings) -> None:
+    """Generate the synthetic cohort unless the same one (same datalist) is already there."""
+    datalist = settings.cohort / "datalist.json"
+    if datalist.exists():
+        _say(f"cohort: reusing {settings.cohort} (delete it to regenerate)")
+    else:
+        cmd = [sys.executable, "-m", "xray2mri.pipeline.cli", "synth", "--out", settings.cohort,
+               "--subjects", settings.subjects, "--seed", settings.seed, "--preset", settings.preset]
+        if settings.workers:
+            cmd += ["--workers", settings.workers]
+        _run("cohort", cmd)
+    if settings.datalist.exists() and settings.datalist.read_bytes() != datalist.read_bytes():
+        raise DemoError(
+            f"{datalist} differs from the committed {settings.datalist}: the cohort was made with other "
+            f"settings; delete {settings.cohort} and re-run"
+        )
+
+
+def train(settings: DemoSettings, variant: str) -> Path:
+    """Train one network variant with the bundle's train.json; returns its run folder."""
+    run_dir = settings.out_dir / f"train_{variant}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _run(
+        f"train ({VARIANT_NAMES[variant]})",
+        _bundle_cmd(
+            settings,
+            ["train.json"],
+            {"dataset_dir": str(settings.cohort), "datalist": str(settings.cohort / "datalist.json"),
+             "output_dir": str(run_dir), "variant": variant, "epochs": settings.epochs},
+        ),
+        log=run_dir / "train.log",
+    )
+    return run_dir
+
+
+def evaluate(settings: DemoSettings, variant: str, weights: Path) -> Path:
+    """Run evaluate.json on the test split with the given weights; returns its output folder."""
+    eval_dir = settings.out_dir / f"eval_{variant}"
+    _run(
+        f"evaluate ({VARIANT_NAMES[variant]})",
+        _bundle_cmd(
+            settings,
+            ["train.json", "evaluate.json"],
+            {"dataset_dir": str(settings.cohort), "datalist": str(settings.cohort / "datalist.json"),
+             "output_dir": str(eval_dir), "variant": variant, "weights": str(weights)},
+        ),
+        log=settings.out_dir / f"eval_{variant}.log",
+    )
+    return eval_dir
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    """The best-by-validation weights a training run wrote."""
+    from xray2mri.pipeline.engine import BEST_NAME
+
+    path = run_dir / "checkpoints" / BEST_NAME
+    if not path.exists():
+        raise DemoError(f"training in {run_dir} wrote no best checkpoint ({path})")
+    return path
+
+
+def run_demo(settings: DemoSettings) -> dict:
+    """Run every step; returns the report's summary (also written to ``out_dir/report/summary.json``)."""
+    from xray2mri.pipeline.engine import install_weights
+
+    start = time.perf_counter()
+    settings.out_dir.mkdir(parents=True, exist_ok=True)
+    make_cohort(settings)
+
+    weights: dict[str, Path] = {}
+    for variant in settings.variants:
+        weights[variant] = best_checkpoint(train(settings, variant))
+    eval_dirs = {v: evaluate(settings, v, w) for v, w in weights.items()}
+
+    report_dir = settings.out_dir / "report"
+    predictions = [f"{VARIANT_NAMES[v]}={d / 'predictions'}" for v, d in eval_dirs.items()]
+    _run(
+        "report",
+        [sys.executable, "-m", "xray2mri.pipeline.cli", "report", "--datalist", settings.cohort / "datalist.json",
+         "--base-dir", settings.cohort, "--predictions", *predictions, "--bundle", settings.bundle,
+         "--out", report_dir, "--train-log", settings.out_dir],
+    )
+    summary = json.loads((report_dir / "summary.json").read_text())
+
+    # The installed model is the variant with the better test PSNR: what `xray2mri predict` serves.
+    chosen = max(settings.variants, key=lambda v: _headline(summary, VARIANT_NAMES[v], "psnr_db"))
+    install_weights(weights[chosen], settings.bundle)
+    _say(f"installed {VARIANT_NAMES[chosen]} as {settings.bundle / 'models' / 'model.pt'}")
+
+    test_items = manifests.load_datalist(settings.cohort / "datalist.json", "test", settings.cohort)
+    inputs = settings.out_dir / "predict_inputs"
+    inputs.mkdir(exist_ok=True)
+    for item in test_items[: settings.predict_count]:
+        link = inputs / Path(item["xray"]).name
+        if not link.exists():
+            link.symlink_to(Path(item["xray"]).resolve())
+    _run(
+        "predict",
+        [sys.executable, "-m", "xray2mri.pipeline.cli", "predict", "--bundle", settings.bundle, "--input", inputs,
+         "--output", settings.out_dir / "predict", "--variant", chosen],
+    )
+    _say(f"all steps done in {(time.perf_counter() - start) / 60:.1f} min")
+    _print_headline(summary, settings)
+    return summary
+
+
+def _headline(summary: dict, method: str, metric: str) -> float:
+    try:
+        return float(summary["methods"][method][metric]["mean"])
+    except (KeyError, TypeError, ValueError):
+        return float("-inf")
+
+
+def _print_headline(summary: dict, settings: DemoSettings) -> None:
+    methods = summary.get("methods", {})
+    _say("test split, mean over subjects (MRI normalised to [0, 1], data_range = 1):")
+    for name, stats in methods.items():
+        cells = [f"{m} {stats[m]['mean']:.3f}" for m in HEADLINE_METRICS if m in stats]
+        _say(f"  {name:28s} " + "  ".join(cells))
+    bar = summary.get("quality_bar_headline")
+    if bar:
+        verdict = "PASS" if bar.get("passed") else "NOT MET"
+        _say(f"quality bar for {bar.get('model')}: {verdict} ({bar.get('rule')}; details in the report)")
+    _say(f"report: {settings.out_dir / 'report' / 'report.md'}")

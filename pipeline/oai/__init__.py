@@ -1,0 +1,16 @@
+"""Import an Osteoarthritis Initiative (OAI) image release into paired, cropped, graded datalists.
+
+OAI ships its images as ``<timepoint>/<release>/<ParticipantID>/<yyyymmdd>/<series folder>``
+with one ``contents.csv`` index per release, and its Kellgren-Lawrence grades in
+``kxr_sq_bu*.txt`` files. The modules here, one job each:
+
+- :mod:`.layout`: the facts about that layout (release -> visit, V-prefixes, series kinds);
+- :mod:`.index`: read the ``contents.csv`` indexes;
+- :mod:`.grades`: read the ``kxr_sq_bu`` grade files;
+- :mod:`.pairing`: pair one knee radiograph with one MRI series per participant, visit, side;
+- :mod:`.localiser`: find the knee joint centres on a PA knee radiograph;
+- :mod:`.build`: put it together into datalist items with crop boxes and grades;
+- :mod:`.export`: optionally write the knee crops as derived DICOM files;
+- :mod:`.synth_tree`: a SYNTHETIC tree in OAI's exact layout, for tests, benchmarks and demos;
+- :mod:`.cli_support`: the ``manifest build --oai-root`` and ``synth --layout oai`` options.
+"""

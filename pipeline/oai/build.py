@@ -1,0 +1,291 @@
+"""Turn an OAI image release into datalist items: pairs, crop boxes, sides, grades.
+
+The steps, each in its own module: read the indexes (:mod:`.index`), pair radiographs with
+MRI series (:mod:`.pairing`), place each knee on its radiograph (a user CSV of centres, else
+the built-in :mod:`.localiser`), join the grades (:mod:`.grades`), split by participant
+(:func:`xray2mri.pipeline.manifests.make_datalist`). Only index files and DICOM headers are
+read, except by the localiser, which needs the radiograph's pixels.
+
+Items carry, besides the manifest's ``subject``, ``side``, ``xray``, ``mri``, ``visit`` and
+``grade``: ``crop_box`` (``[row_start, col_start, row_end, col_end]`` in the stored
+radiograph's pixels, read by :class:`xray2mri.transforms.knee_crop.CropKneed`),
+``crop_flip_columns`` (only when the stored columns run patient left -> right),
+``release``, ``days_apart`` (MRI date minus radiograph date), ``centre_source``
+(``"csv"`` or ``"localiser"``) and, for a knee whose grade is missing, ``grade_missing``
+(the OAI code, e.g. ``".T"``). The manifest schema passes extra item keys through.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xray2mri.pipeline import manifests
+from xray2mri.transforms.knee_crop import crop_box_for
+
+from . import layout, pairing
+from .grades import Grade, read_grades
+from .index import OaiIndexError, SeriesRecord, read_indexes
+from .localiser import localise_knees
+from .pairing import Pair, PairingResult, Unpaired
+
+#: Columns of a CSV of joint centres (e.g. the output of an existing knee localiser).
+CENTRES_COLUMNS: tuple[str, ...] = ("participant", "visit", "side", "row", "col")
+
+
+@dataclass
+class OaiBuild:
+    """What :func:`build_oai_datalist` made: the datalist and everything that did not pair."""
+
+    datalist: dict
+    pairing: PairingResult
+    items: list[dict] = field(default_factory=list)
+
+    @property
+    def summary(self) -> dict[str, int]:
+        """Counts: items, participants, unpaired per reason, ignored series."""
+        counts = self.pairing.summary
+        counts["pairs"] = len(self.items)
+        counts["participants"] = len({i["subject"] for i in self.items})
+        counts["items without grade"] = sum("grade" not in i for i in self.items)
+        return counts
+
+
+def read_centres(path: str | os.PathLike) -> dict[tuple[str, int, str], tuple[float, float]]:
+    """Joint centres from a CSV with columns participant, visit, side, row, col (pixels of the stored image).
+
+    ``visit`` may be ``12m``, ``12`` or ``V01``; ``side`` L/R or left/right.
+
+    Raises:
+        OaiIndexError: unreadable file, a missing column or a bad value (names the line).
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            header = {(name or "").strip().lower(): name for name in reader.fieldnames or []}
+            missing = [c for c in CENTRES_COLUMNS if c not in header]
+            if missing:
+                raise OaiIndexError(path, f"missing column(s) {', '.join(missing)}; a centres CSV has "
+                                          f"{', '.join(CENTRES_COLUMNS)}")
+            rows = [(reader.line_num, row) for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise OaiIndexError(path, f"cannot read the centres CSV ({err})") from err
+    centres = {}
+    for line, row in rows:
+        cell = {c: (row.get(header[c]) or "").strip() for c in CENTRES_COLUMNS}
+        try:
+            side = {"LEFT": "L", "RIGHT": "R"}.get(cell["side"].upper(), cell["side"].upper())
+            if side not in ("L", "R"):
+                raise ValueError(f"side {cell['side']!r} is not L or R")
+            key = (cell["participant"], layout.parse_visit(cell["visit"]), side)
+            centres[key] = (float(cell["row"]), float(cell["col"]))
+        except ValueError as err:
+            raise OaiIndexError(f"{path}:{line}", str(err)) from err
+    return centres
+
+
+@dataclass(frozen=True)
+class _Radiograph:
+    file: str  # relative to the root
+    rows: int
+    cols: int
+    spacing: tuple[float, float]
+    columns_left_to_right: bool  # PatientOrientation row direction R
+
+
+def _radiograph_header(root: Path, record: SeriesRecord) -> _Radiograph | str:
+    """Geometry of a radiograph from its header, or the reason it cannot be used."""
+    import pydicom
+
+    from xray2mri.transforms.xray import _spacing  # the loader's spacing rule, one place
+
+    folder = root / record.path
+    file = folder / layout.XRAY_FILE_NAME
+    if not file.is_file():
+        files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+        if len(files) != 1:
+            return f"{record.path}: no radiograph file {layout.XRAY_FILE_NAME} in the series folder"
+        file = files[0]
+    try:
+        ds = pydicom.dcmread(file, stop_before_pixels=True)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+    except Exception as err:  # any failure to parse is the finding reported
+        return f"{file.relative_to(root).as_posix()}: cannot read the DICOM header ({type(err).__name__}: {err})"
+    spacing, _, _, problems = _spacing(ds)
+    if spacing is None:
+        return f"{file.relative_to(root).as_posix()}: no pixel spacing ({'; '.join(problems)})"
+    orientation = [str(v).upper() for v in (ds.get("PatientOrientation") or [])]
+    return _Radiograph(file.relative_to(root).as_posix(), rows, cols, (float(spacing[0]), float(spacing[1])),
+                       bool(orientation) and orientation[0].startswith("R"))
+
+
+def _localise(root: Path, xray: _Radiograph, bilateral: bool) -> dict[str, tuple[tuple[float, float] | None, str]]:
+    """side -> (centre or None, reason) from the built-in localiser."""
+    from xray2mri.transforms.xray import LoadXray
+
+    try:
+        image = LoadXray()(root / xray.file)
+    except manifests.InputError as err:
+        return {side: (None, f"cannot load the pixels: {err.reason}") for side in ("R", "L")}
+    findings = localise_knees(image[0].numpy(), xray.spacing, knees=2 if bilateral else 1)
+    if not bilateral:
+        f = findings[0]
+        return {side: (f.centre, f.reason) for side in ("R", "L")}
+    left_is = "L" if xray.columns_left_to_right else "R"  # the knee on the image's left
+    right_is = "R" if left_is == "L" else "L"
+    return {left_is if f.position == "image-left" else right_is: (f.centre, f.reason) for f in findings}
+
+
+def _mri_problem(root: Path, record: SeriesRecord) -> str:
+    folder = root / record.path
+    try:
+        with os.scandir(folder) as entries:
+            if any(e.is_file() for e in entries):
+                return ""
+    except OSError:
+        return f"{record.path}: series folder does not exist"
+    return f"{record.path}: series folder holds no file"
+
+
+def build_items(
+    root: str | os.PathLike,
+    pairs: Iterable[Pair],
+    grades: dict[tuple[str, int, str], Grade] | None = None,
+    centres: dict[tuple[str, int, str], tuple[float, float]] | None = None,
+    size_mm: float = layout.CROP_SIZE_MM,
+    localise: bool = True,
+) -> tuple[list[dict], list[Unpaired]]:
+    """Datalist items of the pairs, and the pairs dropped (unreadable files, knees not placed)."""
+    root = Path(root)
+    by_xray: dict[str, list[Pair]] = defaultdict(list)
+    for p in pairs:
+        by_xray[p.xray.path].append(p)
+    items, dropped = [], []
+    for xray_path in sorted(by_xray):
+        group = by_xray[xray_path]
+        header = _radiograph_header(root, group[0].xray)
+        located = None
+        for p in group:
+            key = (p.participant, p.visit, p.side)
+
+            def drop(kind, path, reason, detail, _p=p):
+                dropped.append(Unpaired(_p.participant, _p.visit, _p.side, kind, path, reason, detail))
+
+            if isinstance(header, str):
+                drop("xray", p.xray.path, pairing.UNREADABLE, header)
+                continue
+            problem = _mri_problem(root, p.mri)
+            if problem:
+                drop("mri", p.mri.path, pairing.UNREADABLE, problem)
+                continue
+            if centres is not None and key in centres:
+                centre, source = centres[key], "csv"
+            elif localise:
+                if located is None:
+                    located = _localise(root, header, p.bilateral)
+                centre, reason = located[p.side]
+                source = "localiser"
+                if centre is None:
+                    drop("xray", p.xray.path, pairing.NOT_PLACED, reason)
+                    continue
+            else:
+                drop("xray", p.xray.path, pairing.NOT_PLACED, "no centre for this knee in the centres CSV")
+                continue
+            item: dict[str, Any] = {
+                "subject": p.participant, "side": p.side, "xray": header.file, "mri": p.mri.path,
+                "visit": layout.visit_prefix(p.visit),
+                "crop_box": crop_box_for(centre, header.spacing, size_mm),
+                "release": p.xray.release, "days_apart": p.days_apart, "centre_source": source,
+            }
+            if header.columns_left_to_right:
+                item["crop_flip_columns"] = True
+            grade = (grades or {}).get(key)
+            if grade is not None and grade.value is not None:
+                item["grade"] = grade.value
+            elif grade is not None:
+                item["grade_missing"] = grade.code or "empty"
+            items.append(item)
+    return items, dropped
+
+
+def _is_synthetic(root: Path) -> bool:
+    try:
+        return bool(json.loads((root / "oai_truth.json").read_text()).get("synthetic"))
+    except (OSError, ValueError):
+        return False
+
+
+def build_oai_datalist(
+    root: str | os.PathLike,
+    grades: str | os.PathLike | None = None,
+    sequence: str = layout.DEFAULT_SEQUENCE,
+    visits: Iterable[int | str] | None = None,
+    window_days: int = pairing.DEFAULT_WINDOW_DAYS,
+    centres: str | os.PathLike | None = None,
+    size_mm: float = layout.CROP_SIZE_MM,
+    seed: int = 0,
+    fractions: tuple[float, float, float] = manifests.DEFAULT_FRACTIONS,
+    localise: bool = True,
+) -> OaiBuild:
+    """Datalist of an OAI image release, paths relative to ``root``, split by participant.
+
+    Args:
+        root: folder holding the timepoint folders (``00m``, ``12m``...) and their ``contents.csv``.
+        grades: a ``kxr_sq_bu`` file or a folder of them; None: no grades.
+        sequence: MRI SeriesDescription without ``_LEFT``/``_RIGHT``.
+        visits: visits to use (``"00m"``, ``12``, ``"V01"``...); None: all.
+        window_days: largest gap between a pair's radiograph and MRI dates.
+        centres: CSV of joint centres (:data:`CENTRES_COLUMNS`); knees not in it are localised
+            (unless ``localise`` is False).
+        size_mm: side of the square crop around each joint centre.
+        seed, fractions: of the split by participant (stratified by grade).
+        localise: run the built-in localiser for knees without a given centre.
+
+    Returns:
+        :class:`OaiBuild` (datalist, pairing result with every unpaired candidate, items).
+
+    Raises:
+        OaiIndexError: no index under ``root``, an unreadable index, grade or centres file.
+        ManifestError: nothing paired.
+    """
+    root = Path(root)
+    months = None if visits is None else sorted({layout.parse_visit(v) for v in visits})
+    records, problems = read_indexes(root)
+    result = pairing.pair_series(records, sequence=sequence, visits=months, window_days=window_days,
+                                 problems=problems)
+    grade_table = read_grades(grades) if grades is not None else None
+    centre_table = read_centres(centres) if centres is not None else None
+    items, dropped = build_items(root, result.pairs, grade_table, centre_table, size_mm, localise)
+    result.unpaired += dropped
+    if not items:
+        raise manifests.ManifestError(root, "no knee radiograph paired with an MRI series; "
+                                            f"summary: {json.dumps(result.summary)}")
+    what = ("SYNTHETIC OAI-layout tree made by xray2mri (not patient data)" if _is_synthetic(root)
+            else "OAI image release")
+    description = (f"{what}: PA knee radiographs paired with {sequence} MRI of the same knee and visit "
+                   f"(dates within {window_days} days, last rescan wins), knees cropped at load time to "
+                   f"{size_mm:g} mm around the joint centre (crop_box), left knees mirrored by the loading chain")
+    datalist = manifests.make_datalist(items, seed=seed, fractions=fractions, stratify_key="grade",
+                                       description=description)
+    return OaiBuild(datalist, result, items)
+
+
+def write_unpaired_report(build: OaiBuild, path: str | os.PathLike) -> Path:
+    """Write every unpaired candidate, one row each (participant, visit, side, kind, path, reason, detail)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["participant", "visit", "side", "kind", "path", "reason", "detail"])
+        writer.writeheader()
+        for u in sorted(build.pairing.unpaired, key=lambda u: (u.participant, u.visit or 0, u.side, u.kind, u.path)):
+            writer.writerow(u.as_row())
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,210 @@
+"""Import a small SYNTHETIC OAI-layout tree: pairs, awkward cases, grades, splits, check, crops, loading."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from xray2mri.pipeline import manifests
+from xray2mri.pipeline.oai import layout, pairing
+from xray2mri.pipeline.oai.build import build_oai_datalist, read_centres
+from xray2mri.pipeline.oai.cli_support import add_oai_arguments, build_from_oai
+from xray2mri.pipeline.oai.synth_tree import AWKWARD_CASES, participant_id, write_oai_tree
+from xray2mri.pipeline.synth.presets import SynthPreset
+
+#: A tiny preset: MRI 24^3 at 6 mm, radiograph pixels of 1 mm.
+TINY = SynthPreset(name="tiny", mri_shape=(24, 24, 24), mri_spacing_mm=6.0, supersample=1,
+                   xray_shape=(0, 0), xray_pixel_mm=1.0)
+PARTICIPANTS = len(AWKWARD_CASES)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("oai") / "tree"
+    write_oai_tree(root, PARTICIPANTS, seed=3, visits=("00m", "12m"), preset=TINY, drr_spacing_mm=3.0)
+    truth = json.loads((root / "oai_truth.json").read_text())
+    return root, truth
+
+
+@pytest.fixture(scope="module")
+def built(tree):
+    root, _ = tree
+    return build_oai_datalist(root, grades=root / "clinical")
+
+
+def _key(d):
+    return (d["participant"], d["visit"], d["side"])
+
+
+def test_every_expected_pair_is_found_with_its_side_and_visit(tree, built):
+    root, truth = tree
+    items = {(i["subject"], layout.visit_label(layout.parse_visit(i["visit"])), i["side"]): i for i in built.items}
+    expected = {_key(p): p for p in truth["pairs"]}
+    assert set(items) == set(expected)
+    for key, pair in expected.items():
+        assert items[key]["xray"] == pair["xray"] and items[key]["mri"] == pair["mri"], key
+        assert items[key]["days_apart"] == pair["days_apart"]
+    # the MRI of each item is the series of that knee (its SeriesDescription in the index says so)
+    import pydicom
+
+    for item in built.items[:6]:
+        first = sorted((root / item["mri"]).iterdir())[0]
+        assert pydicom.dcmread(first, stop_before_pixels=True).Laterality == item["side"]
+
+
+def test_every_awkward_case_is_reported_once_with_its_reason(tree, built):
+    _, truth = tree
+    got = [(u.participant, "" if u.visit is None else layout.visit_label(u.visit), u.side, u.kind, u.reason)
+           for u in built.pairing.unpaired]
+    assert len(got) == len(set(got)), "a candidate is reported twice"
+    expected = [(u["participant"], u["visit"], u["side"], u["kind"], u["reason"]) for u in truth["unpaired"]]
+    assert sorted(got) == sorted(expected)
+    reasons = {u.reason for u in built.pairing.unpaired}
+    assert {pairing.NO_MRI, pairing.NO_XRAY, pairing.SUPERSEDED, pairing.OUTSIDE_WINDOW, pairing.UNREADABLE} <= reasons
+    summary = built.summary
+    assert summary["pairs"] == len(truth["pairs"])
+    assert summary["unpaired: no MRI"] == 1 and summary["unpaired: superseded by a later rescan"] == 1
+    assert summary["ignored: radiograph view not used"] == 1
+
+
+def test_rescan_last_wins_and_weeks_apart_pair_within_window(tree, built):
+    _, truth = tree
+    rescanned = participant_id(AWKWARD_CASES.index("rescan_right"))
+    item = next(i for i in built.items if i["subject"] == rescanned and i["visit"] == "V00" and i["side"] == "R")
+    loser = next(u for u in built.pairing.unpaired if u.reason == pairing.SUPERSEDED)
+    assert loser.participant == rescanned and item["mri"] > loser.path  # the later series folder won
+    early = participant_id(AWKWARD_CASES.index("xray_weeks_early"))
+    days = {i["days_apart"] for i in built.items if i["subject"] == early and i["visit"] == "V00"}
+    assert days == {21}
+
+
+def test_narrow_window_reports_the_early_radiograph(tree):
+    root, _ = tree
+    build = build_oai_datalist(root, visits=["00m"], window_days=14, centres=root / "known_centres.csv")
+    early = participant_id(AWKWARD_CASES.index("xray_weeks_early"))
+    outside = [u for u in build.pairing.unpaired if u.participant == early]
+    assert {(u.side, u.kind, u.reason) for u in outside} == {
+        (s, k, pairing.OUTSIDE_WINDOW) for s in "LR" for k in ("xray", "mri")}
+    assert all(i["visit"] == "V00" for i in build.items)
+    assert build.summary["ignored: other visit"] > 0
+
+
+def test_grades_joined_missing_code_kept_missing(tree, built):
+    _, truth = tree
+    grades = {_key(g): g["kl"] for g in truth["grades"]}
+    for item in built.items:
+        kl = grades[(item["subject"], layout.visit_label(layout.parse_visit(item["visit"])), item["side"])]
+        if kl.startswith("."):
+            assert "grade" not in item and item["grade_missing"] == kl
+        else:
+            assert item["grade"] == int(kl)
+    missing = participant_id(AWKWARD_CASES.index("missing_grade_right"))
+    item = next(i for i in built.items if i["subject"] == missing and i["visit"] == "V00" and i["side"] == "R")
+    assert "grade" not in item and item["grade_missing"] == ".T"
+
+
+def test_no_participant_in_two_splits_and_check_passes(tree, built, tmp_path):
+    root, _ = tree
+    splits = {}
+    for split in manifests.SPLITS:
+        for item in built.datalist[split]:
+            assert splits.setdefault(item["subject"], split) == split
+    out = tmp_path / "oai.json"
+    manifests.write_datalist(built.datalist, out)
+    problems = manifests.check_datalist(out, base_dir=root)
+    assert not [p for p in problems if p.is_error], problems
+    from xray2mri.pipeline.cli import main
+
+    assert main(["manifest", "check", str(out), "--base-dir", str(root)]) == 0
+
+
+def test_localiser_crops_are_centred_on_the_known_joint_centres(tree, built):
+    root, _ = tree
+    known = read_centres(root / "known_centres.csv")
+    assert all(i["centre_source"] == "localiser" for i in built.items)
+    for item in built.items:
+        row, col = known[(item["subject"], layout.parse_visit(item["visit"]), item["side"])]
+        r0, c0, r1, c1 = item["crop_box"]
+        # 1 mm detector pixels at a magnification of about 1.08: 5 mm is about 5.4 pixels
+        assert np.hypot((r0 + r1 - 1) / 2 - row, (c0 + c1 - 1) / 2 - col) < 5.0, item
+        assert 145 <= r1 - r0 <= 160 and r1 - r0 == c1 - c0  # 140 mm at about 0.93 mm per pixel
+
+
+def test_mirrored_storage_honours_patient_orientation(tree, built):
+    root, _ = tree
+    mirrored = participant_id(AWKWARD_CASES.index("mirrored_storage"))
+    items = [i for i in built.items if i["subject"] == mirrored and i["visit"] == "V00"]
+    assert {i["side"] for i in items} == {"L", "R"} and all(i["crop_flip_columns"] for i in items)
+    known = read_centres(root / "known_centres.csv")
+    right = next(i for i in items if i["side"] == "R")
+    assert (right["crop_box"][1] + right["crop_box"][3]) / 2 > known[(mirrored, 0, "L")][1]  # right knee on the image's right
+
+
+def test_centres_csv_is_used_and_missing_knees_are_reported(tree, tmp_path):
+    root, _ = tree
+    rows = list(csv.DictReader(open(root / "known_centres.csv")))
+    partial = tmp_path / "centres.csv"
+    with open(partial, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows[1:])
+    build = build_oai_datalist(root, centres=partial, localise=False)
+    assert {i["centre_source"] for i in build.items} == {"csv"}
+    not_placed = [u for u in build.pairing.unpaired if u.reason == pairing.NOT_PLACED]
+    dropped = (rows[0]["participant"], layout.parse_visit(rows[0]["visit"]), rows[0]["side"])
+    assert [(u.participant, u.visit, u.side) for u in not_placed] == [dropped]
+
+
+def test_cli_options_write_datalist_report_and_crops(tree, tmp_path, capsys):
+    root, truth = tree
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fractions", type=float, nargs=3, default=None)
+    add_oai_arguments(parser)
+    out = tmp_path / "lists" / "oai.json"
+    args = parser.parse_args(["--oai-root", str(root), "--grades", str(root / "clinical"), "--visits", "00m",
+                              "--centres", str(root / "known_centres.csv"), "--out", str(out),
+                              "--export-crops", str(tmp_path / "crops")])
+    assert build_from_oai(args) == 0
+    assert "unpaired candidates" in capsys.readouterr().out
+    report = list(csv.DictReader(open(tmp_path / "lists" / "oai.unpaired.csv")))
+    assert {r["reason"] for r in report} >= {pairing.NO_MRI, pairing.SUPERSEDED}
+    datalist = json.loads(out.read_text())
+    crops = sorted((tmp_path / "crops").rglob("*.dcm"))
+    assert len(crops) == sum(len(datalist[s]) for s in manifests.SPLITS)
+    from xray2mri.transforms.xray import LoadXray
+
+    crop = LoadXray()(crops[0])
+    assert crop.shape[1] == crop.shape[2] and 145 <= crop.shape[1] <= 160
+    bad = parser.parse_args(["--oai-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.json")])
+    assert build_from_oai(bad) == 1
+    assert "nowhere" in capsys.readouterr().err
+
+
+def test_loading_chain_reads_a_cropped_item_end_to_end(tree, built):
+    import torch
+
+    from xray2mri.transforms.geometry import MIRRORED_KEY
+    from xray2mri.transforms.knee_crop import CropKneed
+    from xray2mri.transforms.laterality import MirrorToCanonicalSided
+    from xray2mri.transforms.mri import LoadMrid, PreprocessMrid
+    from xray2mri.transforms.xray import LoadXrayd, PreprocessXrayd
+
+    root, _ = tree
+    path = root / "list.json"
+    manifests.write_datalist(built.datalist, path)
+    item = next(i for s in manifests.SPLITS for i in manifests.load_datalist(path, s, root) if i["side"] == "L")
+    chain = [LoadXrayd("xray"), CropKneed("xray"), LoadMrid("mri"), MirrorToCanonicalSided(["xray", "mri"]),
+             PreprocessXrayd("xray", spacing=2.0, size=64), PreprocessMrid("mri", spacing=6.0, shape=(24, 24, 24))]
+    d = dict(item)
+    for t in chain:
+        d = t(d)
+    assert d["xray"].shape == (1, 64, 64) and d["mri"].shape == (1, 24, 24, 24)
+    assert d["xray"].meta[MIRRORED_KEY] and d["mri"].meta[MIRRORED_KEY]
+    assert torch.isfinite(d["xray"]).all() and torch.isfinite(d["mri"]).all()
+    assert float(d["mri"].std()) > 0

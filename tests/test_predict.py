@@ -1,0 +1,242 @@
+"""Prediction from DICOM radiographs: round trip through the command, geometry, mirroring back, bad folders.
+
+A tiny bundle is made per module: the real bundle's configs with tiny sizes and a tiny
+network, and random weights saved as its models/model.pt. Radiographs are small DX DICOMs
+written by the tests (tests/xray_factory.py) or files shipped inside pydicom.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+import torch
+import xray_factory
+
+from xray2mri.pipeline import cli, writers
+from xray2mri.pipeline.predict import Predictor, canonical_affine, find_radiographs, output_stem
+from xray2mri.transforms.mri import LoadMri
+
+REAL_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "knee_xray2mri"
+# 16 px at 2 mm = 32 mm field; the MRI covers the same 32 mm with 8 voxels of 4 mm.
+TINY_SIZES = {"xray_size": [16, 16], "xray_spacing": [2.0, 2.0], "mri_shape": [8, 8, 8], "mri_spacing": [4.0, 4.0, 4.0]}
+TINY_NET = {
+    "cae_channels": [4, 8],
+    "cae_strides": [2, 2],
+    "cae_num_res_units": 0,
+    "latent_size": 8,
+    "gen_start_channels": 4,
+    "gen_channels": [4],
+    "gen_strides": [2, 1],
+}
+ROWS = COLS = 64  # radiographs of 64 x 64 px at 0.5 mm: a 32 mm field, the tiny bundle's
+
+
+def _dx(path: Path, laterality: str = "R", marker_cols: slice = slice(4, 20), **tags) -> Path:
+    """A 64 x 64 DX knee radiograph (0.5 mm) with a bright block in ``marker_cols`` (image columns)."""
+    pixels = np.full((ROWS, COLS), 400, dtype=np.uint16)
+    pixels[20:44, marker_cols] = 3500
+    pixels += np.arange(COLS, dtype=np.uint16)[None, :]  # all values distinct-ish, no flat image
+    ds = xray_factory.make_radiograph(pixels, imager_spacing=(0.5, 0.5), laterality=laterality, **tags)
+    ds.PatientID = "PAT-0042"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return xray_factory.save(ds, path)
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """The real bundle's configs at tiny sizes, with random weights of the tiny network as models/model.pt."""
+    root = tmp_path_factory.mktemp("bundle")
+    shutil.copytree(REAL_BUNDLE / "configs", root / "configs")
+    for config in (root / "configs").glob("*.json"):
+        cfg = json.loads(config.read_text())
+        cfg.update({k: v for k, v in TINY_SIZES.items() if k in cfg})
+        if isinstance(cfg.get("network_def"), dict):
+            cfg["network_def"].update(TINY_NET)
+        config.write_text(json.dumps(cfg, indent=2))
+    torch.manual_seed(0)
+    network = Predictor.from_bundle(root, random_init=True).network
+    (root / "models").mkdir()
+    torch.save(network.state_dict(), root / "models" / "model.pt")
+    return root
+
+
+def _predict(*args: str) -> int:
+    return cli.main(["predict", *args])
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_canonical_affine_is_pil_centred_on_the_field():
+    aff = canonical_affine((4, 6, 8), (1.0, 2.0, 3.0))
+    assert nib.aff2axcodes(aff) == ("P", "I", "L")
+    np.testing.assert_allclose(nib.affines.voxel_sizes(aff), (1.0, 2.0, 3.0))
+    np.testing.assert_allclose(aff @ [1.5, 2.5, 3.5, 1.0], [0, 0, 0, 1], atol=1e-12)
+
+
+def test_round_trip_nifti_and_dicom(tiny_bundle, tmp_path, capsys):
+    """DICOM in -> NIfTI and DICOM series out, with the model's grid, the canonical frame and synthetic marks."""
+    dcm = _dx(tmp_path / "in" / "knee01.dcm")
+    expected = Predictor.from_bundle(tiny_bundle).predict(dcm).volume
+
+    assert _predict("--bundle", str(tiny_bundle), "--input", str(dcm), "--output", str(tmp_path / "nii")) == 0
+    assert _files(tmp_path / "nii") == ["knee01_mri_synthetic.nii.gz", "knee01_preview.png"]
+    img = nib.load(tmp_path / "nii" / "knee01_mri_synthetic.nii.gz")
+    assert img.shape == tuple(TINY_SIZES["mri_shape"])
+    np.testing.assert_allclose(img.header.get_zooms(), TINY_SIZES["mri_spacing"])
+    assert nib.aff2axcodes(img.affine) == ("P", "I", "L")
+    np.testing.assert_allclose(img.affine @ [3.5, 3.5, 3.5, 1.0], [0, 0, 0, 1], atol=1e-6)  # centred on the field
+    assert img.header["descrip"].tobytes().decode().startswith("SYNTHETIC")
+    np.testing.assert_allclose(np.asarray(img.dataobj), expected, atol=1e-6)
+    assert "predicted 1 of 1" in capsys.readouterr().out
+
+    args = ["--bundle", str(tiny_bundle), "--input", str(dcm), "--output", str(tmp_path / "dcm"), "--format", "dicom"]
+    assert _predict(*args) == 0
+    series = tmp_path / "dcm" / "knee01_mri_synthetic"
+    assert sorted(p.name for p in (tmp_path / "dcm").iterdir()) == ["knee01_mri_synthetic", "knee01_preview.png"]
+    assert len(list(series.iterdir())) == TINY_SIZES["mri_shape"][0]
+    # read back by the project's loader (canonical PIL, RAS affine) and by SimpleITK (LPS)
+    from_dicom, from_nifti = LoadMri()(series), LoadMri()(tmp_path / "nii" / "knee01_mri_synthetic.nii.gz")
+    np.testing.assert_allclose(from_dicom.numpy(), from_nifti.numpy(), atol=writers.DICOM_RESCALE_SLOPE)
+    np.testing.assert_allclose(from_dicom.affine.numpy(), img.affine, atol=1e-4)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(series)))
+    itk = reader.Execute()
+    np.testing.assert_allclose(itk.GetSpacing(), TINY_SIZES["mri_spacing"], rtol=1e-5)
+    np.testing.assert_allclose(sitk.GetArrayFromImage(itk), expected, atol=writers.DICOM_RESCALE_SLOPE)
+    ds = pydicom.dcmread(next(series.iterdir()))
+    assert ds.Modality == "MR" and list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"]
+    assert "SYNTHETIC" in ds.SeriesDescription.upper() and "xray2mri" in ds.SeriesDescription
+    assert str(ds.PatientName) == "" and ds.PatientID == writers.pseudonymise_patient_id("PAT-0042")
+    assert ds.StudyInstanceUID != pydicom.dcmread(dcm).StudyInstanceUID
+
+
+class _ColumnRamp(torch.nn.Module):
+    """Ignores the radiograph; outputs a volume rising from the first column to the last."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.register_buffer("ramp", torch.linspace(0.0, 1.0, shape[2]).expand(*shape).clone())
+
+    def forward(self, x):
+        return self.ramp.expand(x.shape[0], 1, *self.ramp.shape)
+
+
+class _Unproject(torch.nn.Module):
+    """Spreads the radiograph (area-resized to the volume's H x W) along the A-P axis."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        plane = torch.nn.functional.interpolate(x, size=self.shape[1:], mode="area")
+        return plane.unsqueeze(2).expand(-1, -1, self.shape[0], -1, -1)
+
+
+def test_left_knee_is_mirrored_back(tiny_bundle, tmp_path):
+    """Outputs of left knees are mirrored back: the volume's columns run like the radiograph's."""
+    shape = TINY_SIZES["mri_shape"]
+    right, left = _dx(tmp_path / "r.dcm", "R"), _dx(tmp_path / "l.dcm", "L")
+    predictor = Predictor.from_bundle(tiny_bundle)
+
+    predictor.network = _ColumnRamp(shape)  # the network always answers the same asymmetric volume
+    out_r, out_l = predictor.predict(right), predictor.predict(left)
+    assert not out_r.mirrored and out_l.mirrored
+    assert out_r.volume[0, 0, 0] < out_r.volume[0, 0, -1]
+    np.testing.assert_allclose(out_l.volume, out_r.volume[..., ::-1])
+    np.testing.assert_allclose(out_l.affine, out_r.affine)  # same frame; only the anatomy is mirrored
+
+    predictor.network = _Unproject(shape)  # the network copies the radiograph into the volume
+    out_r, out_l = predictor.predict(right), predictor.predict(left)
+    np.testing.assert_allclose(out_l.volume, out_r.volume, atol=1e-6)
+    columns = out_l.volume.mean(axis=(0, 1))
+    assert columns[: shape[2] // 2].mean() > columns[shape[2] // 2 :].mean()  # marker on the image's left stays there
+
+
+def _bad_files(folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    corrupt = _dx(folder / "corrupt.dcm")
+    corrupt.write_bytes(corrupt.read_bytes()[: corrupt.stat().st_size // 2])  # truncated in the pixel data
+    sr = shutil.copy(xray_factory.testdata("test-SR.dcm"), folder / "report")
+    colour = shutil.copy(xray_factory.testdata("SC_rgb_small_odd.dcm"), folder / "colour.dcm")
+    return {"corrupt.dcm": corrupt, "report": Path(sr), "colour.dcm": Path(colour)}
+
+
+def test_bad_folder_keeps_the_good_ones(tiny_bundle, tmp_path, capsys):
+    """Corrupt, non-image and colour files are rejected one line each; good ones (and an odd view) are written."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    _dx(inp / "good.dcm", "R")
+    _dx(inp / "series2" / "IM0001", "L")  # no extension, in a sub-folder
+    _dx(inp / "chest.dcm", "R", body_part="CHEST", view_position="LL")
+    bad = _bad_files(inp)
+
+    assert _predict("--bundle", str(tiny_bundle), "--input", str(inp), "--output", str(out)) == 1
+    captured = capsys.readouterr()
+    rejected = [line for line in captured.err.splitlines() if ": rejected: " in line]
+    assert len(rejected) == len(bad)
+    for path in bad.values():
+        (line,) = [r for r in rejected if r.startswith(f"{path}: rejected: ")]
+        assert len(line.split(": rejected: ", 1)[1]) > 5, line  # a reason is given
+    warnings = [line for line in captured.err.splitlines() if ": warning: " in line]
+    assert any("chest.dcm" in w and "CHEST" in w for w in warnings)
+    assert any("chest.dcm" in w and "LL" in w for w in warnings)
+    assert "predicted 3 of 6" in captured.out and "rejected 3" in captured.out
+    assert _files(out) == [
+        "chest_mri_synthetic.nii.gz",
+        "chest_preview.png",
+        "good_mri_synthetic.nii.gz",
+        "good_preview.png",
+        "series2/IM0001_mri_synthetic.nii.gz",
+        "series2/IM0001_preview.png",
+    ]  # nothing for the rejected files, no temporary files
+
+    only_bad = tmp_path / "only_bad"
+    _bad_files(only_bad)
+    assert _predict("--bundle", str(tiny_bundle), "--input", str(only_bad), "--output", str(tmp_path / "o2")) == 2
+    assert len([line for line in capsys.readouterr().err.splitlines() if ": rejected: " in line]) == 3
+    assert _files(tmp_path / "o2") == []
+
+
+def test_failed_write_leaves_no_partial_output(tiny_bundle, tmp_path, monkeypatch, capsys):
+    """If the preview cannot be written, the volume already written is removed and the file is reported."""
+    dcm = _dx(tmp_path / "in" / "knee.dcm")
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writers, "write_preview_png", no_space)
+    for fmt in ("nifti", "dicom"):
+        out = tmp_path / f"out_{fmt}"
+        assert _predict("--bundle", str(tiny_bundle), "--input", str(dcm), "--output", str(out), "--format", fmt) == 2
+        assert "No space left" in capsys.readouterr().err
+        assert not out.exists() or not any(out.rglob("*"))
+
+
+def test_missing_weights_or_input_is_reported(tiny_bundle, tmp_path, capsys):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle / "configs", bundle / "configs")
+    assert _predict("--bundle", str(bundle), "--input", str(tmp_path), "--output", str(tmp_path / "o")) == 2
+    assert "model.pt" in capsys.readouterr().err
+    assert _predict("--bundle", str(tiny_bundle), "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "o")) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_find_radiographs_and_output_stems(tmp_path):
+    (tmp_path / "a" / ".hidden").mkdir(parents=True)
+    for name in ("a/1.2.840.5", "a/x.DCM", "a/.DS_Store", "a/.hidden/y.dcm", "out/z.dcm", "b.dcm"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    found = find_radiographs(tmp_path, exclude=[tmp_path / "out"])
+    assert [str(p.relative_to(tmp_path)) for p in found] == ["b.dcm", "a/1.2.840.5", "a/x.DCM"]
+    assert output_stem(tmp_path / "a" / "1.2.840.5", tmp_path) == Path("a/1.2.840.5")  # UID names stay whole
+    assert output_stem(tmp_path / "a" / "x.DCM", tmp_path) == Path("a/x")
+    assert output_stem(tmp_path / "b.dcm") == Path("b")

@@ -1,0 +1,210 @@
+"""Build synthetic DICOM radiographs for the tests, in any transfer syntax, under pydicom 2.4 and 3.
+
+Everything here is made on the fly (tmp_path); files are marked synthetic in
+SeriesDescription/ImageComments. Compressed pixel data is encoded with the codec libraries
+themselves (openjpeg, CharLS via pyjpegls, GDCM via SimpleITK for JPEG lossless, Pillow for
+JPEG baseline) and encapsulated with pydicom, so that decoding can be tested under
+pydicom 2.4, which cannot encode most of them.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    RLELossless,
+    generate_uid,
+)
+
+PYDICOM3 = int(pydicom.__version__.split(".")[0]) >= 3
+
+DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+JPEG_LOSSLESS_SV1 = "1.2.840.10008.1.2.4.70"
+JPEG2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
+JPEG2000_LOSSY = "1.2.840.10008.1.2.4.91"
+JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
+JPEG_LS_NEAR = "1.2.840.10008.1.2.4.81"
+UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian)
+
+
+def testdata(name: str) -> Path:
+    """A file shipped in pydicom's own test data (works where get_testdata_file cannot, e.g. 2.4)."""
+    path = Path(pydicom.__file__).parent / "data" / "test_files" / name
+    assert path.is_file(), f"pydicom {pydicom.__version__} does not ship {name}"
+    return path
+
+
+def phantom(rows: int = 48, cols: int = 40, bits: int = 12, seed: int = 0) -> np.ndarray:
+    """Unsigned stored values: a smooth background, a bright 'bone' block and noise, all distinct."""
+    rng = np.random.default_rng(seed)
+    top = 2**bits - 1
+    y, x = np.mgrid[0:rows, 0:cols]
+    img = 0.15 * top + 0.2 * top * (x / max(cols - 1, 1)) + 0.05 * top * (y / max(rows - 1, 1))
+    img[rows // 4 : rows // 2, cols // 3 : 2 * cols // 3] += 0.4 * top
+    img += rng.normal(0, 0.01 * top, img.shape)
+    return np.clip(np.rint(img), 0, top).astype(np.uint16 if bits > 8 else np.uint8)
+
+
+def disc(rows: int, cols: int, spacing: tuple[float, float], radius_mm: float, bits: int = 12) -> np.ndarray:
+    """A bright disc of ``radius_mm`` centred in an image of the given pixel spacing."""
+    y, x = np.mgrid[0:rows, 0:cols].astype(float)
+    dy = (y - (rows - 1) / 2) * spacing[0]
+    dx = (x - (cols - 1) / 2) * spacing[1]
+    inside = dy**2 + dx**2 <= radius_mm**2
+    top = 2**bits - 1
+    return np.where(inside, int(0.8 * top), int(0.1 * top)).astype(np.uint16)
+
+
+def make_radiograph(
+    pixels: np.ndarray | None = None,
+    *,
+    photometric: str = "MONOCHROME2",
+    bits_stored: int = 12,
+    pixel_spacing: object = None,
+    imager_spacing: object = (0.15, 0.15),
+    magnification: object = None,
+    image_laterality: str | None = None,
+    laterality: str | None = None,
+    rescale: tuple[float, float] | None = None,
+    modality: str = "DX",
+    body_part: str = "KNEE",
+    view_position: str = "AP",
+) -> Dataset:
+    """A single-frame greyscale DX dataset (explicit VR little endian) holding ``pixels``."""
+    if pixels is None:
+        pixels = phantom(bits=bits_stored)
+    signed = np.issubdtype(pixels.dtype, np.signedinteger)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = DX_FOR_PRESENTATION
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = DX_FOR_PRESENTATION
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientID = "SYNTHETIC"
+    ds.Modality = modality
+    ds.SeriesDescription = "SYNTHETIC test radiograph"
+    ds.ImageComments = "synthetic, made by tests/xray_factory.py"
+    if body_part:
+        ds.BodyPartExamined = body_part
+    if view_position:
+        ds.ViewPosition = view_position
+    if image_laterality is not None:
+        ds.ImageLaterality = image_laterality
+    if laterality is not None:
+        ds.Laterality = laterality
+    if pixel_spacing is not None:
+        ds.PixelSpacing = list(pixel_spacing)
+    if imager_spacing is not None:
+        ds.ImagerPixelSpacing = list(imager_spacing)
+    if magnification is not None:
+        ds.EstimatedRadiographicMagnificationFactor = magnification
+    if rescale is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = rescale
+        ds.RescaleType = "US"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.Rows, ds.Columns = pixels.shape
+    ds.BitsAllocated = 8 * pixels.dtype.itemsize
+    ds.BitsStored = bits_stored
+    ds.HighBit = bits_stored - 1
+    ds.PixelRepresentation = int(signed)
+    ds.PixelData = np.ascontiguousarray(pixels).astype(pixels.dtype.newbyteorder("<")).tobytes()
+    ds["PixelData"].VR = "OB" if ds.BitsAllocated == 8 else "OW"
+    return ds
+
+
+def save(ds: Dataset, path: str | os.PathLike, transfer_syntax: str | None = None) -> Path:
+    """Write ``ds`` as a DICOM file; an uncompressed ``transfer_syntax`` re-encodes it."""
+    ds = copy.deepcopy(ds)
+    if transfer_syntax is not None:
+        if transfer_syntax not in UNCOMPRESSED:
+            raise ValueError("use encode() for compressed syntaxes")
+        if transfer_syntax == ExplicitVRBigEndian:
+            arr = np.frombuffer(ds.PixelData, dtype=f"<{'u' if not ds.PixelRepresentation else 'i'}{ds.BitsAllocated // 8}")
+            ds.PixelData = arr.byteswap().tobytes()
+        ds.file_meta.TransferSyntaxUID = transfer_syntax
+    ts = pydicom.uid.UID(ds.file_meta.TransferSyntaxUID)
+    if PYDICOM3:
+        ds.save_as(path, enforce_file_format=True)
+    else:
+        ds.is_little_endian = ts != ExplicitVRBigEndian
+        ds.is_implicit_VR = ts == ImplicitVRLittleEndian
+        ds.save_as(path, write_like_original=False)
+    return Path(path)
+
+
+def _stored(ds: Dataset) -> np.ndarray:
+    dtype = f"<{'i' if ds.PixelRepresentation else 'u'}{ds.BitsAllocated // 8}"
+    return np.frombuffer(ds.PixelData, dtype=dtype).reshape(ds.Rows, ds.Columns)
+
+
+def _jpeg_lossless_sv1(arr: np.ndarray, tmp: Path) -> bytes:
+    """A JPEG lossless (process 14, SV1) codestream, encoded by GDCM through SimpleITK."""
+    import SimpleITK as sitk
+
+    writer = sitk.ImageFileWriter()
+    writer.SetFileName(str(tmp))
+    writer.SetUseCompression(True)
+    writer.SetCompressor("JPEG")
+    writer.Execute(sitk.GetImageFromArray(arr))
+    written = pydicom.dcmread(tmp)
+    assert written.file_meta.TransferSyntaxUID == JPEG_LOSSLESS_SV1, written.file_meta.TransferSyntaxUID
+    if PYDICOM3:
+        from pydicom.encaps import generate_frames
+
+        return next(generate_frames(written.PixelData, number_of_frames=1))
+    from pydicom.encaps import generate_pixel_data_frame
+
+    return next(generate_pixel_data_frame(written.PixelData, 1))
+
+
+def encode(ds: Dataset, transfer_syntax: str, tmp_dir: str | os.PathLike) -> Dataset:
+    """A copy of ``ds`` with its pixel data compressed in ``transfer_syntax``."""
+    out = copy.deepcopy(ds)
+    arr = _stored(ds)
+    if transfer_syntax == RLELossless:
+        out.compress(RLELossless, arr)
+        return out
+    if transfer_syntax in (JPEG2000_LOSSLESS, JPEG2000_LOSSY):
+        import openjpeg
+
+        ratios = None if transfer_syntax == JPEG2000_LOSSLESS else [5]
+        frame = openjpeg.encode(arr, bits_stored=ds.BitsStored, photometric_interpretation=2, compression_ratios=ratios)
+    elif transfer_syntax in (JPEG_LS_LOSSLESS, JPEG_LS_NEAR):
+        import jpeg_ls
+
+        frame = bytes(jpeg_ls.encode_array(arr, lossy_error=0 if transfer_syntax == JPEG_LS_LOSSLESS else 3))
+    elif transfer_syntax == JPEG_LOSSLESS_SV1:
+        frame = _jpeg_lossless_sv1(arr, Path(tmp_dir) / f"gdcm_{generate_uid()}.dcm")
+    elif transfer_syntax == JPEG_BASELINE:
+        from PIL import Image
+
+        if ds.BitsAllocated != 8:
+            raise ValueError("JPEG baseline holds 8-bit data only")
+        buf = io.BytesIO()
+        Image.fromarray(arr.astype(np.uint8), mode="L").save(buf, format="JPEG", quality=95)
+        frame = buf.getvalue()
+    else:
+        raise ValueError(f"no encoder for {transfer_syntax}")
+    out.PixelData = encapsulate([frame])
+    out["PixelData"].VR = "OB"
+    out["PixelData"].is_undefined_length = True
+    out.file_meta.TransferSyntaxUID = transfer_syntax
+    if transfer_syntax in (JPEG2000_LOSSY, JPEG_LS_NEAR, JPEG_BASELINE):
+        out.LossyImageCompression = "01"
+    return out
