@@ -4,12 +4,12 @@ Prints, for the bundle's ``train.json`` at its own sizes (radiograph 128^2, MRI 
 
 * samples/s of the bundle's SupervisedTrainer fed by its DataLoader (cache warm);
 * the fraction of each iteration spent waiting for the next batch (Ignite's
-  ``GET_BATCH_STARTED`` -> ``GET_BATCH_COMPLETED``), after the first epoch (target <= 10 %);
+  ``GET_BATCH_STARTED`` -> ``GET_BATCH_COMPLETED``), after a warm-up epoch (target <= 10 %);
 * the ratio of the SupervisedTrainer's iteration time (its handlers included: console and
   TensorBoard logging of every loss term) to a bare PyTorch loop with the same network,
   optimizer, loss and the very same batches, measured interleaved round by round so that
   load from other processes hits both alike (target <= 1.10);
-* the time to write the latest checkpoint once per epoch (not part of an iteration);
+* the time of the epoch-end handlers (LR step, latest checkpoint), not part of an iteration;
 * peak resident memory of this process and of its DataLoader workers (target <= 4 GiB).
 
 Usage::
@@ -54,9 +54,9 @@ def _workflow(cohort: Path, out: Path, args: argparse.Namespace):
         "dataset_dir": str(cohort),
         "datalist": str(cohort / "datalist.json"),
         "output_dir": str(out),
-        "num_workers": args.num_workers,
+        **({} if args.num_workers is None else {"num_workers": args.num_workers}),
         "batch_size": args.batch_size,
-        "epochs": args.epochs,
+        "epochs": 1,
         "val_interval": 10**6,  # no validation inside the timed epochs
         "progress_bar": False,
     }
@@ -102,6 +102,21 @@ class _Timer:
         self.epoch_end.append(time.perf_counter() - self._last)
 
 
+def _children_peak_rss_gib() -> float:
+    """Largest peak resident memory (VmHWM) of this process's live children, e.g. DataLoader workers (Linux)."""
+    import os
+
+    peak = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:
+            continue
+        if int(fields.get("PPid", "0").strip() or 0) == os.getpid() and "VmHWM" in fields:
+            peak = max(peak, int(fields["VmHWM"].split()[0]))
+    return peak / 2**20  # KiB -> GiB
+
+
 def _bare_loop(network, loss_fn, optimizer, prepare_batch, batches, device) -> list[float]:
     """The plain PyTorch training step on ``batches``; seconds per iteration."""
     times = []
@@ -119,7 +134,7 @@ def _bare_loop(network, loss_fn, optimizer, prepare_batch, batches, device) -> l
 
 
 def _trainer_on(trainer, batches, timer: _Timer) -> list[float]:
-    """The bundle's SupervisedTrainer for one pass over ``batches``; seconds per iteration."""
+    """The bundle's SupervisedTrainer for one pass over ``batches`` (a list or a DataLoader); seconds per iteration."""
     start = len(timer.step)
     trainer.data_loader = batches
     trainer.state.epoch_length = len(batches)
@@ -133,10 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cohort", help="existing cohort folder with datalist.json (default: make one)")
     parser.add_argument("--subjects", type=int, default=8, help="subjects of the cohort to make (default 8)")
-    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers (train.json default 2)")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="DataLoader workers (default: train.json's, CPU cores // 4)")
     parser.add_argument("--batch-size", type=int, default=4, help="batch size (train.json default 4)")
-    parser.add_argument("--epochs", type=int, default=4, help="epochs of the data-loading run (first one not counted)")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of bare loop / trainer")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (one epoch each) of the measurements")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
@@ -152,36 +167,43 @@ def main(argv: list[str] | None = None) -> int:
         n_train = len(p.get_parsed_content("train#dataset"))
         timer = _Timer()
         timer.attach(trainer)
+        workers = p.get_parsed_content("num_workers")
         print(f"device {device}, torch threads {torch.get_num_threads()}, {n_train} training subjects, "
-              f"batch {args.batch_size}, workers {args.num_workers}", flush=True)
+              f"batch {args.batch_size}, workers {workers}", flush=True)
 
-        # 1. the bundle as configured: DataLoader (cache already warm) -> trainer
-        trainer.state.max_epochs = args.epochs
-        t0 = time.perf_counter()
-        trainer.run()
-        wall = time.perf_counter() - t0
-        per_epoch = len(timer.total) // args.epochs
-        wait, total = timer.wait[per_epoch:], timer.total[per_epoch:]  # skip the first epoch (workers start)
-        wait_fraction = sum(wait) / sum(total)
-        samples_per_s = args.batch_size * len(total) / sum(total)
-        ckpt_s = statistics.median(timer.epoch_end) if timer.epoch_end else float("nan")
-
-        # 2. the same batches through a bare loop and through the trainer, interleaved
+        # warm-up: one epoch of the bundle as configured (starts workers, allocators, caches)
         loader = p.get_parsed_content("train#dataloader")
         batches = [b for _, b in zip(range(max(2, n_train // args.batch_size)), loader)]
+        _trainer_on(trainer, loader, timer)
         optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
-        bare, bundle = [], []
+        _bare_loop(network, loss_fn, optimizer, prepare_batch, batches, device)
+
+        # interleaved rounds, so that load from other processes hits every measurement alike:
+        # (a) the bundle as configured: DataLoader (cache warm) -> SupervisedTrainer,
+        # (b) a bare PyTorch loop and (c) the SupervisedTrainer on the same prepared batches
+        wait, total, bare, bundle, epoch_end = [], [], [], [], []
+        t0 = time.perf_counter()
         for _ in range(args.rounds):
+            start, start_end = len(timer.total), len(timer.epoch_end)
+            _trainer_on(trainer, loader, timer)
+            wait += timer.wait[start:]
+            total += timer.total[start:]
+            epoch_end += timer.epoch_end[start_end:]
             bare += _bare_loop(network, loss_fn, optimizer, prepare_batch, batches, device)
             bundle += _trainer_on(trainer, batches, timer)
+        wall = time.perf_counter() - t0
+        wait_fraction = statistics.median(w / t for w, t in zip(wait, total))
+        samples_per_s = args.batch_size / statistics.median(total)
         ratio = statistics.median(bundle) / statistics.median(bare)
+        ckpt_s = statistics.median(epoch_end)
+        rss_workers = _children_peak_rss_gib()  # while the persistent workers (if any) are alive
 
         rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB on Linux
-        rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+        rss_children = max(rss_workers, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20)
         figures = {
             "device": str(device),
             "batch_size": args.batch_size,
-            "num_workers": args.num_workers,
+            "num_workers": workers,
             "samples_per_s": samples_per_s,
             "iteration_s_median": statistics.median(total),
             "data_wait_fraction": wait_fraction,
@@ -189,16 +211,17 @@ def main(argv: list[str] | None = None) -> int:
             "bare_iteration_s_median": statistics.median(bare),
             "trainer_iteration_s_median": statistics.median(bundle),
             "latest_checkpoint_s_per_epoch": ckpt_s,
-            "wall_s_data_run": wall,
+            "rounds": args.rounds,
+            "wall_s": wall,
             "peak_rss_gib": rss_self,
             "peak_rss_worker_gib": rss_children,
         }
     print(f"samples/s (bundle, cache warm):        {samples_per_s:.2f}")
-    print(f"iteration (median):                    {figures['iteration_s_median']:.3f} s")
+    print(f"iteration (median of {len(total)}):          {figures['iteration_s_median']:.3f} s")
     print(f"waiting for data:                      {100 * wait_fraction:.1f} % of each iteration (target <= 10 %)")
     print(f"SupervisedTrainer / bare loop:         {ratio:.3f} ({figures['trainer_iteration_s_median']:.3f} s vs "
           f"{figures['bare_iteration_s_median']:.3f} s; target <= 1.10)")
-    print(f"latest checkpoint write per epoch:     {ckpt_s:.3f} s")
+    print(f"epoch-end handlers (LR, latest ckpt):  {ckpt_s:.3f} s per epoch")
     print(f"peak RSS: this process {rss_self:.2f} GiB, largest worker {rss_children:.2f} GiB (target <= 4 GiB)")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")

@@ -38,7 +38,7 @@ class DemoSettings:
     cohort: Path = Path("data/synthetic_knee")
     datalist: Path = Path("data_manifests/synthetic_knee.json")
     out_dir: Path = Path("runs/demo")
-    subjects: int = 160
+    subjects: int = 200
     seed: int = 2026
     preset: str = "demo"
     epochs: int = 30

@@ -25,7 +25,8 @@ handlers they name:
   :func:`network_from_bundle` (read sizes and the network from ``train.json``, the one place
   they are written, so ``inference.json`` never repeats them).
 
-Everything that writes files writes on the main process only (rank 0 under ``torchrun``).
+Under ``torchrun``, checkpoints and TensorBoard are written by rank 0 only; the evaluation and
+inference writers write the items each process was given.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ from xray2mri.transforms.geometry import LR_FLIP_AXIS, MIRRORED_KEY
 
 __all__ = [
     "MODEL_KEY",
+    "BEST_NAME",
+    "LATEST_NAME",
     "prepare_batch",
     "pred_target",
     "loss_terms",
@@ -77,6 +80,9 @@ __all__ = [
 MODEL_KEY: str = "model"
 #: Key of the Ignite engine state (epoch, iteration) inside a latest checkpoint.
 TRAINER_KEY: str = "trainer"
+#: File names of the checkpoints in a run's ``ckpt_dir`` (train.json: ``<output_dir>/checkpoints``).
+BEST_NAME: str = "checkpoint_best.pt"
+LATEST_NAME: str = "checkpoint_latest.pt"
 
 # --------------------------------------------------------------------------------------------
 # batches and output transforms
@@ -431,7 +437,7 @@ class LatestCheckpoint:
     """
 
     def __init__(
-        self, save_dir: str | os.PathLike, save_dict: Mapping[str, Any], filename: str = "checkpoint_latest.pt",
+        self, save_dir: str | os.PathLike, save_dict: Mapping[str, Any], filename: str = LATEST_NAME,
         interval: int = 1,
     ) -> None:
         if TRAINER_KEY in save_dict:
@@ -471,7 +477,7 @@ class BestCheckpoint:
 
     def __init__(
         self, save_dir: str | os.PathLike, network: torch.nn.Module, metric_name: str, mode: str = "max",
-        filename: str = "checkpoint_best.pt",
+        filename: str = BEST_NAME,
     ) -> None:
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")

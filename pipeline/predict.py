@@ -230,6 +230,9 @@ class Predictor:
             )
         network = parser.get_parsed_content("network_def")
         if not random_init:
+            from xray2mri.pipeline.export import verify_bundle_weights
+
+            verify_bundle_weights(bundle, [weights_path])  # refuses tampered/truncated weights of an exported bundle
             network.load_state_dict(_load_state_dict(weights_path))
         preprocess = parser.get_parsed_content("preprocessing")
         image_key = parser.get_parsed_content("image_key") if "image_key" in parser else _first_key(preprocess)

@@ -121,8 +121,9 @@ def _run_workflow(bundle_dir: Path, configs: list[str], overrides: dict) -> Conf
 def test_evaluate_writes_predictions_on_the_target_grid_and_metrics(
     tmp_path, bundle_dir, tiny_bundle_overrides, tiny_weights, tiny_cohort
 ):
+    best = tiny_weights.parents[1] / "best.pt"  # a training checkpoint ({"model": ..., "epoch": ...}) loads too
     _run_workflow(bundle_dir, ["train.json", "evaluate.json"],
-                  {**tiny_bundle_overrides, "output_dir": str(tmp_path), "eval_ckpt": str(tiny_weights)})
+                  {**tiny_bundle_overrides, "output_dir": str(tmp_path), "weights": str(best)})
     test_subjects = [item["subject"] for item in json.loads((tiny_cohort / "datalist.json").read_text())["test"]]
     assert test_subjects
     for subject in test_subjects:

@@ -208,3 +208,29 @@ def test_loading_chain_reads_a_cropped_item_end_to_end(tree, built):
     assert d["xray"].meta[MIRRORED_KEY] and d["mri"].meta[MIRRORED_KEY]
     assert torch.isfinite(d["xray"]).all() and torch.isfinite(d["mri"]).all()
     assert float(d["mri"].std()) > 0
+
+
+def test_synth_layout_oai_command_and_an_unreadable_radiograph(tmp_path, capsys):
+    from xray2mri.pipeline.oai.cli_support import add_synth_oai_arguments, synth_oai
+
+    parser = argparse.ArgumentParser()
+    add_synth_oai_arguments(parser)
+    args = parser.parse_args(["--layout", "oai", "--visits", "00m"])
+    assert args.layout == "oai"
+    args.out, args.subjects, args.seed, args.preset, args.workers, args.no_progress = (
+        str(tmp_path / "t"), 1, 0, TINY, 1, True)
+    assert synth_oai(args) == 0 and "SYNTHETIC" in capsys.readouterr().out
+    root = tmp_path / "t"
+    assert (root / "README_SYNTHETIC.txt").exists()
+    build = build_oai_datalist(root, centres=root / "known_centres.csv")
+    assert [(i["side"], i["visit"]) for i in build.items] == [("R", "V00")]  # participant 0 has no left DESS
+    (root / build.items[0]["xray"]).write_bytes(b"not a DICOM file")
+    with pytest.raises(manifests.ManifestError, match="no knee radiograph paired"):
+        build_oai_datalist(root, centres=root / "known_centres.csv")
+    from xray2mri.pipeline.oai.build import build_items
+    from xray2mri.pipeline.oai.index import read_indexes
+
+    records, _ = read_indexes(root)
+    items, dropped = build_items(root, pairing.pair_series(records).pairs)
+    assert not items and [(d.side, d.reason) for d in dropped] == [("R", pairing.UNREADABLE)]
+    assert "cannot read the DICOM header" in dropped[0].detail

@@ -153,35 +153,36 @@ def test_cropkneed_mirrors_left_knees_only_when_asked():
 
 
 def test_left_crop_mirrored_shows_its_own_anatomy():
-    """Two knees made different on purpose: the mirrored left crop has the left knee's width and a
-    right knee's layout (fibula on the canonical lateral side, the low columns)."""
+    """Two knees made different on purpose. The mirrored left crop matches the left knee's anatomy
+    drawn as a right knee at the same place (a second radiograph, same geometry and noise draws),
+    not the right knee's crop, and has a right knee's layout (fibula on the low-column side)."""
     pre = SynthPreset(name="t", mri_shape=(8, 8, 8), mri_spacing_mm=8.0, supersample=1, xray_shape=(0, 0),
                       xray_pixel_mm=1.0)
     knees = participant_knees(0, 0)
-    knees = {"R": dataclasses.replace(knees["R"], scale=0.88, plateau_ml_radius=0.88 * 34.0, limb_scale=0.95),
-             "L": dataclasses.replace(knees["L"], scale=1.12, plateau_ml_radius=1.12 * 41.0, limb_scale=1.05)}
-    radiograph = render_bilateral(knees, pre, np.random.default_rng(1), drr_spacing_mm=3.0)
-    spacing = (pre.xray_pixel_mm / radiograph.magnification,) * 2
-    img = MetaTensor(torch.from_numpy(radiograph.image)[None], meta={"spacing": spacing})
-    crops = {side: CropKnee(mirror_to_canonical=True)(img, centre=radiograph.centres[side], side=side)[0].numpy()
-             for side in ("R", "L")}
-    unmirrored = CropKnee()(img, centre=radiograph.centres["L"], side="L")[0].numpy()
+    knees = {"R": dataclasses.replace(knees["R"], scale=0.9, plateau_ml_radius=0.9 * 36.0),
+             "L": dataclasses.replace(knees["L"], scale=1.1, plateau_ml_radius=1.1 * 40.0)}
+    twin = {"R": dataclasses.replace(knees["L"], side="R"), "L": knees["L"]}  # left anatomy, mirrored, on the right
 
-    def plateau_width(crop):  # bone extent just below the joint line, mm
-        c = crop.shape[0] // 2
-        band = crop[c + 3: c + 8].mean(axis=0)
-        bone = np.nonzero(band > np.percentile(crop, 70))[0]
-        return (bone[-1] - bone[0]) * spacing[1]
+    def crops(pair, mirror=True):
+        radiograph = render_bilateral(pair, pre, np.random.default_rng(1), drr_spacing_mm=3.0)
+        spacing = (pre.xray_pixel_mm / radiograph.magnification,) * 2
+        img = MetaTensor(torch.from_numpy(radiograph.image)[None], meta={"spacing": spacing})
+        return {side: CropKnee(mirror_to_canonical=mirror)(img, centre=radiograph.centres[side], side=side)[0].numpy()
+                for side in ("R", "L")}, spacing
 
-    def lateral_minus_medial(crop):  # fibula head: 14-38 mm below the joint, 35-45 mm lateral
+    (got, spacing), (plain, _) = crops(knees), crops(knees, mirror=False)
+    reference = crops(twin)[0]["R"]
+    own = np.abs(got["L"] - reference).mean()
+    other, unmirrored = np.abs(got["L"] - got["R"]).mean(), np.abs(plain["L"] - reference).mean()
+    assert own < 0.75 * other and own < 0.75 * unmirrored
+
+    def lateral_minus_medial(crop):  # fibula head: 16-34 mm below the joint, 30-40 mm lateral
         c, m = crop.shape[0] // 2, crop.shape[1] // 2
-        rows, off = slice(c + 16, c + 36), (int(36 / spacing[1]), int(46 / spacing[1]))
+        rows, off = slice(c + int(16 / spacing[0]), c + int(34 / spacing[0])), (int(30 / spacing[1]), int(40 / spacing[1]))
         return crop[rows, m - off[1]: m - off[0]].mean() - crop[rows, m + off[0]: m + off[1]].mean()
 
-    width_r, width_l = plateau_width(crops["R"]), plateau_width(crops["L"])
-    assert width_l - width_r > 8.0, (width_l, width_r)
-    assert lateral_minus_medial(crops["R"]) > 0 and lateral_minus_medial(crops["L"]) > 0
-    assert lateral_minus_medial(unmirrored) < 0
+    assert lateral_minus_medial(got["R"]) > 0 and lateral_minus_medial(got["L"]) > 0
+    assert lateral_minus_medial(plain["L"]) < 0
 
 
 def test_localiser_reports_what_it_cannot_place():

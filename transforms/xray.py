@@ -106,7 +106,7 @@ def _raw_text(ds: pydicom.Dataset, keyword: str) -> str:
         return "?"
 
 
-def _spacing(ds: pydicom.Dataset) -> tuple[tuple[float, float] | None, str, float, list[str]]:
+def spacing_from_header(ds: pydicom.Dataset) -> tuple[tuple[float, float] | None, str, float, list[str]]:
     """(row, col) spacing in mm at the object plane, its source, the magnification used, problems."""
     problems = []
     ps, why = _numbers(ds, "PixelSpacing")
@@ -334,7 +334,7 @@ class LoadXray(Transform):
             if invert:
                 np.subtract(np.float32(lo + hi), values, out=values)
 
-        spacing, source, magnification, problems = _spacing(ds)
+        spacing, source, magnification, problems = spacing_from_header(ds)
         if spacing is None:
             if self.fallback_spacing is None:
                 raise XrayInputError(filename, "no usable pixel spacing (" + "; ".join(problems) + ")")

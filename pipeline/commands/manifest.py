@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--csv", metavar="FILE",
                         help="CSV of pairs with columns subject, visit, side, xray, mri [, labels, grade]")
     source.add_argument("--cohort", metavar="DIR", help="synthetic cohort folder written by `xray2mri synth`")
+    from xray2mri.pipeline.oai.cli_support import add_oai_arguments
+
+    add_oai_arguments(build, source)
     build.add_argument("--out", metavar="FILE", required=True, help="datalist JSON to write")
     build.add_argument("--seed", type=int, default=0, help="seed of the subject split (default 0)")
     build.add_argument("--fractions", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
@@ -55,6 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    if getattr(args, "oai_root", None):
+        from xray2mri.pipeline.oai.cli_support import build_from_oai
+
+        return build_from_oai(args)
     from xray2mri.pipeline import manifests
     from xray2mri.transforms.errors import InputError
 

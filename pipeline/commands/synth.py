@@ -44,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PNG",
         help="also draw a montage of a few subjects (default file DIR/preview.png)",
     )
+    from xray2mri.pipeline.oai.cli_support import add_synth_oai_arguments
+
+    add_synth_oai_arguments(parser)
     parser.set_defaults(func=_run)
 
 
@@ -62,6 +65,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         print("xray2mri synth: --workers must be >= 1", file=sys.stderr)
         return 2
+    if args.layout == "oai":
+        from xray2mri.pipeline.oai.cli_support import synth_oai
+
+        return synth_oai(args)
     start = time.perf_counter()
     out = generate_cohort(args.out, args.subjects, seed=args.seed, preset=args.preset,
                           workers=args.workers, progress=not args.no_progress)

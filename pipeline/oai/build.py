@@ -104,7 +104,7 @@ def _radiograph_header(root: Path, record: SeriesRecord) -> _Radiograph | str:
     """Geometry of a radiograph from its header, or the reason it cannot be used."""
     import pydicom
 
-    from xray2mri.transforms.xray import _spacing  # the loader's spacing rule, one place
+    from xray2mri.transforms.xray import spacing_from_header  # the loader's spacing rule, one place
 
     folder = root / record.path
     file = folder / layout.XRAY_FILE_NAME
@@ -118,7 +118,7 @@ def _radiograph_header(root: Path, record: SeriesRecord) -> _Radiograph | str:
         rows, cols = int(ds.Rows), int(ds.Columns)
     except Exception as err:  # any failure to parse is the finding reported
         return f"{file.relative_to(root).as_posix()}: cannot read the DICOM header ({type(err).__name__}: {err})"
-    spacing, _, _, problems = _spacing(ds)
+    spacing, _, _, problems = spacing_from_header(ds)
     if spacing is None:
         return f"{file.relative_to(root).as_posix()}: no pixel spacing ({'; '.join(problems)})"
     orientation = [str(v).upper() for v in (ds.get("PatientOrientation") or [])]

@@ -1,0 +1,132 @@
+"""MONAI Label infer task: a knee radiograph from the datastore in, the generated MRI volume out as NIfTI.
+
+The task runs the bundle's own inference (:class:`xray2mri.pipeline.predict.Predictor`, built
+from the bundle's ``configs/inference.json`` with its weights checked against the bundle's
+metadata) and writes the volume itself. MONAI Label's default post-processing would restore
+the output to the input image's shape and write an integer label map; for a 2-D radiograph in
+and a 3-D float volume out that is wrong, so :meth:`GenerateMri.writer` writes a float32 NIfTI
+with the prediction's affine (canonical "PIL" frame, the model's voxel spacing, the
+radiograph's own side), marked SYNTHETIC in its ``descrip`` (:func:`xray2mri.pipeline.writers.write_nifti`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from monailabel.interfaces.tasks.infer_v2 import InferType
+from monailabel.tasks.infer.basic_infer import BasicInferTask
+
+logger = logging.getLogger(__name__)
+
+#: Key under which the prediction travels through the task's data dict.
+PREDICTION_KEY = "xray2mri_prediction"
+
+
+class GenerateMri(BasicInferTask):
+    """Generate a synthetic 3-D knee MRI from one radiograph (``InferType.OTHERS``).
+
+    Args:
+        bundle_dir: the xray2mri bundle folder (``configs/``, ``models/model.pt``).
+        random_weights: serve the network's random initial weights (no trained model yet; the
+            output means nothing and every response says so).
+        description: shown by MONAI Label's ``/info/``.
+    """
+
+    def __init__(
+        self,
+        bundle_dir: str | os.PathLike,
+        random_weights: bool = False,
+        description: str = "Generate a SYNTHETIC 3-D knee MRI (NIfTI) from one AP/PA knee radiograph (DICOM)",
+    ) -> None:
+        self.bundle_dir = Path(bundle_dir)
+        self.random_weights = bool(random_weights)
+        if self.random_weights:
+            description = f"UNTRAINED (random weights, output meaningless): {description}"
+        super().__init__(
+            path=str(self.bundle_dir / "models" / "model.pt"),
+            network=None,
+            type=InferType.OTHERS,
+            labels=None,
+            dimension=3,
+            description=description,
+        )
+        self._predictor: Any = None
+        self._predictor_device: Any = None
+        self._lock = threading.Lock()
+
+    def is_valid(self) -> bool:
+        """Servable when the bundle has weights (or random weights were asked for)."""
+        return self.random_weights or Path(self.path[0]).is_file()
+
+    def info(self) -> dict[str, Any]:
+        out = super().info()
+        out["bundle"] = str(self.bundle_dir)
+        out["random_weights"] = self.random_weights
+        out["output"] = "float32 NIfTI, SYNTHETIC; (D, H, W) = (A->P, S->I, R->L)"
+        return out
+
+    def predictor(self, device: Any = "cpu") -> Any:
+        """The bundle's :class:`~xray2mri.pipeline.predict.Predictor`, built once per device (thread-safe)."""
+        from xray2mri.pipeline.export import verify_bundle_weights
+        from xray2mri.pipeline.predict import Predictor
+
+        with self._lock:
+            if self._predictor is None or str(self._predictor_device) != str(device):
+                if self.random_weights:
+                    logger.warning("xray2mri: serving RANDOM weights; the generated volumes mean nothing")
+                else:  # an exported bundle's weights must match its metadata's SHA-256 (refused otherwise)
+                    verify_bundle_weights(self.bundle_dir, [self.path[0]])
+                self._predictor = Predictor.from_bundle(self.bundle_dir, device=device, random_init=self.random_weights)
+                self._predictor_device = device
+            return self._predictor
+
+    def pre_transforms(self, data: Any = None) -> Sequence[Callable]:
+        """None: the bundle's own preprocessing runs inside the predictor."""
+        return []
+
+    def inverse_transforms(self, data: Any = None) -> None:
+        """None: the volume's geometry comes from the prediction, not from inverting the input's."""
+        return None
+
+    def post_transforms(self, data: Any = None) -> Sequence[Callable]:
+        """None: the volume is written as it is (no label-map restoration to the input's shape)."""
+        return []
+
+    def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: Any = "cpu") -> dict[str, Any]:
+        """Generate the volume of the radiograph at ``data["image"]`` (a path MONAI Label resolved from its datastore)."""
+        image = data.get("image")
+        if not isinstance(image, (str, os.PathLike)):
+            raise ValueError(f"xray2mri expects a radiograph file (DICOM) as image, got {type(image).__name__}")
+        data[PREDICTION_KEY] = self.predictor(device).predict(image)
+        return data
+
+    def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[str, dict[str, Any]]:
+        """Write the volume as float32 NIfTI (prediction's affine, marked SYNTHETIC) to a temporary file.
+
+        MONAI Label sends the file back (``output=image``) and deletes it afterwards.
+        """
+        import nibabel as nib
+
+        from xray2mri.pipeline.writers import write_nifti
+
+        pred = data[PREDICTION_KEY]
+        fd, name = tempfile.mkstemp(prefix="xray2mri_", suffix=".nii.gz")
+        os.close(fd)
+        write_nifti(pred.volume, pred.affine, name)
+        result = {
+            "synthetic": True,
+            "random_weights": self.random_weights,
+            "shape": [int(s) for s in pred.volume.shape],
+            "spacing_mm": [float(s) for s in nib.affines.voxel_sizes(pred.affine)],
+            "axcodes": "".join(nib.aff2axcodes(pred.affine)),
+            "mirrored_to_canonical": bool(pred.mirrored),
+            "warnings": list(pred.warnings),
+            "source": os.fspath(pred.source),
+        }
+        return name, result
