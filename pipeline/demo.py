@@ -41,7 +41,8 @@ class DemoSettings:
     subjects: int = 200
     seed: int = 2026
     preset: str = "demo"
-    epochs: int = 30
+    epochs: int = 40
+    val_interval: int = 5
     variants: tuple[str, ...] = ("bottleneck", "geometry")
     predict_count: int = 3
     workers: int | None = None
@@ -118,7 +119,8 @@ def train(settings: DemoSettings, variant: str) -> Path:
             settings,
             ["train.json"],
             {"dataset_dir": str(settings.cohort), "datalist": str(settings.cohort / "datalist.json"),
-             "output_dir": str(run_dir), "variant": variant, "epochs": settings.epochs},
+             "output_dir": str(run_dir), "variant": variant, "epochs": settings.epochs,
+             "val_interval": settings.val_interval},
         ),
         log=run_dir / "train.log",
     )

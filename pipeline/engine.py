@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform, Zoom
 from monai.utils import ensure_tuple_rep
 
+from xray2mri.pipeline.atomic import atomic_file
 from xray2mri.transforms.geometry import LR_FLIP_AXIS, MIRRORED_KEY
 
 __all__ = [
@@ -364,19 +364,8 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     plain ``torch.save``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as tmp:
+        torch.save(obj, tmp)
     return path
 
 
@@ -620,7 +609,7 @@ def _write_source_nifti(array: np.ndarray, affine: np.ndarray, path: Path, descr
     """Write a preprocessed input/target (not generated: no SYNTHETIC claim of our own), atomically."""
     import nibabel as nib
 
-    from xray2mri.pipeline.writers import atomic_file
+    from xray2mri.pipeline.atomic import atomic_file
 
     img = nib.Nifti1Image(array, affine)
     img.header["descrip"] = description.encode("ascii", "replace")[:79]

@@ -18,8 +18,8 @@ checkpoint's output (``atol``/``rtol``); otherwise nothing is written. The expor
 ``training_data`` (cohort, splits, metrics, from arguments or a run folder), and its
 ``eval_metrics`` are filled from the same metrics. The exported configs get
 ``bundle_root = "."`` so ``python -m monai.bundle run --config_file configs/inference.json``
-works from the unpacked folder, and ``inference.json`` is made to call
-:func:`verify_bundle_weights` before its ``CheckpointLoader`` when it does not already.
+works from the unpacked folder; the bundle's ``inference.json`` calls
+:func:`verify_bundle_weights` before its ``CheckpointLoader``.
 
 :func:`verify_bundle_weights` is the receiving side: it recomputes the SHA-256 of the weight
 files recorded in ``configs/metadata.json`` and raises :class:`BundleIntegrityError` (an
@@ -67,9 +67,6 @@ CHECKSUM_KEY: str = "weights_sha256"
 TRAINING_DATA_KEY: str = "training_data"
 #: The weight files of an exported bundle, relative to its root.
 WEIGHT_FILES: tuple[str, ...] = ("models/model.pt", "models/model.ts", "models/model.pt2")
-#: Expression inserted into an exported inference.json (unless it already verifies the weights).
-VERIFY_IMPORT: str = "$import xray2mri.pipeline.export as bundle_export"
-VERIFY_EXPR: str = "$bundle_export.verify_bundle_weights(@bundle_root, [@weights])"
 _CHUNK = 1 << 20
 
 
@@ -321,7 +318,7 @@ def _compare(name: str, expected: torch.Tensor, found: Any, atol: float, rtol: f
 
 
 def _rewrite_configs(configs: Path, overrides: Mapping[str, Any]) -> None:
-    """Exported configs: ``bundle_root = "."``, train.json ``overrides``, inference.json verifying weights."""
+    """Exported configs: ``bundle_root = "."`` and train.json ``overrides`` (inference.json verifies weights itself)."""
     for path in sorted(configs.glob("*.json")):
         if path.name == "metadata.json":
             continue
@@ -332,13 +329,6 @@ def _rewrite_configs(configs: Path, overrides: Mapping[str, Any]) -> None:
             cfg["bundle_root"] = "."
         if path.name == "train.json":
             cfg.update(overrides)
-        if path.name == "inference.json" and "verify_bundle_weights" not in path.read_text():
-            cfg["imports"] = [*cfg.get("imports", []), VERIFY_IMPORT]
-            init = cfg.get("initialize", [])
-            init = [init] if isinstance(init, str) else list(init)
-            at = next((i for i, e in enumerate(init) if "checkpointloader" in str(e).lower()), len(init))
-            init.insert(at, VERIFY_EXPR)
-            cfg["initialize"] = init
         path.write_text(json.dumps(cfg, indent=4) + "\n")
 
 
@@ -399,8 +389,8 @@ def export_bundle(
     """
     from monai.networks.utils import convert_to_torchscript
 
+    from xray2mri.pipeline.atomic import atomic_file
     from xray2mri.pipeline.engine import network_from_bundle, train_setting
-    from xray2mri.pipeline.writers import atomic_file
 
     bundle = Path(bundle_dir)
     overrides = dict(overrides or {})

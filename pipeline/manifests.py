@@ -18,12 +18,12 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from xray2mri.pipeline.atomic import atomic_file
 from xray2mri.transforms.errors import InputError
 
 #: The three split names, in the order their fractions are given.
@@ -369,18 +369,8 @@ def write_datalist(datalist: dict, path: str | os.PathLike) -> None:
     datalist.setdefault("description", "xray2mri paired knee datalist; paths relative to the base directory.")
     validate_datalist(datalist, filename=path)
     text = json.dumps(datalist, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def schema_problems(obj: Any) -> list[str]:

@@ -20,8 +20,6 @@ import csv
 import json
 import math
 import os
-import shutil
-import tempfile
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from xray2mri.pipeline import metrics as M
+from xray2mri.pipeline.atomic import atomic_folder
 from xray2mri.pipeline.baselines import BASELINE_NAMES, Baselines, bundle_preprocessing, load_split
 from xray2mri.transforms.errors import InputError
 
@@ -614,25 +613,6 @@ def _markdown(
     return "\n".join(out)
 
 
-def _atomic_dir(out_dir: Path, fill: Callable[[Path], None]) -> None:
-    """Build a folder under a temporary name next to ``out_dir`` with ``fill``, then rename it into place."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        fill(tmp)
-        old = None
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old / out_dir.name)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def write_report(
     out_dir: str | os.PathLike,
     rows: Sequence[Mapping[str, Any]],
@@ -661,7 +641,8 @@ def write_report(
                 written[title] = rel
         (tmp / "report.md").write_text(_markdown(summary, written, log_note, model_names, legend))
 
-    _atomic_dir(out_dir, fill)
+    with atomic_folder(out_dir) as tmp:
+        fill(tmp)
     return out_dir / "report.md"
 
 

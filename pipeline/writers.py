@@ -25,18 +25,17 @@ other demographics are never copied.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import hashlib
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
+
+from xray2mri.pipeline.atomic import atomic_file, atomic_folder
 
 __all__ = [
     "SYNTHETIC_DESCRIPTION",
@@ -77,52 +76,6 @@ def _as_affine(affine: np.ndarray | torch.Tensor) -> np.ndarray:
     if aff.shape != (4, 4):
         raise ValueError(f"expected a 4x4 affine, got shape {aff.shape}")
     return aff
-
-
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success move it onto ``path``, on error delete it.
-
-    The temporary name keeps the destination's suffixes (``.nii.gz``, ``.png``) so that writers
-    which choose a format from the extension behave the same, and starts with a dot so that
-    folder listings and globbing for outputs do not pick it up.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-
-
-@contextlib.contextmanager
-def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; on success rename it to ``path``, on error delete it.
-
-    An existing ``path`` (a previous run) is moved aside first and deleted only once the new
-    folder is in place, so a reader sees either the old complete series or the new one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / path.name)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def pseudonymise_patient_id(patient_id: str) -> str:

@@ -13,6 +13,7 @@ import pydicom
 import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
 from xray2mri.pipeline import manifests
 from xray2mri.pipeline.cli import main
 from xray2mri.pipeline.manifests import (

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from xray2mri.pipeline import manifests
+from xray2mri.pipeline.atomic import atomic_file
 from xray2mri.transforms.knee_crop import crop_box_for
 
 from . import layout, pairing
@@ -280,12 +281,9 @@ def build_oai_datalist(
 def write_unpaired_report(build: OaiBuild, path: str | os.PathLike) -> Path:
     """Write every unpaired candidate, one row each (participant, visit, side, kind, path, reason, detail)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+    with atomic_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["participant", "visit", "side", "kind", "path", "reason", "detail"])
         writer.writeheader()
         for u in sorted(build.pairing.unpaired, key=lambda u: (u.participant, u.visit or 0, u.side, u.kind, u.path)):
             writer.writerow(u.as_row())
-    os.replace(tmp, path)
     return path

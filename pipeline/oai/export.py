@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xray2mri.pipeline.atomic import atomic_file
 from xray2mri.pipeline.manifests import SPLITS
 
 
@@ -57,10 +58,8 @@ def export_crop(source: str | os.PathLike, box: list[int], side: str, out: str |
         if tag in ds:
             del ds[tag]
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    ds.save_as(tmp, enforce_file_format=True)
-    os.replace(tmp, out)
+    with atomic_file(out) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
     return out
 
 

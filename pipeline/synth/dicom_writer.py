@@ -29,6 +29,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from xray2mri.pipeline.atomic import atomic_file
+
 #: Digital X-Ray Image Storage - For Presentation.
 DX_FOR_PRESENTATION = UID("1.2.840.10008.5.1.4.1.1.1.1")
 #: Transfer syntaxes the cohort cycles through (by subject index), so every loader path is exercised.
@@ -157,9 +159,8 @@ def write_dx(
     ds.PixelData = stored.tobytes()
     if transfer_syntax != ExplicitVRLittleEndian:
         ds.compress(transfer_syntax, stored)
-    tmp = path.with_name(path.name + ".partial")
-    ds.save_as(tmp, enforce_file_format=True)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
     return {
         "photometric": photometric,
         "transfer_syntax": str(transfer_syntax),

@@ -9,12 +9,12 @@ reorientation to the canonical layout is exercised. The array is only permuted a
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
 
+from xray2mri.pipeline.atomic import atomic_file
 from xray2mri.transforms.geometry import MRI_AXCODES
 
 #: Acquisition orientations the cohort cycles through (sagittal, axial and coronal storage orders).
@@ -53,7 +53,5 @@ def write_volume(
     img.set_qform(new_affine, code=1)
     img.set_sform(new_affine, code=1)
     img.header.set_xyzt_units("mm")
-    path = Path(path)
-    tmp = path.with_name(path.name.replace(".nii", ".partial.nii"))
-    nib.save(img, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        nib.save(img, tmp)
