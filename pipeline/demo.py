@@ -176,10 +176,17 @@ def run_demo(settings: DemoSettings) -> dict:
     )
     summary = json.loads((report_dir / "summary.json").read_text())
 
-    # The installed model is the variant with the better test PSNR: what `xray2mri predict` serves.
-    chosen = max(settings.variants, key=lambda v: _headline(summary, VARIANT_NAMES[v], "psnr_db"))
-    install_weights(weights[chosen], settings.bundle)
-    _say(f"installed {VARIANT_NAMES[chosen]} as {settings.bundle / 'models' / 'model.pt'}")
+    # models/model.pt must match the variant the bundle's configs declare (inference.json reads it
+    # from train.json), so the demo installs that variant's weights; the report compares both.
+    from xray2mri.pipeline.engine import train_setting
+
+    declared = train_setting(settings.bundle, "variant")
+    if declared not in weights:
+        _say(f"the bundle declares variant {declared!r}, which this demo did not train: nothing installed")
+        _print_headline(summary, settings)
+        return summary
+    install_weights(weights[declared], settings.bundle)
+    _say(f"installed {VARIANT_NAMES[declared]} as {settings.bundle / 'models' / 'model.pt'}")
 
     test_items = manifests.load_datalist(settings.cohort / "datalist.json", "test", settings.cohort)
     inputs = settings.out_dir / "predict_inputs"
@@ -191,18 +198,11 @@ def run_demo(settings: DemoSettings) -> dict:
     _run(
         "predict",
         [sys.executable, "-m", "xray2mri.pipeline.cli", "predict", "--bundle", settings.bundle, "--input", inputs,
-         "--output", settings.out_dir / "predict", "--variant", chosen],
+         "--output", settings.out_dir / "predict"],
     )
     _say(f"all steps done in {(time.perf_counter() - start) / 60:.1f} min")
     _print_headline(summary, settings)
     return summary
-
-
-def _headline(summary: dict, method: str, metric: str) -> float:
-    try:
-        return float(summary["methods"][method][metric]["mean"])
-    except (KeyError, TypeError, ValueError):
-        return float("-inf")
 
 
 def _print_headline(summary: dict, settings: DemoSettings) -> None:

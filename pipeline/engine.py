@@ -726,6 +726,21 @@ class SaveInferenceVolumes:
             engine.logger.info(f"wrote {path}")
 
 
+def collate_unknown_meta(batch: Sequence[dict]) -> Any:
+    """``list_data_collate`` for inference items whose meta may hold ``None`` (e.g. ``laterality`` of a
+    radiograph that states no side): torch's collation refuses ``None``, so it becomes ``""`` here."""
+    from monai.data import list_data_collate
+    from monai.data.meta_tensor import MetaTensor
+
+    for item in batch:
+        for value in item.values():
+            if isinstance(value, MetaTensor):
+                for key, meta_value in list(value.meta.items()):
+                    if meta_value is None:
+                        value.meta[key] = ""
+    return list_data_collate(batch)
+
+
 def inference_items(inputs: str | os.PathLike | Sequence[str | os.PathLike] | None, key: str = "xray") -> list[dict]:
     """Items ``[{key: path}, ...]`` for ``inference.json`` from a file, a folder or a list of files.
 

@@ -310,8 +310,13 @@ def _read_header(path: Path) -> Any:
 
 
 def _input_warnings(meta: dict, header: Any) -> list[str]:
-    """Warnings for a radiograph the model was not made for, from BodyPartExamined and ViewPosition."""
+    """Warnings for a radiograph the model was not made for: BodyPartExamined, ViewPosition, no laterality."""
     notes = []
+    if not meta.get("laterality"):
+        notes.append(
+            "no ImageLaterality/Laterality: treated as a right knee (not mirrored); "
+            "a left knee will come out mirrored"
+        )
     body_part = str(meta.get("body_part") or _tag(header, "BodyPartExamined")).strip()
     view = str(meta.get("view_position") or _tag(header, "ViewPosition")).strip()
     if body_part and body_part.upper() != _EXPECTED_BODY_PART:

@@ -184,6 +184,23 @@ def test_inference_writes_synthetic_nifti_and_mirrors_left_knees_back(
     np.testing.assert_allclose(left_data, right_data[..., ::-1], atol=1e-5)
 
 
+def test_inference_accepts_a_radiograph_that_states_no_side(tmp_path, bundle_dir, tiny_bundle_overrides, tiny_weights,
+                                                           tiny_cohort):
+    """Many exports carry neither ImageLaterality nor Laterality: the knee is taken as it is (not mirrored)."""
+    ds = pydicom.dcmread(sorted(tiny_cohort.glob("SYN*/*_xray.dcm"))[0])
+    for keyword in ("ImageLaterality", "Laterality"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.save_as(tmp_path / "noside.dcm")
+    overrides = {k: tiny_bundle_overrides[k] for k in ("bundle_root", "xray_size", "xray_spacing", "mri_shape", "mri_spacing")}
+    _run_workflow(bundle_dir, ["inference.json"], {
+        **overrides, "device": "$torch.device('cpu')", "weights": str(tiny_weights),
+        "input": str(tmp_path / "noside.dcm"), "output_dir": str(tmp_path / "out"),
+    })
+    img = nib.load(tmp_path / "out" / "noside_mri_synthetic.nii.gz")
+    assert img.shape == (16, 16, 16) and bytes(img.header["descrip"]).startswith(b"SYNTHETIC")
+
+
 def test_inference_without_input_says_what_to_give(bundle_dir):
     with pytest.raises(ValueError, match="--input"):
         engine.inference_items(None)

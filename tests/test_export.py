@@ -73,14 +73,14 @@ def exported(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("export")
     bundle = make_tiny_bundle(root / "src")
     run = root / "run"
-    (run / "eval_bottleneck").mkdir(parents=True)
-    (run / "eval_bottleneck" / "metrics.csv").write_text("val_mri_psnr\t17.25\nval_mri_ssim\t0.5\n")
+    (run / "eval_geometry").mkdir(parents=True)
+    (run / "eval_geometry" / "metrics.csv").write_text("val_mri_psnr\t17.25\nval_mri_ssim\t0.5\n")
     _datalist(run / "datalist.json")
     (run / "report").mkdir()
     stats = {"psnr_db": {"mean": 21.5, "std": 1.0, "n": 2}}
     summary = {"n_test_subjects": 2, "synthetic_data": True,
-               "methods": {"CAE+generator (paper)": stats, "geometry-aware": {"psnr_db": {"mean": 30.0}}},
-               "quality_bar_headline": {"model": "geometry-aware"}}
+               "methods": {"geometry-aware": stats, "CAE+generator (paper)": {"psnr_db": {"mean": 30.0}}},
+               "quality_bar_headline": {"model": "CAE+generator (paper)"}}
     (run / "report" / "summary.json").write_text(json.dumps(summary))
     assert cli.main(["bundle", "export", "--bundle", str(bundle), "--out", str(root / "dist"), "--run", str(run)]) == 0
     return bundle, root / "dist" / f"{NAME}_v0.1.0.zip"
@@ -110,8 +110,8 @@ def test_zip_layout_metadata_and_checksums(exported, tmp_path):
     assert data["splits"]["training"] == {"items": 5, "subjects": 5}
     assert data["splits"]["test"] == {"items": 2, "subjects": 1}
     assert meta["eval_metrics"]["val_mri_psnr"] == pytest.approx(17.25)
-    # the report row of the exported variant (train.json's "bottleneck"), not the headline model's
-    assert data["report"]["method"] == "CAE+generator (paper)" and data["report"]["n_test_subjects"] == 2
+    # the report row of the exported variant (train.json's "geometry"), not the headline model's
+    assert data["report"]["method"] == "geometry-aware" and data["report"]["n_test_subjects"] == 2
     assert meta["eval_metrics"]["test_psnr_db_mean"] == pytest.approx(21.5)
     jsonschema.validate(meta, json.loads(SCHEMA.read_text()))
     # the source bundle is left as it was

@@ -240,3 +240,12 @@ def test_find_radiographs_and_output_stems(tmp_path):
     assert output_stem(tmp_path / "a" / "1.2.840.5", tmp_path) == Path("a/1.2.840.5")  # UID names stay whole
     assert output_stem(tmp_path / "a" / "x.DCM", tmp_path) == Path("a/x")
     assert output_stem(tmp_path / "b.dcm") == Path("b")
+
+
+def test_radiograph_without_a_side_is_predicted_with_a_warning(tiny_bundle, tmp_path, capsys):
+    src = _dx(tmp_path / "in" / "noside.dcm", laterality=None)
+    assert "ImageLaterality" not in pydicom.dcmread(src) and "Laterality" not in pydicom.dcmread(src)
+    assert _predict("--bundle", str(tiny_bundle), "--input", str(src), "--output", str(tmp_path / "out")) == 0
+    assert (tmp_path / "out" / "noside_mri_synthetic.nii.gz").exists()
+    err = capsys.readouterr().err
+    assert "noside.dcm: warning: no ImageLaterality/Laterality" in err
