@@ -27,7 +27,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_metad
 from xray2mri.pipeline import engine
 from xray2mri.transforms.geometry import MRI_AXCODES
 
-SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "schemas" / "meta_schema_20240725.json"
+SCHEMA = Path(__file__).resolve().parent / "schemas" / "meta_schema_20240725.json"  # MONAI's published schema, for offline checks
 TINY_NET = {"xray_size": [32, 32], "mri_shape": [16, 16, 16]}
 
 

@@ -35,7 +35,7 @@ from xray2mri.pipeline.predict import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_BUNDLE = REPO / "bundles" / "knee_xray2mri"
-SCHEMA = REPO.parent / "shared" / "schemas" / "meta_schema_20240725.json"
+SCHEMA = REPO / "tests" / "schemas" / "meta_schema_20240725.json"  # MONAI's published schema
 NAME = "knee_xray2mri"
 
 
