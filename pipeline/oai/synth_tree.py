@@ -182,7 +182,7 @@ def render_bilateral(
 def render_knee_mri(knee: KneeParams, pre: SynthPreset, rng: np.random.Generator) -> np.ndarray:
     """DESS-like MRI (int16, canonical "PIL" array of ``pre.mri_shape``) of one knee."""
     fine = [_axis(n, pre.fine_spacing_mm) for n in pre.fine_shape]
-    acq = draw_mri_params(rng)
+    acq = draw_mri_params(rng, pre.mri_spacing_mm)
     return render_mri(render_labels(knee, *fine), pre.supersample, acq, rng)
 
 

@@ -89,7 +89,7 @@ def make_subject(
     pre = get_preset(preset) if isinstance(preset, str) else preset
     rng = subject_rng(seed, index)
     p = draw_params(rng, grade=grade, side=side)
-    acq = draw_mri_params(rng)
+    acq = draw_mri_params(rng, pre.mri_spacing_mm)
     sid = float(rng.uniform(980.0, 1020.0))
     od = 60.0 * p.scale * p.limb_scale + p.fat_mm + float(rng.uniform(5.0, 20.0))  # knee centre -> detector
     sod = sid - od

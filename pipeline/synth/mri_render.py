@@ -7,7 +7,10 @@ Steps, each what a scanner does to the true tissue signal:
 2. partial volume: the label map is rendered ``supersample`` times finer than the MRI and
    the signal averaged over each MRI voxel;
 3. a smooth multiplicative bias field (coil sensitivity; up to about +/-25 %);
-4. Rician noise: the magnitude of the signal plus complex Gaussian noise.
+4. Rician noise: the magnitude of the signal plus complex Gaussian noise. Its level follows
+   the voxel size: SNR grows with voxel volume, so a noise level typical of a 3-D DESS at its
+   native resolution (:data:`REFERENCE_VOXEL_MM3`, cartilage SNR about 20-50) is scaled by
+   ``sqrt(reference voxel / voxel)`` for the MRI grid being rendered.
 
 The result is stored like scanner data, as non-negative int16 (signal x 1000).
 """
@@ -20,6 +23,16 @@ from xray2mri.pipeline.synth.tissues import mri_signal_lut
 
 #: stored value of relative signal 1.0 (int16 output).
 MRI_STORAGE_SCALE: float = 1000.0
+#: Voxel volume (mm^3) at which NOISE_SIGMA_RANGE applies: OAI's sagittal 3-D DESS,
+#: 0.365 x 0.365 mm in plane, 0.7 mm slices.
+REFERENCE_VOXEL_MM3: float = 0.365 * 0.365 * 0.7
+#: Range of the Gaussian noise sigma (relative to the brightest tissue signal 1.0) at that voxel.
+NOISE_SIGMA_RANGE: tuple[float, float] = (0.012, 0.03)
+
+
+def noise_scale(voxel_mm: float) -> float:
+    """Factor on the reference noise sigma for isotropic voxels of ``voxel_mm``: SNR ~ voxel volume."""
+    return float(np.sqrt(REFERENCE_VOXEL_MM3 / voxel_mm**3))
 
 
 def block_mean(volume: np.ndarray, factor: int) -> np.ndarray:
@@ -40,14 +53,14 @@ def bias_field(shape: tuple[int, int, int], coeffs: np.ndarray) -> np.ndarray:
     return np.exp(log_b).astype(np.float32)
 
 
-def draw_mri_params(rng: np.random.Generator) -> dict:
-    """Random acquisition parameters of one MRI (JSON-ready)."""
+def draw_mri_params(rng: np.random.Generator, voxel_mm: float) -> dict:
+    """Random acquisition parameters of one MRI rendered at isotropic ``voxel_mm`` (JSON-ready)."""
     n_tissues = mri_signal_lut().size
     return {
         "sequence": "DESS-like, water excitation (synthetic)",
         "signal_jitter": [round(float(v), 4) for v in rng.normal(0.0, 0.05, n_tissues)],
         "bias_coeffs": [round(float(v), 4) for v in rng.normal(0.0, 0.08, 9)],
-        "noise_sigma": round(float(rng.uniform(0.012, 0.03)), 4),
+        "noise_sigma": round(float(rng.uniform(*NOISE_SIGMA_RANGE)) * noise_scale(voxel_mm), 6),
     }
 
 
