@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -19,7 +18,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from test_predict import TINY_NET, TINY_SIZES, _dx
+from bundle_factory import TINY_SIZES, make_tiny_bundle
+from bundle_factory import write_dx as _dx
 
 from xray2mri.pipeline import cli
 from xray2mri.pipeline.engine import network_from_bundle
@@ -34,25 +34,8 @@ from xray2mri.pipeline.export import (
 from xray2mri.pipeline.predict import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_BUNDLE = REPO / "bundles" / "knee_xray2mri"
 SCHEMA = REPO / "tests" / "schemas" / "meta_schema_20240725.json"  # MONAI's published schema
 NAME = "knee_xray2mri"
-
-
-def make_tiny_bundle(root: Path, seed: int = 0) -> Path:
-    """``root/knee_xray2mri``: the real bundle (configs, docs, LICENSE) at tiny sizes, random weights saved."""
-    bundle = root / NAME
-    shutil.copytree(REAL_BUNDLE, bundle, ignore=shutil.ignore_patterns("models", "eval"))
-    for config in (bundle / "configs").glob("*.json"):
-        cfg = json.loads(config.read_text())
-        cfg.update({k: v for k, v in TINY_SIZES.items() if k in cfg})
-        if isinstance(cfg.get("network_def"), dict):
-            cfg["network_def"].update(TINY_NET)
-        config.write_text(json.dumps(cfg, indent=2))
-    torch.manual_seed(seed)
-    (bundle / "models").mkdir()
-    torch.save(network_from_bundle(bundle).state_dict(), bundle / "models" / "model.pt")
-    return bundle
 
 
 def _datalist(path: Path) -> Path:
@@ -71,7 +54,7 @@ def _datalist(path: Path) -> Path:
 def exported(tmp_path_factory) -> tuple[Path, Path]:
     """(source bundle, zip) exported with a run folder holding evaluate.json's metrics.csv and a datalist."""
     root = tmp_path_factory.mktemp("export")
-    bundle = make_tiny_bundle(root / "src")
+    bundle = make_tiny_bundle(root / "src" / NAME)
     run = root / "run"
     (run / "eval_geometry").mkdir(parents=True)
     (run / "eval_geometry" / "metrics.csv").write_text("val_mri_psnr\t17.25\nval_mri_ssim\t0.5\n")

@@ -23,8 +23,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from test_export import make_tiny_bundle
-from test_predict import TINY_SIZES, _dx
+from bundle_factory import TINY_SIZES, make_tiny_bundle
+from bundle_factory import write_dx as _dx
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".venv-monailabel"
@@ -79,7 +79,7 @@ def test_server_lists_task_and_returns_synthetic_volume(tmp_path):
     if not python.is_file():
         pytest.fail(f"{python} is missing: run `make .venv-monailabel/.installed` (MONAI Label lives in its own venv)")
 
-    bundle = make_tiny_bundle(tmp_path / "bundle")
+    bundle = make_tiny_bundle(tmp_path / "bundle" / "knee_xray2mri")
     studies = tmp_path / "studies"
     _dx(studies / "knee01.dcm", laterality="L")  # a left knee: the output is mirrored back to its side
     port = _free_port()

@@ -7,7 +7,6 @@ written by the tests (tests/xray_factory.py) or files shipped inside pydicom.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -18,53 +17,18 @@ import pytest
 import SimpleITK as sitk
 import torch
 import xray_factory
+from bundle_factory import TINY_SIZES, make_tiny_bundle
+from bundle_factory import write_dx as _dx
 
 from xray2mri.pipeline import cli, writers
 from xray2mri.pipeline.predict import Predictor, canonical_affine, find_radiographs, output_stem
 from xray2mri.transforms.mri import LoadMri
 
-REAL_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "knee_xray2mri"
-# 16 px at 2 mm = 32 mm field; the MRI covers the same 32 mm with 8 voxels of 4 mm.
-TINY_SIZES = {"xray_size": [16, 16], "xray_spacing": [2.0, 2.0], "mri_shape": [8, 8, 8], "mri_spacing": [4.0, 4.0, 4.0]}
-TINY_NET = {
-    "cae_channels": [4, 8],
-    "cae_strides": [2, 2],
-    "cae_num_res_units": 0,
-    "latent_size": 8,
-    "gen_start_channels": 4,
-    "gen_channels": [4],
-    "gen_strides": [2, 1],
-}
-ROWS = COLS = 64  # radiographs of 64 x 64 px at 0.5 mm: a 32 mm field, the tiny bundle's
-
-
-def _dx(path: Path, laterality: str = "R", marker_cols: slice = slice(4, 20), **tags) -> Path:
-    """A 64 x 64 DX knee radiograph (0.5 mm) with a bright block in ``marker_cols`` (image columns)."""
-    pixels = np.full((ROWS, COLS), 400, dtype=np.uint16)
-    pixels[20:44, marker_cols] = 3500
-    pixels += np.arange(COLS, dtype=np.uint16)[None, :]  # all values distinct-ish, no flat image
-    ds = xray_factory.make_radiograph(pixels, imager_spacing=(0.5, 0.5), laterality=laterality, **tags)
-    ds.PatientID = "PAT-0042"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return xray_factory.save(ds, path)
-
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory) -> Path:
     """The real bundle's configs at tiny sizes, with random weights of the tiny network as models/model.pt."""
-    root = tmp_path_factory.mktemp("bundle")
-    shutil.copytree(REAL_BUNDLE / "configs", root / "configs")
-    for config in (root / "configs").glob("*.json"):
-        cfg = json.loads(config.read_text())
-        cfg.update({k: v for k, v in TINY_SIZES.items() if k in cfg})
-        if isinstance(cfg.get("network_def"), dict):
-            cfg["network_def"].update(TINY_NET)
-        config.write_text(json.dumps(cfg, indent=2))
-    torch.manual_seed(0)
-    network = Predictor.from_bundle(root, random_init=True).network
-    (root / "models").mkdir()
-    torch.save(network.state_dict(), root / "models" / "model.pt")
-    return root
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "bundle", whole=False)
 
 
 def _predict(*args: str) -> int:

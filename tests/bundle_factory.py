@@ -1,0 +1,61 @@
+"""Tiny bundles and radiographs for the prediction, export and MONAI Label tests.
+
+A tiny bundle is the real bundle (its configs, and docs and LICENSE when ``whole``) with tiny
+sizes and a tiny network written into the configs, and random weights of that network saved as
+``models/model.pt``; a tiny radiograph is a 64 x 64 DX DICOM at 0.5 mm (the bundle's 32 mm field).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+import xray_factory
+
+from xray2mri.pipeline.engine import network_from_bundle
+
+REAL_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "knee_xray2mri"
+# 16 px at 2 mm = 32 mm field; the MRI covers the same 32 mm with 8 voxels of 4 mm.
+TINY_SIZES = {"xray_size": [16, 16], "xray_spacing": [2.0, 2.0], "mri_shape": [8, 8, 8], "mri_spacing": [4.0, 4.0, 4.0]}
+TINY_NET = {
+    "cae_channels": [4, 8],
+    "cae_strides": [2, 2],
+    "cae_num_res_units": 0,
+    "latent_size": 8,
+    "gen_start_channels": 4,
+    "gen_channels": [4],
+    "gen_strides": [2, 1],
+}
+ROWS = COLS = 64  # radiographs of 64 x 64 px at 0.5 mm: a 32 mm field, the tiny bundle's
+
+
+def make_tiny_bundle(bundle: Path, seed: int = 0, whole: bool = True) -> Path:
+    """Write a tiny bundle at ``bundle`` (configs only unless ``whole``) with random weights; returns it."""
+    if whole:
+        shutil.copytree(REAL_BUNDLE, bundle, ignore=shutil.ignore_patterns("models", "eval"))
+    else:
+        shutil.copytree(REAL_BUNDLE / "configs", bundle / "configs")
+    for config in (bundle / "configs").glob("*.json"):
+        cfg = json.loads(config.read_text())
+        cfg.update({k: v for k, v in TINY_SIZES.items() if k in cfg})
+        if isinstance(cfg.get("network_def"), dict):
+            cfg["network_def"].update(TINY_NET)
+        config.write_text(json.dumps(cfg, indent=2))
+    torch.manual_seed(seed)
+    (bundle / "models").mkdir()
+    torch.save(network_from_bundle(bundle).state_dict(), bundle / "models" / "model.pt")
+    return bundle
+
+
+def write_dx(path: Path, laterality: str | None = "R", marker_cols: slice = slice(4, 20), **tags) -> Path:
+    """A 64 x 64 DX knee radiograph (0.5 mm) with a bright block in ``marker_cols`` (image columns)."""
+    pixels = np.full((ROWS, COLS), 400, dtype=np.uint16)
+    pixels[20:44, marker_cols] = 3500
+    pixels += np.arange(COLS, dtype=np.uint16)[None, :]  # all values distinct-ish, no flat image
+    ds = xray_factory.make_radiograph(pixels, imager_spacing=(0.5, 0.5), laterality=laterality, **tags)
+    ds.PatientID = "PAT-0042"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return xray_factory.save(ds, path)
