@@ -150,10 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subjects", type=int, default=8, help="subjects of the cohort to make (default 8)")
     parser.add_argument("--num-workers", type=int, default=None,
                         help="DataLoader workers (default: train.json's, CPU cores // 4)")
-    parser.add_argument("--batch-size", type=int, default=4, help="batch size (train.json default 4)")
+    parser.add_argument("--batch-size", type=int, default=None, help="batch size (default: train.json's)")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (one epoch each) of the measurements")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
+    if args.batch_size is None:
+        from xray2mri.pipeline.engine import train_setting
+
+        args.batch_size = int(train_setting(BUNDLE, "batch_size"))
 
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp_name:
         tmp = Path(tmp_name)

@@ -41,7 +41,7 @@ class DemoSettings:
     subjects: int = 200
     seed: int = 2026
     preset: str = "demo"
-    epochs: int = 45
+    epochs: int = 40
     val_interval: int = 5
     variants: tuple[str, ...] = ("bottleneck", "geometry")
     predict_count: int = 3

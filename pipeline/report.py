@@ -177,7 +177,7 @@ def evaluate_cases(
         check.update(_jsw_columns(gt_jsw, truth))
         check["jsw_lines_medial"] = len(lines.get("medial", []))
         check["jsw_lines_lateral"] = len(lines.get("lateral", []))
-        label_gap = M.label_jsw(lines)
+        label_gap = M.label_jsw(lines, **{k: v for k, v in gap_kw.items() if k == "percentile"})
         check["label_jsw_medial_mm"] = label_gap.get("medial", math.nan)
         check["label_jsw_lateral_mm"] = label_gap.get("lateral", math.nan)
         rows.append(check)
@@ -550,7 +550,8 @@ def _markdown(
             f"band of S→I lines in a {M.JSW_SLAB_MM:g} mm A→P slab centred on the compartment. On each line the bright joint "
             "band between the dark femur and tibia is found near the expected joint row, and each bone surface is "
             "placed where the profile falls to half-way between the band's peak and that bone's darkest level "
-            "(linear interpolation, sub-voxel). The compartment's JSW is the median over its lines.",
+            f"(linear interpolation, sub-voxel). The compartment's JSW is the {M.JSW_PERCENTILE:g}th percentile of its "
+            "lines' widths: a robust minimum JSW (mJSW, the width at the contact where narrowing is graded).",
             "",
             "Measuring the **ground-truth MRI** the same way shows the error of the method itself:",
             "",

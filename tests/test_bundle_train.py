@@ -27,6 +27,7 @@ from xray2mri.pipeline.engine import load_checkpoint
 pytestmark = pytest.mark.slow
 
 EPOCHS = 6
+LOG_EVERY = 5  # console log of the loss terms every 5 iterations
 
 
 def _cli_args(overrides: dict) -> list[str]:
@@ -67,7 +68,7 @@ def cli_run(tmp_path_factory, bundle_dir, tiny_bundle_overrides) -> Path:
     """Output folder of one ``python -m monai.bundle run`` of train.json (tiny, EPOCHS epochs)."""
     out = tmp_path_factory.mktemp("train_cli")
     overrides = {k: v for k, v in tiny_bundle_overrides.items() if k != "device"}
-    overrides.update(output_dir=str(out), epochs=EPOCHS)
+    overrides.update(output_dir=str(out), epochs=EPOCHS, log_every=LOG_EVERY)
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle_dir / "configs" / "train.json"),
            *_cli_args(overrides)]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
@@ -100,9 +101,11 @@ def test_cli_run_logs_loss_terms_metrics_and_images_to_tensorboard(cli_run):
     for plane in ("coronal", "sagittal", "axial"):
         assert f"image:val/mri_{plane}" in scalars
     assert "image:val/xray" in scalars
-    # the console log shows each term too
+    # the console log shows each term too, every log_every iterations (TensorBoard gets every one)
     log = (cli_run / "stdout.log").read_text()
     assert "loss_xray:" in log and "loss_mri:" in log
+    iterations = len(scalars["loss"])
+    assert log.count("loss_xray:") == iterations // LOG_EVERY > 0
 
 
 def test_cli_run_reduces_the_loss(cli_run):

@@ -144,6 +144,23 @@ def test_joint_space_width_on_a_toy_volume_with_known_gaps():
     assert math.isnan(M.joint_space_width(np.full_like(vol, 0.1), labels, LEGEND, spacing)["medial"])
 
 
+def test_measure_jsw_reports_the_minimum_width_of_a_compartment_not_its_median():
+    # a condyle meeting the plateau: the bright band is 2 voxels high at the contact (two of ten A->P
+    # lines) and wider away from it; JSW is the narrowing at the contact (mJSW)
+    heights = [6, 5, 4, 3, 2, 2, 3, 4, 5, 6]
+    vol = np.full((len(heights), 30, 3), 0.1, np.float32)
+    lines = []
+    for d, gap in enumerate(heights):
+        vol[d, 14 - gap // 2 : 14 - gap // 2 + gap, :] = 0.9
+        lines.append(M.JswLine(d=d, w=1, row=14.0, label_gap_mm=gap * 1.5))
+    spacing = (2.0, 1.5, 1.0)
+    assert M.measure_jsw(vol, lines, spacing) == pytest.approx(2 * 1.5, abs=0.2)
+    assert M.measure_jsw(vol, lines, spacing, percentile=50) == pytest.approx(4 * 1.5, abs=0.2)
+    assert M.label_jsw({"medial": lines}) == {"medial": pytest.approx(3.0)}
+    with pytest.raises(ValueError, match="percentile"):
+        M.measure_jsw(vol, lines, spacing, percentile=101)
+
+
 def test_bone_label_ids_need_femur_and_tibia():
     femur, tibia, bone = M.bone_label_ids(LEGEND)
     assert femur == [6] and tibia == [7] and set(bone) == {5, 6, 7}
