@@ -331,3 +331,44 @@ def test_frame_beyond_a_single_frame_file_is_refused(tmp_path, radiograph):
     path = xf.save(radiograph, tmp_path / "x.dcm")
     assert load(path, frame=0).shape == (1, 48, 40)
     assert_refused(path, "out of range", frame=1)
+
+
+def test_monochrome2_with_an_inverse_presentation_lut_loads_like_monochrome1(tmp_path):
+    """Some CR/DX systems store bone dark as MONOCHROME2 + PresentationLUTShape INVERSE; bone still loads higher."""
+    m2 = xf.phantom().astype(np.uint16)
+    stored_dark_bone = (4095 - m2).astype(np.uint16)
+    ds = xf.make_radiograph(stored_dark_bone, photometric="MONOCHROME2")
+    ds.PresentationLUTShape = "INVERSE"
+    inverse = load(xf.save(ds, tmp_path / "inverse.dcm"))
+    plain = load(xf.save(xf.make_radiograph(m2, photometric="MONOCHROME2"), tmp_path / "plain.dcm"))
+    np.testing.assert_allclose(inverse.numpy(), plain.numpy(), atol=1e-3)
+    assert (inverse.meta["presentation_lut_shape"], inverse.meta["inverted"]) == ("INVERSE", True)
+    # MONOCHROME1 + INVERSE (what the DX standard requires) is one inversion, not two
+    ds1 = xf.make_radiograph(stored_dark_bone, photometric="MONOCHROME1")
+    ds1.PresentationLUTShape = "INVERSE"
+    np.testing.assert_allclose(load(xf.save(ds1, tmp_path / "m1.dcm")).numpy(), plain.numpy(), atol=1e-3)
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+def test_pixel_padding_becomes_the_least_attenuating_value(tmp_path, photometric):
+    """Padding outside the exposed field (here stored as the brightest code) must not pose as bone."""
+    pixels = xf.phantom().astype(np.uint16)
+    if photometric == "MONOCHROME1":
+        pixels = (4095 - pixels).astype(np.uint16)
+    pad_code = 0 if photometric == "MONOCHROME1" else 4095  # the most 'attenuating' code either way
+    pixels[:, :6] = pad_code
+    ds = xf.make_radiograph(pixels, photometric=photometric)
+    ds.PixelPaddingValue = pad_code
+    out = load(xf.save(ds, tmp_path / "padded.dcm"))
+    image = out[0].numpy()
+    assert out.meta["padding_pixels"] == pixels.shape[0] * 6
+    assert np.all(image[:, :6] == image[:, 6:].min())
+    # a padding range (PixelPaddingRangeLimit) marks every code in it
+    ds.PixelPaddingValue, ds.PixelPaddingRangeLimit = 4000, 4095
+    ranged = load(xf.save(ds, tmp_path / "ranged.dcm"))
+    stored_in_range = (pixels >= 4000).sum()
+    assert ranged.meta["padding_pixels"] == stored_in_range
+    # a file that is all padding has no image
+    ds.PixelPaddingValue, ds.PixelPaddingRangeLimit = 0, 4095
+    with pytest.raises(XrayInputError, match="padding"):
+        load(xf.save(ds, tmp_path / "all_padding.dcm"))

@@ -238,6 +238,37 @@ def _voi_lut(arr: np.ndarray, ds: pydicom.Dataset, lo: float, hi: float) -> tupl
     return arr, lo, hi, False
 
 
+def _padding_mask(stored: np.ndarray, ds: pydicom.Dataset, filename: str) -> np.ndarray | None:
+    """Pixels that PixelPaddingValue (up to PixelPaddingRangeLimit) marks as outside the image, or None.
+
+    Compared on the stored values, before any LUT, as the standard defines them; US/SS values
+    read without their VR resolved (raw bytes) are decoded with the dataset's pixel representation.
+    """
+
+    def number(keyword: str) -> int | None:
+        if keyword not in ds:
+            return None
+        value = ds[keyword].value
+        if isinstance(value, (bytes, bytearray)):
+            if len(value) != 2:
+                raise XrayInputError(filename, f"{keyword} of {len(value)} bytes (expected 2)")
+            signed = int(ds.get("PixelRepresentation", 0)) == 1
+            return int.from_bytes(value, "little" if _little_endian(ds) else "big", signed=signed)
+        if isinstance(value, pydicom.multival.MultiValue):
+            value = value[0] if len(value) else None
+        return None if value is None or value == "" else int(value)
+
+    pad = number("PixelPaddingValue")
+    if pad is None:
+        return None
+    limit = number("PixelPaddingRangeLimit")
+    if limit is None:
+        mask = stored == pad
+    else:
+        mask = (stored >= min(pad, limit)) & (stored <= max(pad, limit))
+    return mask if mask.any() else None
+
+
 def _short(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
@@ -250,9 +281,12 @@ class LoadXray(Transform):
     decodes the pixel data (any transfer syntax pydicom handles with the installed plugins:
     little/big endian, deflated, RLE, JPEG baseline/extended/lossless, JPEG 2000, JPEG-LS),
     applies the Modality LUT (RescaleSlope/Intercept or a Modality LUT Sequence), optionally
-    the first VOI LUT or window, and inverts MONOCHROME1 over the LUT's output range of the
-    stored bit depth, so that more attenuation is always the higher value and the same
-    anatomy stored as MONOCHROME1 or MONOCHROME2 loads to the same array.
+    the first VOI LUT or window, and inverts MONOCHROME1 (and MONOCHROME2 with Presentation
+    LUT Shape INVERSE) over the LUT's output range of the stored bit depth, so that more
+    attenuation is always the higher value and the same anatomy stored either way loads to
+    the same array. Pixels marked by PixelPaddingValue (and PixelPaddingRangeLimit) are set
+    to the least-attenuating value of the rest, so that padding outside the exposed field
+    cannot pose as bone or shift the intensity normalisation.
 
     Spacing (row, col) in mm comes from PixelSpacing, else ImagerPixelSpacing divided by
     EstimatedRadiographicMagnificationFactor when present, else ``fallback_spacing`` with an
@@ -260,7 +294,8 @@ class LoadXray(Transform):
 
     Meta of the output: ``filename_or_obj``, ``spacing``, ``spacing_source``
     ("PixelSpacing", "ImagerPixelSpacing" or "fallback"), ``magnification``, ``laterality``
-    ("L", "R" or None), ``photometric`` (as stored), ``modality``, ``body_part``,
+    ("L", "R" or None), ``photometric`` and ``presentation_lut_shape`` (as stored), ``inverted``,
+    ``padding_pixels`` (how many were padding), ``modality``, ``body_part``,
     ``view_position`` (empty strings when absent), ``transfer_syntax``, ``bits_stored``,
     ``frame``, ``voi_lut_applied``, ``spatial_shape``, ``original_channel_dim`` and an
     ``affine`` ``diag(row_spacing, col_spacing, 1, 1)`` that MONAI's ``Spacing`` uses.
@@ -319,10 +354,13 @@ class LoadXray(Transform):
         if stored.ndim != 2:
             raise XrayInputError(filename, f"expected one greyscale frame, decoded shape {stored.shape}")
 
-        # MONOCHROME1: the lowest value is white; invert over the LUT output range so that
-        # bone is high. Without a VOI step the inversion is folded into the modality LUT.
+        # MONOCHROME1 (the lowest value is white) or MONOCHROME2 with an INVERSE Presentation
+        # LUT (as some CR/DX systems store unprocessed-polarity data): invert over the LUT output
+        # range so that bone is high. Without a VOI step the inversion is folded into the modality LUT.
         photometric = _text(ds, "PhotometricInterpretation").upper()
-        invert = photometric == "MONOCHROME1"
+        presentation = _text(ds, "PresentationLUTShape").upper()
+        invert = photometric == "MONOCHROME1" or (photometric == "MONOCHROME2" and presentation == "INVERSE")
+        padding = _padding_mask(stored, ds, filename)
         values, lo, hi = _modality_lut(stored, ds, filename, invert=invert and not self.apply_voi_lut)
         del stored
         voi_applied = False
@@ -333,6 +371,13 @@ class LoadXray(Transform):
                 raise XrayInputError(filename, f"unusable VOI LUT/window ({_short(exc)})") from exc
             if invert:
                 np.subtract(np.float32(lo + hi), values, out=values)
+        n_padding = 0
+        if padding is not None:
+            n_padding = int(padding.sum())
+            if n_padding == padding.size:
+                raise XrayInputError(filename, "every pixel is padding (PixelPaddingValue): no image")
+            # padding is "no image": give it the least-attenuating value of the image itself
+            values[padding] = values[~padding].min()
 
         spacing, source, magnification, problems = spacing_from_header(ds)
         if spacing is None:
@@ -354,6 +399,9 @@ class LoadXray(Transform):
             "magnification": float(magnification),
             "laterality": _laterality(ds),
             "photometric": photometric,
+            "presentation_lut_shape": presentation,
+            "inverted": bool(invert),
+            "padding_pixels": n_padding,
             "modality": _text(ds, "Modality"),
             "body_part": _text(ds, "BodyPartExamined"),
             "view_position": _text(ds, "ViewPosition"),
