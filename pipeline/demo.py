@@ -145,7 +145,7 @@ def evaluate(settings: DemoSettings, variant: str, weights: Path) -> Path:
 
 def best_checkpoint(run_dir: Path) -> Path:
     """The best-by-validation weights a training run wrote."""
-    from xray2mri.pipeline.engine import BEST_NAME
+    from xray2mri.pipeline.checkpoints import BEST_NAME
 
     path = run_dir / "checkpoints" / BEST_NAME
     if not path.exists():
@@ -155,7 +155,7 @@ def best_checkpoint(run_dir: Path) -> Path:
 
 def run_demo(settings: DemoSettings) -> dict:
     """Run every step; returns the report's summary (also written to ``out_dir/report/summary.json``)."""
-    from xray2mri.pipeline.engine import install_weights
+    from xray2mri.pipeline.checkpoints import install_weights
 
     start = time.perf_counter()
     settings.out_dir.mkdir(parents=True, exist_ok=True)

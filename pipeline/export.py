@@ -299,7 +299,7 @@ def training_data_description(
 
 
 def _state_dict(weights: Path) -> dict[str, torch.Tensor]:
-    from xray2mri.pipeline.engine import load_checkpoint, model_state
+    from xray2mri.pipeline.checkpoints import load_checkpoint, model_state
 
     try:
         return model_state(load_checkpoint(weights))

@@ -32,15 +32,18 @@ TINY_NET = {
 ROWS = COLS = 64  # radiographs of 64 x 64 px at 0.5 mm: a 32 mm field, the tiny bundle's
 
 
-def make_tiny_bundle(bundle: Path, seed: int = 0, whole: bool = True) -> Path:
-    """Write a tiny bundle at ``bundle`` (configs only unless ``whole``) with random weights; returns it."""
+def make_tiny_bundle(bundle: Path, seed: int = 0, whole: bool = True, sizes: dict | None = None) -> Path:
+    """Write a tiny bundle at ``bundle`` (configs only unless ``whole``) with random weights; returns it.
+
+    ``sizes`` replaces :data:`TINY_SIZES` (e.g. volumes large enough for the 11-voxel SSIM window).
+    """
     if whole:
         shutil.copytree(REAL_BUNDLE, bundle, ignore=shutil.ignore_patterns("models", "eval"))
     else:
         shutil.copytree(REAL_BUNDLE / "configs", bundle / "configs")
     for config in (bundle / "configs").glob("*.json"):
         cfg = json.loads(config.read_text())
-        cfg.update({k: v for k, v in TINY_SIZES.items() if k in cfg})
+        cfg.update({k: v for k, v in (sizes or TINY_SIZES).items() if k in cfg})
         if isinstance(cfg.get("network_def"), dict):
             cfg["network_def"].update(TINY_NET)
         config.write_text(json.dumps(cfg, indent=2))

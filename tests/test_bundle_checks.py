@@ -24,7 +24,8 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
 
-from xray2mri.pipeline import engine
+from xray2mri.pipeline import checkpoints, engine, tb_logging, volume_outputs
+from xray2mri.transforms.augment import RandPairedZoomd
 from xray2mri.transforms.geometry import MRI_AXCODES
 
 SCHEMA = Path(__file__).resolve().parent / "schemas" / "meta_schema_20240725.json"  # MONAI's published schema, for offline checks
@@ -41,8 +42,8 @@ def tiny_weights(tmp_path_factory, bundle_dir) -> Path:
     torch.manual_seed(0)
     net = engine.network_from_bundle(bundle_dir, return_dict=True, **TINY_NET)
     root = tmp_path_factory.mktemp("tiny_bundle")
-    ckpt = engine.save_atomic({"model": net.state_dict(), "epoch": 3, "metric": {"val_mri_psnr": 1.0}}, root / "best.pt")
-    engine.install_weights(ckpt, root)
+    ckpt = checkpoints.save_atomic({"model": net.state_dict(), "epoch": 3, "metric": {"val_mri_psnr": 1.0}}, root / "best.pt")
+    checkpoints.install_weights(ckpt, root)
     return root / "models" / "model.pt"
 
 
@@ -80,9 +81,9 @@ def test_install_weights_writes_the_state_dict_alone(tiny_weights):
 
 def test_model_state_refuses_what_is_not_a_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="not a network state dict"):
-        engine.model_state({"optimizer": {"lr": 0.1}})
+        checkpoints.model_state({"optimizer": {"lr": 0.1}})
     with pytest.raises(FileNotFoundError, match="missing.pt: checkpoint not found"):
-        engine.load_checkpoint(tmp_path / "missing.pt")
+        checkpoints.load_checkpoint(tmp_path / "missing.pt")
 
 
 def test_ckpt_export_torchscript_matches_the_checkpoint(tmp_path, bundle_dir, tiny_weights):
@@ -203,7 +204,7 @@ def test_inference_accepts_a_radiograph_that_states_no_side(tmp_path, bundle_dir
 
 def test_inference_without_input_says_what_to_give(bundle_dir):
     with pytest.raises(ValueError, match="--input"):
-        engine.inference_items(None)
+        volume_outputs.inference_items(None)
 
 
 def test_prepare_batch_gives_the_input_and_both_targets():
@@ -239,7 +240,7 @@ def test_paired_zoom_scales_radiograph_and_volume_alike():
     xray[:, 8:24, 8:24] = 1.0  # a square covering half the field
     mri = torch.zeros(1, 16, 16, 16)
     mri[:, 4:12, 4:12, 4:12] = 1.0  # a cube covering half the field
-    zoom = engine.RandPairedZoomd(["xray", "mri"], prob=1.0, min_zoom=1.2, max_zoom=1.3, padding_mode="constant")
+    zoom = RandPairedZoomd(["xray", "mri"], prob=1.0, min_zoom=1.2, max_zoom=1.3, padding_mode="constant")
     zoom.set_random_state(0)
     out = zoom({"xray": xray, "mri": mri})
     assert 1.2 <= zoom._zoom <= 1.3
@@ -248,7 +249,7 @@ def test_paired_zoom_scales_radiograph_and_volume_alike():
     assert out["xray"].shape == xray.shape and out["mri"].shape == mri.shape
     assert xray_fraction > 0.55 and mri_fraction > 0.55  # both magnified ...
     assert abs(xray_fraction - mri_fraction) <= 1 / 16 + 1e-6  # ... by the same factor of their field
-    never = engine.RandPairedZoomd(["xray", "mri"], prob=0.0)
+    never = RandPairedZoomd(["xray", "mri"], prob=0.0)
     assert never({"xray": xray, "mri": mri})["xray"] is xray
 
 
@@ -272,7 +273,7 @@ def test_tensorboard_slices_put_target_and_prediction_side_by_side():
         state = _State()
 
     writer = _Writer()
-    engine.TensorBoardSlices(writer)(_Engine())
+    tb_logging.TensorBoardSlices(writer)(_Engine())
     assert set(writer.images) == {"val/mri_coronal", "val/mri_sagittal", "val/mri_axial", "val/xray"}
     coronal, step = writer.images["val/mri_coronal"]
     assert step == 5 and coronal.shape == (1, 6, 16)

@@ -1,5 +1,6 @@
 """MONAI transforms for knee radiographs (DICOM) and 3-D MRI volumes, array + dictionary pairs."""
 
+from .augment import RandPairedZoomd
 from .errors import InputError, MriInputError, XrayInputError
 from .geometry import CANONICAL_SIDE, MRI_AXCODES
 from .mri import LoadMri, LoadMrid, PreprocessMri, PreprocessMrid
@@ -11,3 +12,4 @@ from .xray import LoadXray, LoadXrayd, PreprocessXray, PreprocessXrayd, XraySpac
 
 __all__ += ["LoadXray", "LoadXrayd", "PreprocessXray", "PreprocessXrayd", "XraySpacingWarning"]
 __all__ += ["MirrorToCanonicalSide", "MirrorToCanonicalSided", "MirrorBackd", "mirror_back"]
+__all__ += ["RandPairedZoomd"]
