@@ -33,31 +33,16 @@ STAGES = ("load_preprocess", "forward", "write")
 
 
 def synthetic_radiograph(path: Path, shape: tuple[int, int], pixel_mm: float, seed: int = 0) -> Path:
-    """Write a 16-bit DX DICOM of smooth structure plus noise (marked synthetic) to ``path``."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    """Write a 12-bit DX DICOM of smooth structure plus noise (marked synthetic) with the cohort's DX writer."""
+    from xray2mri.pipeline.synth.dicom_writer import MAX_LOG_ATTENUATION, write_dx
 
     rows, cols = shape
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:rows, 0:cols] / max(rows, cols)
     img = 1500 + 1200 * np.exp(-((x - 0.5) ** 2 + (y - 0.5) ** 2) / 0.05) + rng.normal(0, 30, shape)
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality, ds.BodyPartExamined, ds.ViewPosition, ds.Laterality = "DX", "KNEE", "AP", "L"
-    ds.PatientID = "BENCHMARK"
-    ds.SeriesDescription = "SYNTHETIC benchmark radiograph"
-    ds.ImagerPixelSpacing = [pixel_mm, pixel_mm]
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.Rows, ds.Columns = rows, cols
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = np.clip(img, 0, 4095).astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
+    # no magnification (source-to-knee = source-to-detector): pixel_mm is the spacing at the knee
+    write_dx(path, img / (4095 / MAX_LOG_ATTENUATION), subject="BENCHMARK", laterality="L",
+             imager_pixel_mm=pixel_mm, sid_mm=1000.0, sod_mm=1000.0)
     return path
 
 

@@ -23,13 +23,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from monai.transforms import Compose
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
 
+from xray2mri.pipeline.synth.dicom_writer import MAX_LOG_ATTENUATION, write_dx
 from xray2mri.transforms.xray import LoadXrayd, PreprocessXrayd
-
-JPEG2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
 
 
 def synthetic_radiograph(size: int, seed: int = 0) -> np.ndarray:
@@ -44,32 +41,19 @@ def synthetic_radiograph(size: int, seed: int = 0) -> np.ndarray:
 
 
 def write(pixels: np.ndarray, path: Path, compressed: bool) -> Path:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.BodyPartExamined, ds.ViewPosition, ds.ImageLaterality = "DX", "KNEE", "PA", "L"
-    ds.SeriesDescription = "SYNTHETIC benchmark radiograph"
-    ds.ImagerPixelSpacing = [0.15, 0.15]
-    ds.EstimatedRadiographicMagnificationFactor = 1.1
-    ds.RescaleSlope, ds.RescaleIntercept = 1, 0
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    if compressed:
-        import openjpeg
-
-        ds.PixelData = encapsulate([openjpeg.encode(pixels, bits_stored=12, photometric_interpretation=2)])
-        ds["PixelData"].VR = "OB"
-        ds["PixelData"].is_undefined_length = True
-        ds.file_meta.TransferSyntaxUID = JPEG2000_LOSSLESS
-    else:
-        ds.PixelData = pixels.tobytes()
-        ds["PixelData"].VR = "OW"
-    ds.save_as(path, enforce_file_format=True)
+    """The stored values as a MONOCHROME1 DX file (magnification 1.1), written by the cohort's own DX writer."""
+    write_dx(
+        path,
+        pixels / (4095 / MAX_LOG_ATTENUATION),  # quantises back to exactly these stored values
+        subject="BENCHMARK",
+        laterality="L",
+        imager_pixel_mm=0.15,
+        sid_mm=1100.0,
+        sod_mm=1000.0,
+        photometric="MONOCHROME1",
+        transfer_syntax=JPEG2000Lossless if compressed else ExplicitVRLittleEndian,
+        bits_stored=12,
+    )
     return path
 
 
