@@ -266,7 +266,7 @@ def summarize_rows(
         "aggregation": f"mean, sample std (ddof=1), 95 % percentile bootstrap of the mean ({n_boot} resamples, seed {seed}); non-finite values left out, n counts the rest",
         "methods": methods,
         "per_grade": per_grade,
-        "quality_bar": quality_bar(methods, model_names),
+        "quality_bar": quality_bar(methods, model_names, rows, n_boot=n_boot, seed=seed),
     }
     best = headline_model(summary["quality_bar"], methods)
     summary["quality_bar_headline"] = {
@@ -278,10 +278,21 @@ def summarize_rows(
 
 
 def quality_bar(
-    methods: Mapping[str, Mapping[str, Mapping[str, float]]], model_names: Sequence[str]
+    methods: Mapping[str, Mapping[str, Mapping[str, float]]],
+    model_names: Sequence[str],
+    rows: Sequence[Mapping[str, Any]] | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """The demo's bar per model: PSNR >= mean-volume + 3 dB and >= nearest-neighbour + 2 dB (whole-volume
-    PSNR), 3-D SSIM above both baselines, mean JSW |error| below both. Computed from the means."""
+    PSNR), 3-D SSIM above both baselines, mean JSW |error| below both. Judged on the means.
+
+    With the per-subject ``rows``, each criterion also gets its ``margin`` (how far the model is on the
+    passing side of the threshold, in the metric's unit; negative when it fails) and ``margin_ci95``, the
+    95 % paired-bootstrap interval of that margin over the test subjects (model and baseline compared on
+    the same subjects), and ``clear``: whether the interval excludes 0, i.e. whether the verdict is
+    outside the subject-to-subject noise of this test split.
+    """
     mean_name, nn_name = BASELINE_NAMES["mean"], BASELINE_NAMES["nn"]
 
     def get(method: str, key: str) -> float:
@@ -301,9 +312,30 @@ def quality_bar(
             value, threshold = get(model, key), get(base, key) + margin
             ok = {">=": value >= threshold, ">": value > threshold, "<": value < threshold}[cmp]
             what = f"{key} {cmp} {base}" + (f" + {margin:g}" if margin else "")
-            crit.append({"criterion": what, "value": value, "threshold": threshold, "pass": bool(ok)})
+            entry: dict[str, Any] = {"criterion": what, "value": value, "threshold": threshold, "pass": bool(ok)}
+            if rows is not None:
+                sign = -1.0 if cmp == "<" else 1.0
+                diffs = sign * (_paired(rows, model, base, key) - margin * (cmp != "<"))
+                lo, hi = M.bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
+                entry.update(
+                    margin=sign * (value - threshold),
+                    margin_ci95=[lo, hi],
+                    clear=bool(lo > 0 or hi < 0),
+                )
+            crit.append(entry)
         out[model] = {"criteria": crit, "pass": all(c["pass"] for c in crit)}
     return out
+
+
+def _paired(rows: Sequence[Mapping[str, Any]], model: str, base: str, key: str) -> np.ndarray:
+    """Per-subject ``model - base`` of ``key``, over the subjects where both are finite."""
+
+    def values(method: str) -> dict[str, float]:
+        return {r["subject"]: float(r.get(key, math.nan)) for r in rows if r["method"] == method}
+
+    a, b = values(model), values(base)
+    d = [a[s] - b[s] for s in a if s in b and math.isfinite(a[s]) and math.isfinite(b[s])]
+    return np.asarray(d, dtype=np.float64)
 
 
 def headline_model(quality: Mapping[str, Any], methods: Mapping[str, Mapping[str, Any]]) -> str | None:
@@ -526,17 +558,36 @@ def _markdown(
     bar = summary["quality_bar"]
     if bar:
         out += ["## Quality bar (demo configuration)", ""]
-        out += ["| model | criterion | value | threshold | pass |", "|---|---|---|---|---|"]
+        out += [
+            "| model | criterion | value | threshold | pass | margin [95 % paired bootstrap] |",
+            "|---|---|---|---|---|---|",
+        ]
         for model, res in bar.items():
             for c in res["criteria"]:
+                ci = c.get("margin_ci95")
+                spread = (
+                    f"{_fmt(c['margin'])} [{_fmt(ci[0])}, {_fmt(ci[1])}]{'' if c['clear'] else ' (within noise)'}"
+                    if ci
+                    else "—"
+                )
                 out.append(
                     f"| {model} | {c['criterion']} | {_fmt(c['value'])} | {_fmt(c['threshold'])} | "
-                    f"{'✅ pass' if c['pass'] else '❌ fail'} |"
+                    f"{'✅ pass' if c['pass'] else '❌ fail'} | {spread} |"
                 )
         out += [""]
         for model, res in bar.items():
-            out.append(f"- **{model}**: {'passes' if res['pass'] else 'does not pass'} the bar.")
-        out += [""]
+            noisy = [c["criterion"] for c in res["criteria"] if c.get("clear") is False]
+            verdict = "passes" if res["pass"] else "does not pass"
+            tail = f"; within the noise of this test split: {', '.join(noisy)}" if noisy else ""
+            out.append(f"- **{model}**: {verdict} the bar{tail}.")
+        out += [
+            "",
+            "The bar is judged on the means. *Margin*: how far the model is on the passing side of the "
+            "threshold (negative: the failing side), with the 95 % percentile-bootstrap interval of the "
+            "per-subject paired differences; an interval that contains 0 means this split's subjects "
+            "cannot tell the model from the threshold (another seed or split could flip the verdict).",
+            "",
+        ]
     # JSW check
     gt = methods.get(GT_CHECK, {})
     if gt:

@@ -236,6 +236,9 @@ def test_report_end_to_end_writes_every_file_and_judges_the_quality_bar(fake_run
     for rel in pngs:
         assert (out / rel).is_file() and (out / rel).stat().st_size > 1000
     assert "✅ pass" in md and "❌ fail" in md
+    assert "margin [95 % paired bootstrap]" in md  # every verdict shows how far it is from its threshold
+    good_bar = summary["quality_bar"]["good model"]["criteria"]
+    assert all(len(c["margin_ci95"]) == 2 and isinstance(c["clear"], bool) for c in good_bar)
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".report.")]  # no temporary folders left
 
 
@@ -305,3 +308,37 @@ def test_training_log_keeps_runs_apart_and_reads_csv(tmp_path):
     (tmp_path / "csvlog" / "metrics.csv").write_text("epoch,val_psnr,comment\n1,20.5,ok\n2,22.0,ok\n")
     curves, _ = R.read_training_log(tmp_path / "csvlog")
     assert curves == {"metrics/val_psnr": ([1.0, 2.0], [20.5, 22.0])}
+
+
+def test_quality_bar_margins_say_whether_a_verdict_is_outside_the_subjects_noise():
+    """A model far above one threshold is a clear pass; one that passes on the mean only by a hair,
+    with subjects on both sides, is flagged as within the noise; "<" criteria count a lower error as margin."""
+    mean_name, nn_name = BASELINE_NAMES["mean"], BASELINE_NAMES["nn"]
+    wobble = np.array([1.0, -1.0] * 10)  # per-subject scatter that averages to 0
+    rows = []
+    for i in range(20):
+        base = {"subject": f"S{i:02d}", "grade": i % 3}
+        rows.append({**base, "method": mean_name, "psnr_db": 20.0, "ssim3d": 0.5, "jsw_abs_err_mm": 1.0})
+        rows.append({**base, "method": nn_name, "psnr_db": 24.0, "ssim3d": 0.7, "jsw_abs_err_mm": 0.8})
+        rows.append(
+            {
+                **base,
+                "method": "model",
+                "psnr_db": 26.05 + wobble[i],  # +6.05 over the mean volume (bar +3), +2.05 over NN (bar +2)
+                "ssim3d": 0.9,
+                "jsw_abs_err_mm": 0.75 + 0.2 * wobble[i],  # 0.25 below the mean volume, 0.05 below NN
+            }
+        )
+    bar = R.summarize_rows(rows, ["model"], n_boot=500)["quality_bar"]["model"]
+    assert bar["pass"] is True
+    crit = {c["criterion"]: c for c in bar["criteria"]}
+    clear = crit[f"psnr_db >= {mean_name} + 3"]
+    assert clear["margin"] == pytest.approx(3.05) and clear["clear"] is True
+    assert clear["margin_ci95"][0] > 0
+    hair = crit[f"psnr_db >= {nn_name} + 2"]
+    assert hair["pass"] is True and hair["margin"] == pytest.approx(0.05)
+    assert hair["margin_ci95"][0] < 0 < hair["margin_ci95"][1] and hair["clear"] is False
+    jsw_nn = crit[f"jsw_abs_err_mm < {nn_name}"]
+    assert jsw_nn["margin"] == pytest.approx(0.05) and jsw_nn["clear"] is False
+    jsw_mean = crit[f"jsw_abs_err_mm < {mean_name}"]
+    assert jsw_mean["margin"] == pytest.approx(0.25) and jsw_mean["margin_ci95"][0] > 0
