@@ -57,7 +57,7 @@ def _say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
 
 
-def _run(step: str, cmd: Sequence[str], log: Path | None = None) -> None:
+def run_step(step: str, cmd: Sequence[str], log: Path | None = None) -> None:
     """Run one step's command, streaming its output (and teeing it to ``log``)."""
     _say(f"{step}: {shlex.join(str(c) for c in cmd)}")
     start = time.perf_counter()
@@ -101,7 +101,7 @@ def make_cohort(settings: DemoSettings) -> None:
                "--subjects", settings.subjects, "--seed", settings.seed, "--preset", settings.preset]
         if settings.workers:
             cmd += ["--workers", settings.workers]
-        _run("cohort", cmd)
+        run_step("cohort", cmd)
     if settings.datalist.exists() and settings.datalist.read_bytes() != datalist.read_bytes():
         raise DemoError(
             f"{datalist} differs from the committed {settings.datalist}: the cohort was made with other "
@@ -113,7 +113,7 @@ def train(settings: DemoSettings, variant: str) -> Path:
     """Train one network variant with the bundle's train.json; returns its run folder."""
     run_dir = settings.out_dir / f"train_{variant}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    _run(
+    run_step(
         f"train ({VARIANT_NAMES[variant]})",
         _bundle_cmd(
             settings,
@@ -130,7 +130,7 @@ def train(settings: DemoSettings, variant: str) -> Path:
 def evaluate(settings: DemoSettings, variant: str, weights: Path) -> Path:
     """Run evaluate.json on the test split with the given weights; returns its output folder."""
     eval_dir = settings.out_dir / f"eval_{variant}"
-    _run(
+    run_step(
         f"evaluate ({VARIANT_NAMES[variant]})",
         _bundle_cmd(
             settings,
@@ -168,7 +168,7 @@ def run_demo(settings: DemoSettings) -> dict:
 
     report_dir = settings.out_dir / "report"
     predictions = [f"{VARIANT_NAMES[v]}={d / 'predictions'}" for v, d in eval_dirs.items()]
-    _run(
+    run_step(
         "report",
         [sys.executable, "-m", "xray2mri.pipeline.cli", "report", "--datalist", settings.cohort / "datalist.json",
          "--base-dir", settings.cohort, "--predictions", *predictions, "--bundle", settings.bundle,
@@ -195,7 +195,7 @@ def run_demo(settings: DemoSettings) -> dict:
         link = inputs / Path(item["xray"]).name
         if not link.exists():
             link.symlink_to(Path(item["xray"]).resolve())
-    _run(
+    run_step(
         "predict",
         [sys.executable, "-m", "xray2mri.pipeline.cli", "predict", "--bundle", settings.bundle, "--input", inputs,
          "--output", settings.out_dir / "predict"],
@@ -205,14 +205,25 @@ def run_demo(settings: DemoSettings) -> dict:
     return summary
 
 
+def _mean(stat: dict) -> str:
+    value = stat.get("mean")
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _print_headline(summary: dict, settings: DemoSettings) -> None:
     methods = summary.get("methods", {})
     _say("test split, mean over subjects (MRI normalised to [0, 1], data_range = 1):")
     for name, stats in methods.items():
-        cells = [f"{m} {stats[m]['mean']:.3f}" for m in HEADLINE_METRICS if m in stats]
+        # summary.json stores a mean without any finite subject value (e.g. no joint band found) as null
+        cells = [f"{m} {_mean(stats[m])}" for m in HEADLINE_METRICS if m in stats]
         _say(f"  {name:28s} " + "  ".join(cells))
     bar = summary.get("quality_bar_headline")
     if bar:
         verdict = "PASS" if bar.get("passed") else "NOT MET"
         _say(f"quality bar for {bar.get('model')}: {verdict} ({bar.get('rule')}; details in the report)")
+        criteria = summary.get("quality_bar", {}).get(bar.get("model"), {}).get("criteria", [])
+        noisy = [c["criterion"] for c in criteria if c.get("clear") is False]
+        if noisy:
+            _say("  within the noise of the test split (95 % paired-bootstrap interval of the margin contains 0): "
+                 + "; ".join(noisy))
     _say(f"report: {settings.out_dir / 'report' / 'report.md'}")

@@ -69,3 +69,23 @@ def test_demo_refuses_a_cohort_made_with_other_settings(tmp_path, tiny_cohort):
     settings = DemoSettings(cohort=tiny_cohort, datalist=other, out_dir=tmp_path / "run")
     with pytest.raises(DemoError, match="differs"):
         make_cohort(settings)
+
+
+def test_demo_headline_prints_undefined_means_and_noisy_criteria(capsys):
+    """summary.json writes a mean without finite values as null (JSW where no joint band was found):
+    the closing lines say n/a instead of crashing, and name the criteria whose margin is within noise."""
+    from xray2mri.pipeline import demo
+
+    summary = {
+        "methods": {"geometry-aware": {"psnr_db": {"mean": 25.5}, "jsw_abs_err_mm": {"mean": None}}},
+        "quality_bar_headline": {"model": "geometry-aware", "passed": False, "rule": "r"},
+        "quality_bar": {"geometry-aware": {"criteria": [
+            {"criterion": "psnr_db >= m + 3", "clear": True},
+            {"criterion": "jsw_abs_err_mm < nn", "clear": False},
+        ]}},
+    }
+    demo._print_headline(summary, DemoSettings(out_dir=Path("runs/x")))
+    out = capsys.readouterr().out
+    assert "psnr_db 25.500" in out and "jsw_abs_err_mm n/a" in out
+    assert "NOT MET" in out and "within the noise" in out and "jsw_abs_err_mm < nn" in out
+    assert "psnr_db >= m + 3" not in out.split("within the noise")[1]
