@@ -291,7 +291,7 @@ def quality_bar(
     passing side of the threshold, in the metric's unit; negative when it fails) and ``margin_ci95``, the
     95 % paired-bootstrap interval of that margin over the test subjects (model and baseline compared on
     the same subjects), and ``clear``: whether the interval excludes 0, i.e. whether the verdict is
-    outside the subject-to-subject noise of this test split.
+    outside the subject-to-subject noise of this test split (``None`` when no subject has both values).
     """
     mean_name, nn_name = BASELINE_NAMES["mean"], BASELINE_NAMES["nn"]
 
@@ -317,10 +317,11 @@ def quality_bar(
                 sign = -1.0 if cmp == "<" else 1.0
                 diffs = sign * (_paired(rows, model, base, key) - margin * (cmp != "<"))
                 lo, hi = M.bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
+                defined = math.isfinite(lo) and math.isfinite(hi)
                 entry.update(
                     margin=sign * (value - threshold),
                     margin_ci95=[lo, hi],
-                    clear=bool(lo > 0 or hi < 0),
+                    clear=bool(lo > 0 or hi < 0) if defined else None,  # None: no subject with both values
                 )
             crit.append(entry)
         out[model] = {"criteria": crit, "pass": all(c["pass"] for c in crit)}
@@ -567,7 +568,7 @@ def _markdown(
                 ci = c.get("margin_ci95")
                 spread = (
                     f"{_fmt(c['margin'])} [{_fmt(ci[0])}, {_fmt(ci[1])}]{'' if c['clear'] else ' (within noise)'}"
-                    if ci
+                    if ci and c.get("clear") is not None
                     else "—"
                 )
                 out.append(

@@ -342,3 +342,20 @@ def test_quality_bar_margins_say_whether_a_verdict_is_outside_the_subjects_noise
     assert jsw_nn["margin"] == pytest.approx(0.05) and jsw_nn["clear"] is False
     jsw_mean = crit[f"jsw_abs_err_mm < {mean_name}"]
     assert jsw_mean["margin"] == pytest.approx(0.25) and jsw_mean["margin_ci95"][0] > 0
+
+
+def test_quality_bar_margin_is_undefined_without_paired_subjects():
+    """A metric no subject has for both model and baseline (e.g. JSW where no band was found) gets no
+    noise verdict rather than a false "within noise"."""
+    mean_name, nn_name = BASELINE_NAMES["mean"], BASELINE_NAMES["nn"]
+    rows = []
+    for i in range(4):
+        base = {"subject": f"S{i}", "grade": 0}
+        rows.append({**base, "method": mean_name, "psnr_db": 20.0, "ssim3d": 0.5, "jsw_abs_err_mm": 1.0})
+        rows.append({**base, "method": nn_name, "psnr_db": 21.0, "ssim3d": 0.6, "jsw_abs_err_mm": 1.0})
+        rows.append({**base, "method": "model", "psnr_db": 30.0 + i, "ssim3d": 0.9, "jsw_abs_err_mm": float("nan")})
+    crit = {c["criterion"]: c for c in R.quality_bar(
+        R.summarize_rows(rows, [], n_boot=200)["methods"], ["model"], rows, n_boot=200)["model"]["criteria"]}
+    assert crit[f"jsw_abs_err_mm < {nn_name}"]["clear"] is None
+    assert crit[f"jsw_abs_err_mm < {nn_name}"]["pass"] is False
+    assert crit[f"psnr_db >= {mean_name} + 3"]["clear"] is True
