@@ -16,7 +16,6 @@ Usage (after ``make demo`` made the cohort)::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -55,13 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         predictions.append(f"{demo.VARIANT_NAMES[args.variant]}, seed {seed}={eval_dir / 'predictions'}")
 
     report_dir = args.out / "report"
-    demo.run_step(
-        "report",
-        [sys.executable, "-m", "xray2mri.pipeline.cli", "report", "--datalist", base.cohort / "datalist.json",
-         "--base-dir", base.cohort, "--predictions", *predictions, "--bundle", base.bundle, "--out", report_dir,
-         "--montages", "0"],
-    )
-    summary = json.loads((report_dir / "summary.json").read_text())
+    summary = demo.report(base, predictions, report_dir, "--montages", "0")
     print(f"\nquality bar per seed (demo configuration, {args.variant}; synthetic test split):")
     for model, bar in summary["quality_bar"].items():
         cells = []

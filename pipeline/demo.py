@@ -57,7 +57,7 @@ def _say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
 
 
-def run_step(step: str, cmd: Sequence[str], log: Path | None = None) -> None:
+def _run(step: str, cmd: Sequence[str], log: Path | None = None) -> None:
     """Run one step's command, streaming its output (and teeing it to ``log``)."""
     _say(f"{step}: {shlex.join(str(c) for c in cmd)}")
     start = time.perf_counter()
@@ -101,7 +101,7 @@ def make_cohort(settings: DemoSettings) -> None:
                "--subjects", settings.subjects, "--seed", settings.seed, "--preset", settings.preset]
         if settings.workers:
             cmd += ["--workers", settings.workers]
-        run_step("cohort", cmd)
+        _run("cohort", cmd)
     if settings.datalist.exists() and settings.datalist.read_bytes() != datalist.read_bytes():
         raise DemoError(
             f"{datalist} differs from the committed {settings.datalist}: the cohort was made with other "
@@ -113,7 +113,7 @@ def train(settings: DemoSettings, variant: str) -> Path:
     """Train one network variant with the bundle's train.json; returns its run folder."""
     run_dir = settings.out_dir / f"train_{variant}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    run_step(
+    _run(
         f"train ({VARIANT_NAMES[variant]})",
         _bundle_cmd(
             settings,
@@ -130,7 +130,7 @@ def train(settings: DemoSettings, variant: str) -> Path:
 def evaluate(settings: DemoSettings, variant: str, weights: Path) -> Path:
     """Run evaluate.json on the test split with the given weights; returns its output folder."""
     eval_dir = settings.out_dir / f"eval_{variant}"
-    run_step(
+    _run(
         f"evaluate ({VARIANT_NAMES[variant]})",
         _bundle_cmd(
             settings,
@@ -141,6 +141,17 @@ def evaluate(settings: DemoSettings, variant: str, weights: Path) -> Path:
         log=settings.out_dir / f"eval_{variant}.log",
     )
     return eval_dir
+
+
+def report(settings: DemoSettings, predictions: Sequence[str], out: Path, *extra: object) -> dict:
+    """``xray2mri report`` of ``NAME=FOLDER`` predictions on the cohort's test split; returns its summary."""
+    _run(
+        "report",
+        [sys.executable, "-m", "xray2mri.pipeline.cli", "report", "--datalist", settings.cohort / "datalist.json",
+         "--base-dir", settings.cohort, "--predictions", *predictions, "--bundle", settings.bundle,
+         "--out", out, *extra],
+    )
+    return json.loads((out / "summary.json").read_text())
 
 
 def best_checkpoint(run_dir: Path) -> Path:
@@ -166,15 +177,8 @@ def run_demo(settings: DemoSettings) -> dict:
         weights[variant] = best_checkpoint(train(settings, variant))
     eval_dirs = {v: evaluate(settings, v, w) for v, w in weights.items()}
 
-    report_dir = settings.out_dir / "report"
     predictions = [f"{VARIANT_NAMES[v]}={d / 'predictions'}" for v, d in eval_dirs.items()]
-    run_step(
-        "report",
-        [sys.executable, "-m", "xray2mri.pipeline.cli", "report", "--datalist", settings.cohort / "datalist.json",
-         "--base-dir", settings.cohort, "--predictions", *predictions, "--bundle", settings.bundle,
-         "--out", report_dir, "--train-log", settings.out_dir],
-    )
-    summary = json.loads((report_dir / "summary.json").read_text())
+    summary = report(settings, predictions, settings.out_dir / "report", "--train-log", settings.out_dir)
 
     # models/model.pt must match the variant the bundle's configs declare (inference.json reads it
     # from train.json), so the demo installs that variant's weights; the report compares both.
@@ -195,7 +199,7 @@ def run_demo(settings: DemoSettings) -> dict:
         link = inputs / Path(item["xray"]).name
         if not link.exists():
             link.symlink_to(Path(item["xray"]).resolve())
-    run_step(
+    _run(
         "predict",
         [sys.executable, "-m", "xray2mri.pipeline.cli", "predict", "--bundle", settings.bundle, "--input", inputs,
          "--output", settings.out_dir / "predict"],
@@ -221,8 +225,9 @@ def _print_headline(summary: dict, settings: DemoSettings) -> None:
     if bar:
         verdict = "PASS" if bar.get("passed") else "NOT MET"
         _say(f"quality bar for {bar.get('model')}: {verdict} ({bar.get('rule')}; details in the report)")
-        criteria = summary.get("quality_bar", {}).get(bar.get("model"), {}).get("criteria", [])
-        noisy = [c["criterion"] for c in criteria if c.get("clear") is False]
+        from xray2mri.pipeline.report import noisy_criteria
+
+        noisy = noisy_criteria(summary.get("quality_bar", {}).get(bar.get("model"), {}))
         if noisy:
             _say("  within the noise of the test split (95 % paired-bootstrap interval of the margin contains 0): "
                  + "; ".join(noisy))

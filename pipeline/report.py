@@ -315,7 +315,7 @@ def quality_bar(
             entry: dict[str, Any] = {"criterion": what, "value": value, "threshold": threshold, "pass": bool(ok)}
             if rows is not None:
                 sign = -1.0 if cmp == "<" else 1.0
-                diffs = sign * (_paired(rows, model, base, key) - margin * (cmp != "<"))
+                diffs = sign * (_paired(rows, model, base, key) - margin)
                 lo, hi = M.bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
                 defined = math.isfinite(lo) and math.isfinite(hi)
                 entry.update(
@@ -326,6 +326,11 @@ def quality_bar(
             crit.append(entry)
         out[model] = {"criteria": crit, "pass": all(c["pass"] for c in crit)}
     return out
+
+
+def noisy_criteria(model_bar: Mapping[str, Any]) -> list[str]:
+    """The criteria of one model's bar whose margin interval contains 0 (verdict within the split's noise)."""
+    return [c["criterion"] for c in model_bar.get("criteria", []) if c.get("clear") is False]
 
 
 def _paired(rows: Sequence[Mapping[str, Any]], model: str, base: str, key: str) -> np.ndarray:
@@ -577,7 +582,7 @@ def _markdown(
                 )
         out += [""]
         for model, res in bar.items():
-            noisy = [c["criterion"] for c in res["criteria"] if c.get("clear") is False]
+            noisy = noisy_criteria(res)
             verdict = "passes" if res["pass"] else "does not pass"
             tail = f"; within the noise of this test split: {', '.join(noisy)}" if noisy else ""
             out.append(f"- **{model}**: {verdict} the bar{tail}.")
