@@ -55,10 +55,10 @@ $(MLVENV)/.installed: setup.cfg pyproject.toml
 	$(MLPY) -m pip install -q --no-deps monailabel==0.8.5
 	$(MLPY) -m pip install -q $(MONAILABEL_REQS) $(MONAILABEL_OURS)
 	$(MLPY) -m pip install -q --no-deps -e .
-	$(MLPY) -c "import pydicom, xray2mri.pipeline.predict; from monailabel.tasks.infer.basic_infer import BasicInferTask; assert pydicom.__version__ == '2.4.4', pydicom.__version__"
+	$(MLPY) -c "import pydicom, xray2mri.pipeline.serving.predict; from monailabel.tasks.infer.basic_infer import BasicInferTask; assert pydicom.__version__ == '2.4.4', pydicom.__version__"
 	@touch $@
 
-# A real MONAI Label server on loopback: the app in pipeline/monailabel_app, a studies folder of
+# A real MONAI Label server on loopback: the app in apps/monailabel, a studies folder of
 # synthetic radiographs, the bundle's trained weights (RANDOM_WEIGHTS=1 serves an untrained network).
 monailabel: install $(MLVENV)/.installed
 	@if [ ! -f $(MONAILABEL_BUNDLE)/models/model.pt ] && [ "$(RANDOM_WEIGHTS)" != "1" ]; then \
@@ -73,12 +73,12 @@ monailabel: install $(MLVENV)/.installed
 	@echo "MONAI Label: http://127.0.0.1:$(MONAILABEL_PORT)/ (API docs), studies in $(MONAILABEL_DIR)/studies; Ctrl-C stops it."
 	@echo "  curl -X POST 'http://127.0.0.1:$(MONAILABEL_PORT)/infer/xray2mri?image=SYN0000_xray&output=image' -o SYN0000_mri_synthetic.nii.gz"
 	PATH="$(CURDIR)/$(MLVENV)/bin:$$PATH" $(MLPY) -m monailabel.main start_server \
-		--app pipeline/monailabel_app --studies $(MONAILABEL_DIR)/studies \
+		--app apps/monailabel --studies $(MONAILABEL_DIR)/studies \
 		--host 127.0.0.1 --port $(MONAILABEL_PORT) --conf bundle $(MONAILABEL_BUNDLE) \
 		$(if $(filter 1,$(RANDOM_WEIGHTS)),--conf random_weights true,)
 
 lint: install
-	$(VENV)/bin/ruff check pipeline transforms tests benchmarks
+	$(VENV)/bin/ruff check pipeline transforms apps tests benchmarks
 
 pytest: install $(MLVENV)/.installed
 	$(VENV)/bin/pytest -q

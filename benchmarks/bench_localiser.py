@@ -1,6 +1,6 @@
 """Accuracy of the built-in knee localiser on SYNTHETIC bilateral PA radiographs with known centres.
 
-Each participant's bilateral radiograph is rendered (:func:`xray2mri.pipeline.oai.synth_tree.render_bilateral`:
+Each participant's bilateral radiograph is rendered (:func:`xray2mri.pipeline.data.oai.synth_tree.render_bilateral`:
 two knees with their own anatomy and grade, cone-beam DRR), written as DX DICOM and loaded
 back with ``LoadXray`` as the importer does; the localiser's joint centres are compared with
 the projected true centres. Target: error <= 5 mm (at the knee) for >= 95 % of knees; a knee the
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from xray2mri.pipeline.oai.localiser import localise_knees
-from xray2mri.pipeline.oai.synth_tree import participant_knees, render_bilateral, write_radiograph
-from xray2mri.pipeline.synth.presets import get_preset
+from xray2mri.pipeline.data.oai.localiser import localise_knees
+from xray2mri.pipeline.data.oai.synth_tree import participant_knees, render_bilateral, write_radiograph
+from xray2mri.pipeline.data.synth.presets import get_preset
 from xray2mri.transforms.xray import LoadXray
 
 TARGET_MM, TARGET_SHARE = 5.0, 0.95

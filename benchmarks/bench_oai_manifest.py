@@ -1,6 +1,6 @@
 """Time and memory of ``manifest build --oai-root`` on a generated tree of 2,000 participant-visits.
 
-The tree has OAI's layout and indexes (:mod:`xray2mri.pipeline.oai.synth_tree` writes the
+The tree has OAI's layout and indexes (:mod:`xray2mri.pipeline.data.oai.synth_tree` writes the
 ``contents.csv`` and ``kxr_sq_bu`` files) but, to be made in seconds, header-only DICOM files:
 one bilateral radiograph header per participant-visit (real DX tags, 2,500 x 3,000 pixels
 at 0.14 mm, no pixel data) and one MR header per DESS series folder; the joint centres come
@@ -30,10 +30,16 @@ from pathlib import Path
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from xray2mri.pipeline import manifests
-from xray2mri.pipeline.oai import layout
-from xray2mri.pipeline.oai.build import build_oai_datalist
-from xray2mri.pipeline.oai.synth_tree import barcode, participant_id, release_of, write_contents, write_grades
+from xray2mri.pipeline.data import manifests
+from xray2mri.pipeline.data.oai import layout
+from xray2mri.pipeline.data.oai.build import build_oai_datalist
+from xray2mri.pipeline.data.oai.synth_tree import (
+    barcode,
+    participant_id,
+    release_of,
+    write_contents,
+    write_grades,
+)
 
 ROWS, COLS, PIXEL_MM = 2500, 3000, 0.14
 

@@ -1,11 +1,11 @@
 """Latency of ``xray2mri predict`` per radiograph, split into load+preprocess, forward and write.
 
-Runs the bundle's inference pipeline (:class:`xray2mri.pipeline.predict.Predictor`) on one
+Runs the bundle's inference pipeline (:class:`xray2mri.pipeline.serving.predict.Predictor`) on one
 radiograph DICOM several times after a warm-up and prints the median of each stage and of
 the total, against the target of 1 s per radiograph on CPU for the demo model.
 
 The radiograph is ``--input`` when given, else a synthetic DX written to a temporary folder
-at the demo cohort's detector size and pitch (``xray2mri.pipeline.synth.presets``). The
+at the demo cohort's detector size and pitch (``xray2mri.pipeline.data.synth.presets``). The
 weights are the bundle's ``models/model.pt`` when it exists, else the network's random
 initial weights of the same configuration (``--random-init`` forces that): the timing is of
 the pipeline, not of the model's quality, and the output says which weights were used.
@@ -34,7 +34,7 @@ STAGES = ("load_preprocess", "forward", "write")
 
 def synthetic_radiograph(path: Path, shape: tuple[int, int], pixel_mm: float, seed: int = 0) -> Path:
     """Write a 12-bit DX DICOM of smooth structure plus noise (marked synthetic) with the cohort's DX writer."""
-    from xray2mri.pipeline.synth.dicom_writer import MAX_LOG_ATTENUATION, write_dx
+    from xray2mri.pipeline.data.synth.dicom_writer import MAX_LOG_ATTENUATION, write_dx
 
     rows, cols = shape
     rng = np.random.default_rng(seed)
@@ -48,8 +48,8 @@ def synthetic_radiograph(path: Path, shape: tuple[int, int], pixel_mm: float, se
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns 0 when the median total meets the target, else 1."""
-    from xray2mri.pipeline.predict import Predictor, save_prediction
-    from xray2mri.pipeline.synth.presets import PRESETS
+    from xray2mri.pipeline.data.synth.presets import PRESETS
+    from xray2mri.pipeline.serving.predict import Predictor, save_prediction
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", default="bundles/knee_xray2mri")

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 
-from xray2mri.pipeline.synth.cohort import generate_cohort
+from xray2mri.pipeline.data.synth.cohort import generate_cohort
 
 
 def _children_cpu() -> float:

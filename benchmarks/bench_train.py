@@ -40,7 +40,7 @@ BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "knee_xray2mri"
 def _cohort(args: argparse.Namespace, tmp: Path) -> Path:
     if args.cohort:
         return Path(args.cohort)
-    from xray2mri.pipeline.synth.cohort import generate_cohort
+    from xray2mri.pipeline.data.synth.cohort import generate_cohort
 
     print(f"making a {args.subjects}-subject synthetic cohort (demo preset) ...", flush=True)
     return generate_cohort(tmp / "cohort", args.subjects, seed=0, preset="demo", progress=False)
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if args.batch_size is None:
-        from xray2mri.pipeline.engine import train_setting
+        from xray2mri.pipeline.training.engine import train_setting
 
         args.batch_size = int(train_setting(BUNDLE, "batch_size"))
 

@@ -25,7 +25,7 @@ import pydicom
 from monai.transforms import Compose
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
 
-from xray2mri.pipeline.synth.dicom_writer import MAX_LOG_ATTENUATION, write_dx
+from xray2mri.pipeline.data.synth.dicom_writer import MAX_LOG_ATTENUATION, write_dx
 from xray2mri.transforms.xray import LoadXrayd, PreprocessXrayd
 
 

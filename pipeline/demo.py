@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xray2mri.pipeline import manifests
+from xray2mri.pipeline.data import manifests
 
 #: Row names of the two network variants in the report, keyed by the bundle's ``variant`` value.
 VARIANT_NAMES: dict[str, str] = {"bottleneck": "CAE+generator (paper)", "geometry": "geometry-aware"}
-#: summary.json metrics printed at the end (see xray2mri.pipeline.report).
+#: summary.json metrics printed at the end (see xray2mri.pipeline.evaluation.report).
 HEADLINE_METRICS: tuple[str, ...] = ("psnr_db", "psnr_slice_db", "ssim3d", "mae", "jsw_abs_err_mm")
 
 
@@ -156,7 +156,7 @@ def report(settings: DemoSettings, predictions: Sequence[str], out: Path, *extra
 
 def best_checkpoint(run_dir: Path) -> Path:
     """The best-by-validation weights a training run wrote."""
-    from xray2mri.pipeline.checkpoints import BEST_NAME
+    from xray2mri.pipeline.training.checkpoints import BEST_NAME
 
     path = run_dir / "checkpoints" / BEST_NAME
     if not path.exists():
@@ -166,7 +166,7 @@ def best_checkpoint(run_dir: Path) -> Path:
 
 def run_demo(settings: DemoSettings) -> dict:
     """Run every step; returns the report's summary (also written to ``out_dir/report/summary.json``)."""
-    from xray2mri.pipeline.checkpoints import install_weights
+    from xray2mri.pipeline.training.checkpoints import install_weights
 
     start = time.perf_counter()
     settings.out_dir.mkdir(parents=True, exist_ok=True)
@@ -182,7 +182,7 @@ def run_demo(settings: DemoSettings) -> dict:
 
     # models/model.pt must match the variant the bundle's configs declare (inference.json reads it
     # from train.json), so the demo installs that variant's weights; the report compares both.
-    from xray2mri.pipeline.engine import train_setting
+    from xray2mri.pipeline.training.engine import train_setting
 
     declared = train_setting(settings.bundle, "variant")
     if declared not in weights:
@@ -225,7 +225,7 @@ def _print_headline(summary: dict, settings: DemoSettings) -> None:
     if bar:
         verdict = "PASS" if bar.get("passed") else "NOT MET"
         _say(f"quality bar for {bar.get('model')}: {verdict} ({bar.get('rule')}; details in the report)")
-        from xray2mri.pipeline.report import noisy_criteria
+        from xray2mri.pipeline.evaluation.report import noisy_criteria
 
         noisy = noisy_criteria(summary.get("quality_bar", {}).get(bar.get("model"), {}))
         if noisy:

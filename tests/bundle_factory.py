@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import xray_factory
 
-from xray2mri.pipeline.engine import network_from_bundle
+from xray2mri.pipeline.training.engine import network_from_bundle
 
 REAL_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "knee_xray2mri"
 # 16 px at 2 mm = 32 mm field; the MRI covers the same 32 mm with 8 voxels of 4 mm.

@@ -1,7 +1,7 @@
 """Shared pytest fixtures: a tiny synthetic cohort made once per session with the real synth API.
 
 ``tiny_cohort`` renders a handful of subjects of the ``demo`` preset with
-:func:`xray2mri.pipeline.synth.cohort.generate_cohort` (the same code as ``xray2mri synth``) into
+:func:`xray2mri.pipeline.data.synth.cohort.generate_cohort` (the same code as ``xray2mri synth``) into
 a session temporary folder, with its ``datalist.json``. Tests must treat it as read-only: copy a
 file before changing it. Everything in it is SYNTHETIC (marked so by the synth writers).
 
@@ -25,7 +25,7 @@ TINY_COHORT_SEED: int = 0
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder of a 6-subject synthetic cohort (demo preset, seed 0) with ``datalist.json``; read-only."""
-    from xray2mri.pipeline.synth.cohort import generate_cohort
+    from xray2mri.pipeline.data.synth.cohort import generate_cohort
 
     out = tmp_path_factory.mktemp("tiny_cohort")
     return generate_cohort(out, TINY_COHORT_SUBJECTS, seed=TINY_COHORT_SEED, preset="demo", workers=1, progress=False)

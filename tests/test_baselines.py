@@ -7,7 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from xray2mri.pipeline.baselines import Baselines, load_split, mean_volume, nearest_neighbour_indices
+from xray2mri.pipeline.evaluation.baselines import (
+    Baselines,
+    load_split,
+    mean_volume,
+    nearest_neighbour_indices,
+)
 from xray2mri.transforms.errors import InputError
 
 

@@ -12,7 +12,7 @@ import torch
 from bundle_factory import make_tiny_bundle
 from test_demo import DEMO_TINY_SIZES
 
-from xray2mri.pipeline.checkpoints import BEST_NAME, load_checkpoint, model_state
+from xray2mri.pipeline.training.checkpoints import BEST_NAME, load_checkpoint, model_state
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_seeds.py"
 

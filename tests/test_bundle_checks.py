@@ -24,7 +24,8 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
 
-from xray2mri.pipeline import checkpoints, engine, tb_logging, volume_outputs
+from xray2mri.pipeline.serving import volume_outputs
+from xray2mri.pipeline.training import checkpoints, engine, tb_logging
 from xray2mri.transforms.augment import RandPairedZoomd
 from xray2mri.transforms.geometry import MRI_AXCODES
 

@@ -22,7 +22,7 @@ import torch
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
-from xray2mri.pipeline.checkpoints import load_checkpoint
+from xray2mri.pipeline.training.checkpoints import load_checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -22,8 +22,7 @@ from bundle_factory import TINY_SIZES, make_tiny_bundle
 from bundle_factory import write_dx as _dx
 
 from xray2mri.pipeline import cli
-from xray2mri.pipeline.engine import network_from_bundle
-from xray2mri.pipeline.export import (
+from xray2mri.pipeline.serving.export import (
     CHECKSUM_KEY,
     TRAINING_DATA_KEY,
     WEIGHT_FILES,
@@ -31,7 +30,8 @@ from xray2mri.pipeline.export import (
     export_bundle,
     verify_bundle_weights,
 )
-from xray2mri.pipeline.predict import Predictor
+from xray2mri.pipeline.serving.predict import Predictor
+from xray2mri.pipeline.training.engine import network_from_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "tests" / "schemas" / "meta_schema_20240725.json"  # MONAI's published schema

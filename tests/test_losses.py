@@ -7,8 +7,8 @@ import torch
 from monai.data import MetaTensor
 from monai.losses import SSIMLoss
 
-from xray2mri.pipeline.losses import HybridLoss, ssim_loss_3d
-from xray2mri.pipeline.networks import Xray2MRI
+from xray2mri.pipeline.training.losses import HybridLoss, ssim_loss_3d
+from xray2mri.pipeline.training.networks import Xray2MRI
 
 
 def _pair():

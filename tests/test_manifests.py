@@ -14,9 +14,9 @@ import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from xray2mri.pipeline import manifests
 from xray2mri.pipeline.cli import main
-from xray2mri.pipeline.manifests import (
+from xray2mri.pipeline.data import manifests
+from xray2mri.pipeline.data.manifests import (
     ManifestError,
     build_from_cohort,
     build_from_csv,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from xray2mri.pipeline import metrics as M
+from xray2mri.pipeline.evaluation import metrics as M
 
 LEGEND = {"air": 0, "cortical_bone": 5, "femur": 6, "tibia": 7, "femoral_cartilage": 11, "joint_fluid": 15}
 

@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from xray2mri.pipeline.networks import (
+from xray2mri.pipeline.training.networks import (
     GeometryGenerator,
     SkipAdapter,
     Xray2MRI,

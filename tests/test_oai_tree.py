@@ -9,12 +9,12 @@ import json
 import numpy as np
 import pytest
 
-from xray2mri.pipeline import manifests
-from xray2mri.pipeline.oai import layout, pairing
-from xray2mri.pipeline.oai.build import build_oai_datalist, read_centres
-from xray2mri.pipeline.oai.cli_support import add_oai_arguments, build_from_oai
-from xray2mri.pipeline.oai.synth_tree import AWKWARD_CASES, participant_id, write_oai_tree
-from xray2mri.pipeline.synth.presets import SynthPreset
+from xray2mri.pipeline.commands._oai_options import add_oai_arguments, build_from_oai
+from xray2mri.pipeline.data import manifests
+from xray2mri.pipeline.data.oai import layout, pairing
+from xray2mri.pipeline.data.oai.build import build_oai_datalist, read_centres
+from xray2mri.pipeline.data.oai.synth_tree import AWKWARD_CASES, participant_id, write_oai_tree
+from xray2mri.pipeline.data.synth.presets import SynthPreset
 
 #: A tiny preset: MRI 24^3 at 6 mm, radiograph pixels of 1 mm.
 TINY = SynthPreset(name="tiny", mri_shape=(24, 24, 24), mri_spacing_mm=6.0, supersample=1,
@@ -211,7 +211,7 @@ def test_loading_chain_reads_a_cropped_item_end_to_end(tree, built):
 
 
 def test_synth_layout_oai_command_and_an_unreadable_radiograph(tmp_path, capsys):
-    from xray2mri.pipeline.oai.cli_support import add_synth_oai_arguments, synth_oai
+    from xray2mri.pipeline.commands._oai_options import add_synth_oai_arguments, synth_oai
 
     parser = argparse.ArgumentParser()
     add_synth_oai_arguments(parser)
@@ -227,8 +227,8 @@ def test_synth_layout_oai_command_and_an_unreadable_radiograph(tmp_path, capsys)
     (root / build.items[0]["xray"]).write_bytes(b"not a DICOM file")
     with pytest.raises(manifests.ManifestError, match="no knee radiograph paired"):
         build_oai_datalist(root, centres=root / "known_centres.csv")
-    from xray2mri.pipeline.oai.build import build_items
-    from xray2mri.pipeline.oai.index import read_indexes
+    from xray2mri.pipeline.data.oai.build import build_items
+    from xray2mri.pipeline.data.oai.index import read_indexes
 
     records, _ = read_indexes(root)
     items, dropped = build_items(root, pairing.pair_series(records).pairs)

@@ -10,12 +10,12 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from xray2mri.pipeline.oai import layout, pairing
-from xray2mri.pipeline.oai.grades import read_grades, read_grades_file
-from xray2mri.pipeline.oai.index import OaiIndexError, SeriesRecord, read_index, read_indexes
-from xray2mri.pipeline.oai.localiser import localise_knees
-from xray2mri.pipeline.oai.synth_tree import participant_knees, render_bilateral
-from xray2mri.pipeline.synth.presets import SynthPreset
+from xray2mri.pipeline.data.oai import layout, pairing
+from xray2mri.pipeline.data.oai.grades import read_grades, read_grades_file
+from xray2mri.pipeline.data.oai.index import OaiIndexError, SeriesRecord, read_index, read_indexes
+from xray2mri.pipeline.data.oai.localiser import localise_knees
+from xray2mri.pipeline.data.oai.synth_tree import participant_knees, render_bilateral
+from xray2mri.pipeline.data.synth.presets import SynthPreset
 from xray2mri.transforms.errors import XrayInputError
 from xray2mri.transforms.geometry import MIRRORED_KEY
 from xray2mri.transforms.knee_crop import CropKnee, CropKneed, crop_box_for

@@ -20,8 +20,9 @@ import xray_factory
 from bundle_factory import TINY_SIZES, make_tiny_bundle
 from bundle_factory import write_dx as _dx
 
-from xray2mri.pipeline import cli, writers
-from xray2mri.pipeline.predict import Predictor, canonical_affine, find_radiographs, output_stem
+from xray2mri.pipeline import cli
+from xray2mri.pipeline.serving import writers
+from xray2mri.pipeline.serving.predict import Predictor, canonical_affine, find_radiographs, output_stem
 from xray2mri.transforms.mri import LoadMri
 
 

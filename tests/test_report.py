@@ -11,9 +11,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from xray2mri.pipeline import report as R
-from xray2mri.pipeline.baselines import BASELINE_NAMES, bundle_preprocessing, load_split
 from xray2mri.pipeline.commands import report as report_cmd
+from xray2mri.pipeline.evaluation import report as R
+from xray2mri.pipeline.evaluation.baselines import BASELINE_NAMES, bundle_preprocessing, load_split
 
 SPACING = 2.0
 SHAPE = (12, 24, 20)  # (A->P, S->I, R->L)

@@ -14,14 +14,14 @@ import pytest
 from scipy.ndimage import map_coordinates
 
 from xray2mri.pipeline.cli import main
-from xray2mri.pipeline.synth.cohort import generate_cohort, make_subject
-from xray2mri.pipeline.synth.phantom import (
+from xray2mri.pipeline.data.synth.cohort import generate_cohort, make_subject
+from xray2mri.pipeline.data.synth.phantom import (
     compartment_centres,
     compartment_halfwidths,
     draw_params,
     render_labels,
 )
-from xray2mri.pipeline.synth.tissues import BONE_LABELS, LABEL
+from xray2mri.pipeline.data.synth.tissues import BONE_LABELS, LABEL
 from xray2mri.transforms.mri import LoadMrid
 from xray2mri.transforms.xray import LoadXrayd
 

@@ -10,8 +10,8 @@ import SimpleITK as sitk
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from xray2mri.pipeline import writers
-from xray2mri.pipeline.predict import canonical_affine
+from xray2mri.pipeline.serving import writers
+from xray2mri.pipeline.serving.predict import canonical_affine
 
 
 def _volume(shape=(5, 6, 7), seed=0) -> np.ndarray:

@@ -5,7 +5,7 @@ Examples::
     xray2mri bundle export --bundle bundles/knee_xray2mri --out dist/ --run runs/demo
     xray2mri bundle verify --bundle knee_xray2mri/
 
-The work is in :mod:`xray2mri.pipeline.export`; this layer only parses arguments.
+The work is in :mod:`xray2mri.pipeline.serving.export`; this layer only parses arguments.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from xray2mri.pipeline.export import ExportCheckError, export_bundle
+    from xray2mri.pipeline.serving.export import ExportCheckError, export_bundle
 
     overrides = {"variant": args.variant} if args.variant else None
     try:
@@ -65,7 +65,7 @@ def _export(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     import json
 
-    from xray2mri.pipeline.export import CHECKSUM_KEY, verify_bundle_weights
+    from xray2mri.pipeline.serving.export import CHECKSUM_KEY, verify_bundle_weights
 
     try:
         verify_bundle_weights(args.bundle)

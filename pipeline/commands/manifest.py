@@ -1,6 +1,6 @@
 """``xray2mri manifest build|check``: make a datalist from a source of pairs, or check one.
 
-Only argument parsing and printing live here; the work is in :mod:`xray2mri.pipeline.manifests`.
+Only argument parsing and printing live here; the work is in :mod:`xray2mri.pipeline.data.manifests`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--csv", metavar="FILE",
                         help="CSV of pairs with columns subject, visit, side, xray, mri [, labels, grade]")
     source.add_argument("--cohort", metavar="DIR", help="synthetic cohort folder written by `xray2mri synth`")
-    from xray2mri.pipeline.oai.cli_support import add_oai_arguments
+    from xray2mri.pipeline.commands._oai_options import add_oai_arguments
 
     add_oai_arguments(build, source)
     build.add_argument("--out", metavar="FILE", required=True, help="datalist JSON to write")
@@ -59,10 +59,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _build(args: argparse.Namespace) -> int:
     if getattr(args, "oai_root", None):
-        from xray2mri.pipeline.oai.cli_support import build_from_oai
+        from xray2mri.pipeline.commands._oai_options import build_from_oai
 
         return build_from_oai(args)
-    from xray2mri.pipeline import manifests
+    from xray2mri.pipeline.data import manifests
     from xray2mri.transforms.errors import InputError
 
     fractions = tuple(args.fractions) if args.fractions else manifests.DEFAULT_FRACTIONS
@@ -82,7 +82,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from xray2mri.pipeline import manifests
+    from xray2mri.pipeline.data import manifests
 
     problems = manifests.check_datalist(args.file, base_dir=args.base_dir, jobs=max(1, args.jobs))
     for problem in problems:

@@ -1,6 +1,6 @@
 """``xray2mri predict``: radiograph DICOM(s) -> synthetic MRI volumes with previews, from a bundle.
 
-Only argument parsing and printing live here; the work is :mod:`xray2mri.pipeline.predict`.
+Only argument parsing and printing live here; the work is :mod:`xray2mri.pipeline.serving.predict`.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the prediction batch; returns the exit status documented in the epilog."""
     from tqdm.auto import tqdm
 
-    from xray2mri.pipeline.predict import Predictor, predict_batch
+    from xray2mri.pipeline.serving.predict import Predictor, predict_batch
     from xray2mri.transforms.errors import InputError
 
     def echo(line: str) -> None:

@@ -69,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation; print the headline table; exit status 1 on bad input."""
-    from xray2mri.pipeline.report import report_from_files
+    from xray2mri.pipeline.evaluation.report import report_from_files
     from xray2mri.transforms.errors import InputError
 
     try:

@@ -1,6 +1,6 @@
 """``xray2mri synth``: generate the synthetic paired knee cohort (and optionally its preview).
 
-Only argument parsing lives here; the work is in :mod:`xray2mri.pipeline.synth`.
+Only argument parsing lives here; the work is in :mod:`xray2mri.pipeline.data.synth`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ _PRESET_HELP = (
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``synth``."""
-    from xray2mri.pipeline.synth.presets import PRESETS
+    from xray2mri.pipeline.data.synth.presets import PRESETS
 
     parser = subparsers.add_parser(
         "synth",
@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PNG",
         help="also draw a montage of a few subjects (default file DIR/preview.png)",
     )
-    from xray2mri.pipeline.oai.cli_support import add_synth_oai_arguments
+    from xray2mri.pipeline.commands._oai_options import add_synth_oai_arguments
 
     add_synth_oai_arguments(parser)
     parser.set_defaults(func=_run)
@@ -53,8 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from xray2mri.pipeline.synth.cohort import generate_cohort
-    from xray2mri.pipeline.synth.preview import write_preview
+    from xray2mri.pipeline.data.synth.cohort import generate_cohort
+    from xray2mri.pipeline.data.synth.preview import write_preview
 
     if args.subjects < 1:
         print("xray2mri synth: --subjects must be >= 1", file=sys.stderr)
@@ -66,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
         print("xray2mri synth: --workers must be >= 1", file=sys.stderr)
         return 2
     if args.layout == "oai":
-        from xray2mri.pipeline.oai.cli_support import synth_oai
+        from xray2mri.pipeline.commands._oai_options import synth_oai
 
         return synth_oai(args)
     start = time.perf_counter()

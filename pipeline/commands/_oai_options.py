@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import layout, pairing
+from xray2mri.pipeline.data.oai import layout, pairing
 
 
 def add_oai_arguments(build_parser: argparse.ArgumentParser, source_group=None) -> None:
@@ -44,11 +44,10 @@ def add_oai_arguments(build_parser: argparse.ArgumentParser, source_group=None) 
 
 def build_from_oai(args: argparse.Namespace) -> int:
     """Build, write and report an OAI datalist from parsed ``manifest build`` arguments; exit status."""
-    from xray2mri.pipeline import manifests
+    from xray2mri.pipeline.data import manifests
+    from xray2mri.pipeline.data.oai.build import build_oai_datalist, write_unpaired_report
+    from xray2mri.pipeline.data.oai.export import export_crops
     from xray2mri.transforms.errors import InputError
-
-    from .build import build_oai_datalist, write_unpaired_report
-    from .export import export_crops
 
     start = time.perf_counter()
     fractions = tuple(args.fractions) if getattr(args, "fractions", None) else manifests.DEFAULT_FRACTIONS
@@ -88,7 +87,7 @@ def add_synth_oai_arguments(parser: argparse.ArgumentParser) -> None:
 
 def synth_oai(args: argparse.Namespace) -> int:
     """Write the SYNTHETIC OAI tree from parsed ``synth`` arguments; exit status."""
-    from .synth_tree import write_oai_tree
+    from xray2mri.pipeline.data.oai.synth_tree import write_oai_tree
 
     start = time.perf_counter()
     try:

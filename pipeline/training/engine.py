@@ -5,8 +5,8 @@ The bundle's configs declare a MONAI :class:`~monai.engines.SupervisedTrainer` a
 and read their output:
 
 * :func:`prepare_batch` turns a collated item batch into ``(xray, {"xray": xray, "mri": mri})``,
-  the inputs and the two targets of :class:`~xray2mri.pipeline.networks.Xray2MRI` and
-  :class:`~xray2mri.pipeline.losses.HybridLoss`.
+  the inputs and the two targets of :class:`~xray2mri.pipeline.training.networks.Xray2MRI` and
+  :class:`~xray2mri.pipeline.training.losses.HybridLoss`.
 * output transforms for the dictionary predictions: :func:`pred_target` (metric pairs of one
   head), :func:`loss_terms` (the total loss and each term of the hybrid loss, for the console
   and TensorBoard), :func:`metric_score`, and :func:`subject_meta` (``MetricsSaver`` rows
@@ -14,9 +14,9 @@ and read their output:
 * :func:`train_setting` / :func:`network_from_bundle` (read sizes and the network from
   ``train.json``, the one place they are written, so ``inference.json`` never repeats them).
 
-The rest of the bundle's glue has modules of its own: :mod:`xray2mri.pipeline.checkpoints`
-(atomic checkpoints, resuming, ``install_weights``), :mod:`xray2mri.pipeline.tb_logging`
-(TensorBoard on the main process), :mod:`xray2mri.pipeline.volume_outputs` (the NIfTI files
+The rest of the bundle's glue has modules of its own: :mod:`xray2mri.pipeline.training.checkpoints`
+(atomic checkpoints, resuming, ``install_weights``), :mod:`xray2mri.pipeline.training.tb_logging`
+(TensorBoard on the main process), :mod:`xray2mri.pipeline.serving.volume_outputs` (the NIfTI files
 evaluation and inference write) and :mod:`xray2mri.transforms.augment` (``RandPairedZoomd``).
 """
 
@@ -66,7 +66,7 @@ def prepare_batch(
     The radiograph is both the network's input and the target of its reconstruction head;
     the MRI is the target of the generator. Batches without ``"mri"`` (inference) give
     ``{"xray": xray}`` alone. Used by the trainer and evaluators of the bundle as
-    ``"prepare_batch": "$xray2mri.pipeline.engine.prepare_batch"``.
+    ``"prepare_batch": "$xray2mri.pipeline.training.engine.prepare_batch"``.
 
     Args:
         batchdata: a collated batch with ``"xray"`` (B, 1, H, W) and, for training and
@@ -91,7 +91,7 @@ def pred_target(key: str, pred_key: str = "pred", label_key: str = "label") -> C
     The engine's output holds dictionaries (``{"pred": {"xray": ..., "mri": ...}, "label":
     {...}}``), either as a batch or decollated into a list of items; MONAI metric handlers
     want a pair. Example (config): ``"output_transform":
-    "$xray2mri.pipeline.engine.pred_target('mri')"``.
+    "$xray2mri.pipeline.training.engine.pred_target('mri')"``.
     """
 
     def _transform(output: Any) -> tuple:
@@ -109,7 +109,7 @@ def _scalar(value: Any) -> float:
 def loss_terms(loss_fn: Any, loss_key: str = "loss") -> Callable[[Any], dict[str, float]]:
     """Output transform giving the total loss and each term of ``loss_fn`` as ``{name: float}``.
 
-    ``loss_fn`` is the bundle's :class:`~xray2mri.pipeline.losses.HybridLoss`, which records
+    ``loss_fn`` is the bundle's :class:`~xray2mri.pipeline.training.losses.HybridLoss`, which records
     the terms of its latest call in ``loss_fn.last_terms`` (``{"xray": ..., "mri": ..., "total": ...}``;
     the total is the engine's ``loss`` already and is not repeated).
     MONAI's ``StatsHandler`` and ``TensorBoardStatsHandler`` print / plot every entry of the

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from xray2mri.pipeline.atomic import atomic_file
-from xray2mri.pipeline.manifests import SPLITS
+from xray2mri.pipeline.data.manifests import SPLITS
 
 
 def export_crop(source: str | os.PathLike, box: list[int], side: str, out: str | os.PathLike,

@@ -4,7 +4,7 @@
 voxel spacing; :meth:`Predictor.from_bundle` builds one from a bundle folder (its
 ``configs/inference.json``, read with :class:`monai.bundle.ConfigParser`, and the weights in
 ``models/model.pt`` loaded with ``torch.load(weights_only=True)``). :func:`predict_batch`
-runs it over one file or a folder and writes the outputs with :mod:`xray2mri.pipeline.writers`.
+runs it over one file or a folder and writes the outputs with :mod:`xray2mri.pipeline.serving.writers`.
 
 Output geometry. The network produces a (1, D, H, W) volume in the canonical frame of
 :mod:`xray2mri.transforms.geometry` (axcodes ``"PIL"``: A->P, S->I, R->L) whose (H, W) grid
@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from xray2mri.pipeline import writers
+from xray2mri.pipeline.serving import writers
 from xray2mri.transforms.errors import InputError, XrayInputError
 from xray2mri.transforms.geometry import MIRRORED_KEY, MRI_AXCODES
 
@@ -230,7 +230,7 @@ class Predictor:
             )
         network = parser.get_parsed_content("network_def")
         if not random_init:
-            from xray2mri.pipeline.export import verify_bundle_weights
+            from xray2mri.pipeline.serving.export import verify_bundle_weights
 
             verify_bundle_weights(bundle, [weights_path])  # refuses tampered/truncated weights of an exported bundle
             network.load_state_dict(_load_state_dict(weights_path))

@@ -14,7 +14,7 @@ what :mod:`.layout` says about the real one::
     OUT/oai_truth.json                             what the importer must find (pairs, awkward cases)
 
 Each participant has two knees with their own anatomy and grade (the phantom of
-:mod:`xray2mri.pipeline.synth.phantom`, one left, one right); each visit has one bilateral
+:mod:`xray2mri.pipeline.data.synth.phantom`, one left, one right); each visit has one bilateral
 radiograph (both knees in one cone-beam DRR, the patient's right knee on the image's left,
 PatientOrientation ``L\\F``) and a DESS-like MRI of each knee written as a sagittal DICOM
 series with real geometry tags. (The DRR is cast front to back; OAI's views are PA, which
@@ -48,12 +48,12 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from xray2mri.pipeline.synth.dicom_writer import PHOTOMETRICS, write_dx
-from xray2mri.pipeline.synth.drr import expose, line_integrals
-from xray2mri.pipeline.synth.mri_render import draw_mri_params, render_mri
-from xray2mri.pipeline.synth.phantom import KneeParams, draw_params, render_labels
-from xray2mri.pipeline.synth.presets import SynthPreset, get_preset
-from xray2mri.pipeline.synth.tissues import attenuation_lut
+from xray2mri.pipeline.data.synth.dicom_writer import PHOTOMETRICS, write_dx
+from xray2mri.pipeline.data.synth.drr import expose, line_integrals
+from xray2mri.pipeline.data.synth.mri_render import draw_mri_params, render_mri
+from xray2mri.pipeline.data.synth.phantom import KneeParams, draw_params, render_labels
+from xray2mri.pipeline.data.synth.presets import SynthPreset, get_preset
+from xray2mri.pipeline.data.synth.tissues import attenuation_lut
 
 from . import layout, pairing
 
@@ -417,7 +417,7 @@ def write_oai_tree(
         participants: number of participants (ids from :data:`FIRST_PARTICIPANT`).
         seed: the same seed gives the same tree.
         visits: months since baseline, each an OAI visit with an image release.
-        preset: MRI size and radiograph pixel pitch (:mod:`xray2mri.pipeline.synth.presets`).
+        preset: MRI size and radiograph pixel pitch (:mod:`xray2mri.pipeline.data.synth.presets`).
         workers: worker processes rendering participant-visits.
         awkward: put the :data:`AWKWARD_CASES` on the first visit of the first participants.
         progress: show a progress bar.

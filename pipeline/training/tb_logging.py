@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
-from xray2mri.pipeline.distributed import is_main_process
+from xray2mri.pipeline.training.distributed import is_main_process
 
 __all__ = [
     "summary_writer",

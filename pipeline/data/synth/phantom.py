@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from xray2mri.pipeline.synth.tissues import LABEL
+from xray2mri.pipeline.data.synth.tissues import LABEL
 
 #: KL grade -> (mean medial JSW, mean lateral JSW) in mm (medial narrows first).
 JSW_BY_GRADE: dict[int, tuple[float, float]] = {

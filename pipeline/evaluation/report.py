@@ -1,7 +1,7 @@
 """Evaluation report: per-subject metrics for models and baselines, a JSON summary, figures, report.md.
 
 :func:`evaluate_cases` measures every method on every test case (see
-:mod:`xray2mri.pipeline.metrics` for the metrics and their data ranges);
+:mod:`xray2mri.pipeline.evaluation.metrics` for the metrics and their data ranges);
 :func:`summarize_rows` aggregates (mean, std, seeded 95 % bootstrap interval, overall and per
 grade) and checks the demo's quality bar; :func:`write_report` writes the whole report folder
 atomically (built under a temporary name next to it, then renamed: a failure leaves no partial
@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from xray2mri.pipeline import metrics as M
 from xray2mri.pipeline.atomic import atomic_folder
-from xray2mri.pipeline.baselines import BASELINE_NAMES, Baselines, bundle_preprocessing, load_split
+from xray2mri.pipeline.evaluation import metrics as M
+from xray2mri.pipeline.evaluation.baselines import BASELINE_NAMES, Baselines, bundle_preprocessing, load_split
 from xray2mri.transforms.errors import InputError
 
 __all__ = [
@@ -1044,7 +1044,7 @@ def report_from_files(
     """The whole evaluation from a datalist, a cohort folder, prediction folders and the bundle.
 
     Training and test splits go through the bundle's own preprocessing
-    (:func:`~xray2mri.pipeline.baselines.bundle_preprocessing`); ``kwargs`` go to :func:`build_report`.
+    (:func:`~xray2mri.pipeline.evaluation.baselines.bundle_preprocessing`); ``kwargs`` go to :func:`build_report`.
     """
     preprocess, sizes = bundle_preprocessing(bundle_dir)
     legend = read_legend(base_dir)

@@ -11,7 +11,7 @@ The paper's network (Wang, Chetouani, Jennane, arXiv 2503.13555) on MONAI buildi
 ``variant="bottleneck"`` is that form: the generator sees the bottleneck only.
 ``variant="geometry"`` adds, at the input of every generator layer, an encoder feature map
 brought to that layer's in-plane size and spread along the A-P (depth) axis (see
-:mod:`xray2mri.pipeline.networks.generator`): the natural inverse of an AP projection.
+:mod:`xray2mri.pipeline.training.networks.generator`): the natural inverse of an AP projection.
 
 Output range: targets are normalised to [0, 1]. With ``output_act="sigmoid"`` (default)
 both outputs pass through a sigmoid, so they are in (0, 1) in training and inference alike.
@@ -29,8 +29,8 @@ import torch.nn as nn
 from monai.networks.layers.factories import Act, Norm
 from monai.networks.nets import Generator
 
-from xray2mri.pipeline.networks.cae import XrayCAE
-from xray2mri.pipeline.networks.generator import GeometryGenerator, SkipAdapter
+from xray2mri.pipeline.training.networks.cae import XrayCAE
+from xray2mri.pipeline.training.networks.generator import GeometryGenerator, SkipAdapter
 
 __all__ = ["Xray2MRI", "VARIANTS", "OUTPUT_ACTS"]
 

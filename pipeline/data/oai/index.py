@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from xray2mri.pipeline.manifests import ManifestError
+from xray2mri.pipeline.data.manifests import ManifestError
 
 from . import layout
 

@@ -12,5 +12,6 @@ with one ``contents.csv`` index per release, and its Kellgren-Lawrence grades in
 - :mod:`.build`: put it together into datalist items with crop boxes and grades;
 - :mod:`.export`: optionally write the knee crops as derived DICOM files;
 - :mod:`.synth_tree`: a SYNTHETIC tree in OAI's exact layout, for tests, benchmarks and demos;
-- :mod:`.cli_support`: the ``manifest build --oai-root`` and ``synth --layout oai`` options.
+- the ``manifest build --oai-root`` and ``synth --layout oai`` options live with the commands
+  (:mod:`xray2mri.pipeline.commands._oai_options`).
 """

@@ -1,12 +1,12 @@
 """MONAI Label infer task: a knee radiograph from the datastore in, the generated MRI volume out as NIfTI.
 
-The task runs the bundle's own inference (:class:`xray2mri.pipeline.predict.Predictor`, built
+The task runs the bundle's own inference (:class:`xray2mri.pipeline.serving.predict.Predictor`, built
 from the bundle's ``configs/inference.json`` with its weights checked against the bundle's
 metadata) and writes the volume itself. MONAI Label's default post-processing would restore
 the output to the input image's shape and write an integer label map; for a 2-D radiograph in
 and a 3-D float volume out that is wrong, so :meth:`GenerateMri.writer` writes a float32 NIfTI
 with the prediction's affine (canonical "PIL" frame, the model's voxel spacing, the
-radiograph's own side), marked SYNTHETIC in its ``descrip`` (:func:`xray2mri.pipeline.writers.write_nifti`).
+radiograph's own side), marked SYNTHETIC in its ``descrip`` (:func:`xray2mri.pipeline.serving.writers.write_nifti`).
 """
 
 from __future__ import annotations
@@ -72,9 +72,9 @@ class GenerateMri(BasicInferTask):
         return out
 
     def predictor(self, device: Any = "cpu") -> Any:
-        """The bundle's :class:`~xray2mri.pipeline.predict.Predictor`, built once per device (thread-safe)."""
-        from xray2mri.pipeline.export import verify_bundle_weights
-        from xray2mri.pipeline.predict import Predictor
+        """The bundle's :class:`~xray2mri.pipeline.serving.predict.Predictor`, built once per device (thread-safe)."""
+        from xray2mri.pipeline.serving.export import verify_bundle_weights
+        from xray2mri.pipeline.serving.predict import Predictor
 
         with self._lock:
             if self._predictor is None or str(self._predictor_device) != str(device):
@@ -113,7 +113,7 @@ class GenerateMri(BasicInferTask):
         """
         import nibabel as nib
 
-        from xray2mri.pipeline.writers import write_nifti
+        from xray2mri.pipeline.serving.writers import write_nifti
 
         pred = data[PREDICTION_KEY]
         fd, name = tempfile.mkstemp(prefix="xray2mri_", suffix=".nii.gz")

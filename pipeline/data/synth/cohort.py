@@ -29,19 +29,19 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from xray2mri.pipeline.synth.dicom_writer import BITS_STORED, PHOTOMETRICS, TRANSFER_SYNTAXES, write_dx
-from xray2mri.pipeline.synth.drr import expose, line_integrals
-from xray2mri.pipeline.synth.mri_render import draw_mri_params, render_mri
-from xray2mri.pipeline.synth.nifti_writer import ACQUISITION_AXCODES, canonical_affine, write_volume
-from xray2mri.pipeline.synth.phantom import (
+from xray2mri.pipeline.data.synth.dicom_writer import BITS_STORED, PHOTOMETRICS, TRANSFER_SYNTAXES, write_dx
+from xray2mri.pipeline.data.synth.drr import expose, line_integrals
+from xray2mri.pipeline.data.synth.mri_render import draw_mri_params, render_mri
+from xray2mri.pipeline.data.synth.nifti_writer import ACQUISITION_AXCODES, canonical_affine, write_volume
+from xray2mri.pipeline.data.synth.phantom import (
     KneeParams,
     compartment_centres,
     compartment_halfwidths,
     draw_params,
     render_labels,
 )
-from xray2mri.pipeline.synth.presets import SynthPreset, get_preset
-from xray2mri.pipeline.synth.tissues import attenuation_lut, legend
+from xray2mri.pipeline.data.synth.presets import SynthPreset, get_preset
+from xray2mri.pipeline.data.synth.tissues import attenuation_lut, legend
 from xray2mri.transforms.geometry import MRI_AXCODES
 
 SUBJECT_PREFIX = "SYN"
@@ -230,7 +230,7 @@ def generate_cohort(
             not regenerate are removed, so the datalist lists exactly this cohort).
         n_subjects: number of subjects (``SYN0000`` ... ).
         seed: cohort seed (>= 0); the same seed gives the same files.
-        preset: "demo" or "full" (:mod:`xray2mri.pipeline.synth.presets`).
+        preset: "demo" or "full" (:mod:`xray2mri.pipeline.data.synth.presets`).
         workers: worker processes (default: CPU count, at most ``n_subjects``); 1 renders
             in this process.
         progress: show a tqdm progress bar.
@@ -274,7 +274,7 @@ def generate_cohort(
     }
     (out / "cohort.json").write_text(json.dumps(info, indent=1) + "\n")
     if datalist:
-        from xray2mri.pipeline.manifests import build_from_cohort, write_datalist
+        from xray2mri.pipeline.data.manifests import build_from_cohort, write_datalist
 
         write_datalist(build_from_cohort(out, seed=seed), out / "datalist.json")
     return out

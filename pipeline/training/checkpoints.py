@@ -14,7 +14,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from xray2mri.pipeline.atomic import atomic_file
-from xray2mri.pipeline.distributed import is_main_process
+from xray2mri.pipeline.training.distributed import is_main_process
 
 __all__ = [
     "MODEL_KEY",

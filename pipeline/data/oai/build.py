@@ -3,7 +3,7 @@
 The steps, each in its own module: read the indexes (:mod:`.index`), pair radiographs with
 MRI series (:mod:`.pairing`), place each knee on its radiograph (a user CSV of centres, else
 the built-in :mod:`.localiser`), join the grades (:mod:`.grades`), split by participant
-(:func:`xray2mri.pipeline.manifests.make_datalist`). Only index files and DICOM headers are
+(:func:`xray2mri.pipeline.data.manifests.make_datalist`). Only index files and DICOM headers are
 read, except by the localiser, which needs the radiograph's pixels.
 
 Items carry, besides the manifest's ``subject``, ``side``, ``xray``, ``mri``, ``visit`` and
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xray2mri.pipeline import manifests
+from xray2mri.pipeline.data import manifests
 from xray2mri.pipeline.atomic import atomic_file
 from xray2mri.transforms.knee_crop import crop_box_for
 

@@ -4,7 +4,7 @@ Start it (in the MONAI Label venv, ``make .venv-monailabel/.installed``; ``make 
 all of this)::
 
     .venv-monailabel/bin/python -m monailabel.main start_server \\
-        --app pipeline/monailabel_app --studies STUDIES_DIR --host 127.0.0.1 --port 8000 \\
+        --app apps/monailabel --studies STUDIES_DIR --host 127.0.0.1 --port 8000 \\
         [--conf bundle bundles/knee_xray2mri] [--conf random_weights true]
 
 then ``POST /infer/xray2mri?image=<id>&output=image`` returns the generated volume (NIfTI), where
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 #: Name of the infer task (the ``<task>`` in ``/infer/<task>``).
 TASK_NAME = "xray2mri"
-#: The repository's bundle, two folders above this app (pipeline/monailabel_app -> repo root).
+#: The repository's bundle, two folders above this app (apps/monailabel -> repo root).
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "knee_xray2mri"
 #: Radiographs arrive as DICOM files; MONAI Label's local datastore does not list them by default.
 DICOM_EXTENSIONS = ("*.dcm",)

@@ -2,7 +2,7 @@
 
 Steps, each what a scanner does to the true tissue signal:
 
-1. per-tissue signal (:func:`~xray2mri.pipeline.synth.tissues.mri_signal_lut`), with a small
+1. per-tissue signal (:func:`~xray2mri.pipeline.data.synth.tissues.mri_signal_lut`), with a small
    per-subject jitter of each tissue's signal (coil, scanner and T2 differences);
 2. partial volume: the label map is rendered ``supersample`` times finer than the MRI and
    the signal averaged over each MRI voxel;
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xray2mri.pipeline.synth.tissues import mri_signal_lut
+from xray2mri.pipeline.data.synth.tissues import mri_signal_lut
 
 #: stored value of relative signal 1.0 (int16 output).
 MRI_STORAGE_SCALE: float = 1000.0

@@ -251,7 +251,7 @@ def training_data_description(
     sources = ["arguments"] if metrics else []
     if variant is None:
         try:
-            from xray2mri.pipeline.engine import train_setting
+            from xray2mri.pipeline.training.engine import train_setting
 
             variant = train_setting(bundle, "variant")
         except Exception:  # the variant only refines which results are preferred
@@ -299,7 +299,7 @@ def training_data_description(
 
 
 def _state_dict(weights: Path) -> dict[str, torch.Tensor]:
-    from xray2mri.pipeline.checkpoints import load_checkpoint, model_state
+    from xray2mri.pipeline.training.checkpoints import load_checkpoint, model_state
 
     try:
         return model_state(load_checkpoint(weights))
@@ -390,7 +390,7 @@ def export_bundle(
     from monai.networks.utils import convert_to_torchscript
 
     from xray2mri.pipeline.atomic import atomic_file
-    from xray2mri.pipeline.engine import network_from_bundle, train_setting
+    from xray2mri.pipeline.training.engine import network_from_bundle, train_setting
 
     bundle = Path(bundle_dir)
     overrides = dict(overrides or {})

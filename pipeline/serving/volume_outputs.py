@@ -50,7 +50,7 @@ def _volume(t: torch.Tensor) -> np.ndarray:
 
 def _write_nifti(array: np.ndarray, affine: np.ndarray, path: Path, description: str) -> None:
     """Write a generated volume: ``descrip`` marked SYNTHETIC, atomic (``writers.write_nifti``)."""
-    from xray2mri.pipeline.writers import write_nifti
+    from xray2mri.pipeline.serving.writers import write_nifti
 
     write_nifti(array, affine, path, description=description)
 
@@ -155,7 +155,7 @@ class SaveInferenceVolumes:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        from xray2mri.pipeline.predict import canonical_affine
+        from xray2mri.pipeline.serving.predict import canonical_affine
 
         batch_items = _items(engine.state.batch)
         output = engine.state.output

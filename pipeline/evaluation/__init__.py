@@ -1,0 +1,1 @@
+"""Evaluation stage: metrics, baselines and the report that judges a model against them."""

@@ -1,0 +1,1 @@
+"""Serving stage: prediction from a bundle, the SYNTHETIC-marked writers, inference outputs and bundle export."""

@@ -1,0 +1,1 @@
+"""Training stage: networks, the hybrid loss, what the engine configs need, checkpoints, DDP and TensorBoard helpers."""
