@@ -146,31 +146,22 @@ def bundle_preprocessing(
     bundle's chain leaves alone are loaded, mirrored and resampled with the MRI chain's
     label mode (nearest neighbour) at the bundle's ``mri_spacing`` / ``mri_shape``.
     """
-    from monai.bundle import ConfigParser
     from monai.transforms import Compose
 
+    from xray2mri.pipeline.serving.bundle import EVALUATE_CONFIGS, open_bundle
     from xray2mri.transforms.laterality import MirrorToCanonicalSided
     from xray2mri.transforms.mri import LoadMrid, PreprocessMrid
 
     configs = Path(bundle_dir) / "configs"
-    files = [configs / "train.json"] + (
-        [configs / "evaluate.json"] if (configs / "evaluate.json").is_file() else []
-    )
-    if not files[0].is_file():
-        raise InputError(files[0], "bundle has no configs/train.json")
-    parser = ConfigParser()
-    parser.read_config([str(f) for f in files])
-    if "bundle_root" in parser:
-        parser["bundle_root"] = str(Path(bundle_dir))
-    missing = [k for k in SIZE_IDS if k not in parser]
+    names = [n for n in EVALUATE_CONFIGS if (configs / n).is_file() or n == EVALUATE_CONFIGS[0]]
+    if not (configs / names[0]).is_file():
+        raise InputError(configs / names[0], "bundle has no configs/train.json")
+    bundle = open_bundle(bundle_dir, configs=names)
+    missing = [k for k in SIZE_IDS if not bundle.has(k)]
     if missing:
-        raise InputError(files[0], f"defines no {', '.join(missing)}; the evaluation reads sizes from there")
-    sizes = {k: parser.get_parsed_content(k) for k in SIZE_IDS}
-    ids = [preprocessing_id] if preprocessing_id else list(PREPROCESSING_IDS)
-    found = next((i for i in ids if i in parser), None)
-    if found is None:
-        raise InputError(files[0], f"defines none of the preprocessing ids {ids}")
-    chain = parser.get_parsed_content(found, instantiate=True)
+        raise InputError(bundle.config_files[0], f"defines no {', '.join(missing)}; the evaluation reads sizes from there")
+    sizes = {k: bundle.setting(k) for k in SIZE_IDS}
+    chain = bundle.preprocessing([preprocessing_id] if preprocessing_id else list(PREPROCESSING_IDS))
     label_chain = Compose(
         [
             LoadMrid(keys="labels"),

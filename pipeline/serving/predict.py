@@ -3,7 +3,8 @@
 :class:`Predictor` holds a network, the bundle's radiograph preprocessing and the model's MRI
 voxel spacing; :meth:`Predictor.from_bundle` builds one from a bundle folder (its
 ``configs/inference.json``, read with :class:`monai.bundle.ConfigParser`, and the weights in
-``models/model.pt`` loaded with ``torch.load(weights_only=True)``). :func:`predict_batch`
+``models/model.pt`` loaded with ``torch.load(weights_only=True)``, both through
+:func:`~xray2mri.pipeline.serving.bundle.open_bundle`). :func:`predict_batch`
 runs it over one file or a folder and writes the outputs with :mod:`xray2mri.pipeline.serving.writers`.
 
 Output geometry. The network produces a (1, D, H, W) volume in the canonical frame of
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 
 from xray2mri.pipeline.serving import writers
+from xray2mri.pipeline.serving.bundle import open_bundle
 from xray2mri.transforms.errors import InputError, XrayInputError
 from xray2mri.transforms.geometry import MIRRORED_KEY, MRI_AXCODES
 
@@ -123,21 +125,8 @@ def input_error_reason(exc: BaseException) -> str | None:
     return None
 
 
-def _strip_module_prefix(state: dict[str, Any]) -> dict[str, Any]:
-    if state and all(k.startswith("module.") for k in state):
-        return {k[len("module.") :]: v for k, v in state.items()}
-    return state
 
 
-def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A network state_dict from ``path``: a plain state_dict or a checkpoint with one ``{"model": ...}`` entry."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
-        nested = [v for k, v in state.items() if k in ("model", "network", "state_dict", "net") and isinstance(v, dict)]
-        if len(nested) != 1:
-            raise ValueError(f"{path}: not a state_dict and no single 'model' entry (keys: {sorted(state)[:8]})")
-        state = nested[0]
-    return _strip_module_prefix(state)
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
@@ -197,10 +186,9 @@ class Predictor:
         overrides: dict[str, Any] | None = None,
         random_init: bool = False,
     ) -> Predictor:
-        """Build the network and preprocessing from ``bundle_dir/configs/inference.json`` and load its weights.
+        """The network and preprocessing of ``bundle_dir/configs/inference.json``, through :func:`open_bundle`.
 
-        ``mri_spacing`` is read from the configs (``train.json`` is read first when
-        ``inference.json`` does not define it). ``weights`` defaults to ``models/model.pt``.
+        ``weights`` defaults to ``models/model.pt`` (verified against the bundle's checksums).
         ``overrides`` are set on the parsed config before anything is built (e.g. tiny sizes).
         ``random_init=True`` keeps the network's random initial weights instead (for timing
         the pipeline before a model is trained; its output means nothing).
@@ -208,36 +196,10 @@ class Predictor:
         Raises:
             FileNotFoundError: no ``configs/inference.json`` or no weights file.
         """
-        from monai.bundle import ConfigParser
-
-        bundle = Path(bundle_dir)
-        configs = bundle / "configs"
-        inference = configs / "inference.json"
-        if not inference.is_file():
-            raise FileNotFoundError(f"{bundle}: no configs/inference.json; is this a bundle folder?")
-        parser = ConfigParser()
-        parser.read_config(inference)
-        if "mri_spacing" not in parser and (configs / "train.json").is_file():
-            parser.read_config([configs / "train.json", inference])
-        parser["bundle_root"] = str(bundle)
-        for key, value in (overrides or {}).items():
-            parser[key] = value
-        weights_path = Path(weights) if weights is not None else bundle / "models" / "model.pt"
-        if not random_init and not weights_path.is_file():
-            raise FileNotFoundError(
-                f"{weights_path}: no weights; train the bundle (`make demo` installs models/model.pt) "
-                "or give the weights file"
-            )
-        network = parser.get_parsed_content("network_def")
-        if not random_init:
-            from xray2mri.pipeline.serving.export import verify_bundle_weights
-
-            verify_bundle_weights(bundle, [weights_path])  # refuses tampered/truncated weights of an exported bundle
-            network.load_state_dict(_load_state_dict(weights_path))
-        preprocess = parser.get_parsed_content("preprocessing")
-        image_key = parser.get_parsed_content("image_key") if "image_key" in parser else _first_key(preprocess)
-        spacing = parser.get_parsed_content("mri_spacing")
-        return cls(network, preprocess, spacing, device=device, image_key=image_key)
+        bundle = open_bundle(bundle_dir, overrides=overrides)
+        network = bundle.network(weights=weights, random_init=random_init)
+        preprocess = bundle.preprocessing()
+        return cls(network, preprocess, bundle.setting("mri_spacing"), device=device, image_key=bundle.image_key)
 
     @torch.inference_mode()
     def predict(self, path: str | os.PathLike) -> Prediction:
@@ -283,13 +245,6 @@ class Predictor:
         )
 
 
-def _first_key(preprocess: Any) -> str:
-    """The first key a Compose of MapTransforms works on (the radiograph's), else "xray"."""
-    for t in getattr(preprocess, "transforms", [preprocess]):
-        keys = getattr(t, "keys", None)
-        if keys:
-            return str(keys[0])
-    return "xray"
 
 
 def _mirror_back(volume: torch.Tensor, mirrored: bool) -> torch.Tensor:
