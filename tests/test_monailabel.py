@@ -28,7 +28,7 @@ from bundle_factory import write_dx as _dx
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".venv-monailabel"
-APP = REPO / "pipeline" / "monailabel_app"
+APP = REPO / "apps" / "monailabel"
 TASK = "xray2mri"
 #: Seconds allowed for the server to answer /info/ (it needs ~30 s on 2 busy cores), and for one inference.
 START_TIMEOUT_S = 90
