@@ -82,7 +82,9 @@ def test_grades_missing_codes_stay_missing(tmp_path):
     assert grades[("9000099", 12, "L")].value is None and grades[("9000099", 12, "L")].code == ".T"
     assert grades[("9000099", 12, "L")].reason == "technical problem"
     assert grades[("9000100", 12, "R")].value == 0
-    assert grades[("9000100", 12, "L")].value == 2  # a known reading wins over a missing one
+    # the central reading (READPRJ 15, the default) says prosthesis: missing, not the other project's grade
+    assert grades[("9000100", 12, "L")].value is None and grades[("9000100", 12, "L")].code == ".P"
+    assert read_grades(tmp_path, reading_project="any")[("9000100", 12, "L")].value == 2  # falls back to 37
     assert grades[("9000101", 12, "R")].value is None
     path.write_text("ID|SIDE|V01XRKL\n9000099|1|7\n")
     with pytest.raises(OaiIndexError, match=r"kxr_sq_bu01.txt:2.*0-4"):

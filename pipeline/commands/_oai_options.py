@@ -12,7 +12,15 @@ import sys
 import time
 from pathlib import Path
 
-from xray2mri.pipeline.data.oai import layout, pairing
+from xray2mri.pipeline.data.oai import grades, layout, pairing
+
+
+def _reading_project(text: str) -> int | str:
+    """argparse type of ``--reading-project``: a READPRJ number or ``any``."""
+    try:
+        return grades.parse_reading_project(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def add_oai_arguments(build_parser: argparse.ArgumentParser, source_group=None) -> None:
@@ -22,7 +30,15 @@ def add_oai_arguments(build_parser: argparse.ArgumentParser, source_group=None) 
         help="OAI image release: the folder holding the timepoint folders (00m, 12m, ...) and their contents.csv")
     group = build_parser.add_argument_group("OAI options (with --oai-root)")
     group.add_argument("--grades", metavar="FILE_OR_DIR",
-                       help="kxr_sq_bu??.txt file or a folder of them: Kellgren-Lawrence grades joined as 'grade'")
+                       help="kxr_sq_bu??.txt file or a folder of them: Kellgren-Lawrence grades joined as 'grade' "
+                            "(plain or labelled codes such as '2: 2', '|' or ',' separated)")
+    order = ", ".join(str(p) for p in grades.READING_PROJECT_ORDER)
+    group.add_argument("--reading-project", type=_reading_project, default=grades.CENTRAL_READING_PROJECT,
+                       metavar="N|any",
+                       help=f"READPRJ whose grades are used (default {grades.CENTRAL_READING_PROJECT}, the central "
+                            f"reading; knees it did not read get no grade and are reported), or 'any': the first of "
+                            f"{order}, then other projects ascending, with a known grade. Knees whose readings "
+                            "disagree are reported either way")
     group.add_argument("--sequence", default=layout.DEFAULT_SEQUENCE,
                        help=f"MRI SeriesDescription without _LEFT/_RIGHT (default {layout.DEFAULT_SEQUENCE})")
     group.add_argument("--visits", metavar="LIST", default=None,
@@ -57,6 +73,7 @@ def build_from_oai(args: argparse.Namespace) -> int:
             args.oai_root, grades=args.grades, sequence=args.sequence, visits=visits,
             window_days=args.window_days, centres=args.centres, size_mm=args.crop_mm, seed=args.seed,
             fractions=fractions, localise=not args.no_localiser,
+            reading_project=getattr(args, "reading_project", grades.CENTRAL_READING_PROJECT),
         )
         manifests.write_datalist(build.datalist, args.out)
         out = Path(args.out)
@@ -68,9 +85,11 @@ def build_from_oai(args: argparse.Namespace) -> int:
         return 1
     print(f"wrote {args.out}: {manifests.summarise(args.out)} in {time.perf_counter() - start:.1f} s; "
           f"paths relative to {args.oai_root}")
+    if args.grades:
+        print(f"grades from {grades.describe_reading_project(args.reading_project)}")
     for name, count in build.summary.items():
         print(f"  {name}: {count}")
-    print(f"unpaired candidates, one line each with the reason: {report}")
+    print(f"unpaired candidates and grade problems, one line each with the reason: {report}")
     if crops:
         print(f"exported {len(crops)} knee crops to {args.export_crops}")
     return 0

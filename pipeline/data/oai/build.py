@@ -11,8 +11,10 @@ Items carry, besides the manifest's ``subject``, ``side``, ``xray``, ``mri``, ``
 radiograph's pixels, read by :class:`xray2mri.transforms.knee_crop.CropKneed`),
 ``crop_flip_columns`` (only when the stored columns run patient left -> right),
 ``release``, ``days_apart`` (MRI date minus radiograph date), ``centre_source``
-(``"csv"`` or ``"localiser"``) and, for a knee whose grade is missing, ``grade_missing``
-(the OAI code, e.g. ``".T"``). The manifest schema passes extra item keys through.
+(``"csv"`` or ``"localiser"``), ``grade_project`` (the ``READPRJ`` of the reading the grade
+came from) and, for a knee whose grade is missing, ``grade_missing`` (the OAI code, e.g.
+``".T"``). The datalist's top-level ``grade_source`` records the grade files and the reading
+project chosen (:data:`GRADE_SOURCE_KEY`). The manifest schema passes extra keys through.
 """
 
 from __future__ import annotations
@@ -26,18 +28,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xray2mri.pipeline.data import manifests
 from xray2mri.pipeline.atomic import atomic_file
+from xray2mri.pipeline.data import manifests
 from xray2mri.transforms.knee_crop import crop_box_for
 
 from . import layout, pairing
-from .grades import Grade, read_grades
+from .grades import (
+    ANY_PROJECT,
+    CENTRAL_READING_PROJECT,
+    READING_PROJECT_ORDER,
+    Grade,
+    choose_grade,
+    describe_reading_project,
+    grade_files,
+    parse_reading_project,
+    read_readings,
+)
+from .grades import REASONS as GRADE_REASONS
 from .index import OaiIndexError, SeriesRecord, read_indexes
 from .localiser import localise_knees
 from .pairing import Pair, PairingResult, Unpaired
 
 #: Columns of a CSV of joint centres (e.g. the output of an existing knee localiser).
 CENTRES_COLUMNS: tuple[str, ...] = ("participant", "visit", "side", "row", "col")
+#: Top-level datalist key recording where the grades came from: ``{"files": [...],
+#: "reading_project": 15 or "any", "fallback_order": [15, 37, 42] (with "any")}``.
+GRADE_SOURCE_KEY: str = "grade_source"
 
 
 @dataclass
@@ -47,14 +63,17 @@ class OaiBuild:
     datalist: dict
     pairing: PairingResult
     items: list[dict] = field(default_factory=list)
+    grade_problems: list[Unpaired] = field(default_factory=list)
 
     @property
     def summary(self) -> dict[str, int]:
-        """Counts: items, participants, unpaired per reason, ignored series."""
+        """Counts: items, participants, unpaired per reason, ignored series, grade problems per reason."""
         counts = self.pairing.summary
         counts["pairs"] = len(self.items)
         counts["participants"] = len({i["subject"] for i in self.items})
         counts["items without grade"] = sum("grade" not in i for i in self.items)
+        reasons = [p.reason for p in self.grade_problems]
+        counts.update({f"grades: {reason}": reasons.count(reason) for reason in GRADE_REASONS})
         return counts
 
 
@@ -158,12 +177,12 @@ def _mri_problem(root: Path, record: SeriesRecord) -> str:
 def build_items(
     root: str | os.PathLike,
     pairs: Iterable[Pair],
-    grades: dict[tuple[str, int, str], Grade] | None = None,
     centres: dict[tuple[str, int, str], tuple[float, float]] | None = None,
     size_mm: float = layout.CROP_SIZE_MM,
     localise: bool = True,
 ) -> tuple[list[dict], list[Unpaired]]:
-    """Datalist items of the pairs, and the pairs dropped (unreadable files, knees not placed)."""
+    """Datalist items of the pairs (no grades yet: :func:`join_grades`), and the pairs dropped
+    (unreadable files, knees not placed)."""
     root = Path(root)
     by_xray: dict[str, list[Pair]] = defaultdict(list)
     for p in pairs:
@@ -207,13 +226,48 @@ def build_items(
             }
             if header.columns_left_to_right:
                 item["crop_flip_columns"] = True
-            grade = (grades or {}).get(key)
-            if grade is not None and grade.value is not None:
-                item["grade"] = grade.value
-            elif grade is not None:
-                item["grade_missing"] = grade.code or "empty"
             items.append(item)
     return items, dropped
+
+
+def join_grades(
+    items: Iterable[dict],
+    readings: dict[tuple[str, int, str], list[Grade]],
+    reading_project: int | str = CENTRAL_READING_PROJECT,
+) -> list[Unpaired]:
+    """Set each item's ``grade`` (or ``grade_missing``) and ``grade_project`` from its knee's readings.
+
+    The grade of each knee is chosen by :func:`.grades.choose_grade`; every knee whose readings
+    disagree, or that the chosen project did not read, is returned as a problem (kind
+    ``"grade"``, the grade files as path) for the report, never resolved silently.
+    """
+    problems = []
+    for item in items:
+        visit = layout.parse_visit(item["visit"])
+        knee = readings.get((item["subject"], visit, item["side"]))
+        if not knee:
+            continue
+        choice = choose_grade(knee, reading_project)
+        grade = choice.grade
+        if grade is not None and grade.value is not None:
+            item["grade"] = grade.value
+        elif grade is not None:
+            item["grade_missing"] = grade.code or "empty"
+        if grade is not None and grade.project is not None:
+            item["grade_project"] = grade.project
+        if choice.problem:
+            files = sorted({g.source.rsplit(":", 1)[0] for g in knee})
+            problems.append(Unpaired(item["subject"], visit, item["side"], "grade", "; ".join(files),
+                                     choice.problem, choice.detail))
+    return problems
+
+
+def grade_source(grades: str | os.PathLike, reading_project: int | str) -> dict[str, Any]:
+    """The datalist's record of where its grades came from (:data:`GRADE_SOURCE_KEY`)."""
+    source: dict[str, Any] = {"files": [p.name for p in grade_files(grades)], "reading_project": reading_project}
+    if reading_project == ANY_PROJECT:
+        source["fallback_order"] = list(READING_PROJECT_ORDER)
+    return source
 
 
 def _is_synthetic(root: Path) -> bool:
@@ -234,6 +288,7 @@ def build_oai_datalist(
     seed: int = 0,
     fractions: tuple[float, float, float] = manifests.DEFAULT_FRACTIONS,
     localise: bool = True,
+    reading_project: int | str = CENTRAL_READING_PROJECT,
 ) -> OaiBuild:
     """Datalist of an OAI image release, paths relative to ``root``, split by participant.
 
@@ -248,6 +303,8 @@ def build_oai_datalist(
         size_mm: side of the square crop around each joint centre.
         seed, fractions: of the split by participant (stratified by grade).
         localise: run the built-in localiser for knees without a given centre.
+        reading_project: the ``READPRJ`` whose grades are used (default 15, the central
+            reading), or ``"any"`` for the fallback order of :mod:`.grades`.
 
     Returns:
         :class:`OaiBuild` (datalist, pairing result with every unpaired candidate, items).
@@ -257,14 +314,16 @@ def build_oai_datalist(
         ManifestError: nothing paired.
     """
     root = Path(root)
+    reading_project = parse_reading_project(reading_project)
     months = None if visits is None else sorted({layout.parse_visit(v) for v in visits})
     records, problems = read_indexes(root)
     result = pairing.pair_series(records, sequence=sequence, visits=months, window_days=window_days,
                                  problems=problems)
-    grade_table = read_grades(grades) if grades is not None else None
+    readings = read_readings(grades) if grades is not None else None
     centre_table = read_centres(centres) if centres is not None else None
-    items, dropped = build_items(root, result.pairs, grade_table, centre_table, size_mm, localise)
+    items, dropped = build_items(root, result.pairs, centre_table, size_mm, localise)
     result.unpaired += dropped
+    grade_problems = join_grades(items, readings, reading_project) if readings is not None else []
     if not items:
         raise manifests.ManifestError(root, "no knee radiograph paired with an MRI series; "
                                             f"summary: {json.dumps(result.summary)}")
@@ -273,17 +332,24 @@ def build_oai_datalist(
     description = (f"{what}: PA knee radiographs paired with {sequence} MRI of the same knee and visit "
                    f"(dates within {window_days} days, last rescan wins), knees cropped at load time to "
                    f"{size_mm:g} mm around the joint centre (crop_box), left knees mirrored by the loading chain")
+    if readings is not None:
+        description += (f"; Kellgren-Lawrence grades from {describe_reading_project(reading_project)} "
+                        f"of the kxr_sq_bu files (grade_source, grade_project)")
     datalist = manifests.make_datalist(items, seed=seed, fractions=fractions, stratify_key="grade",
                                        description=description)
-    return OaiBuild(datalist, result, items)
+    if readings is not None:
+        datalist[GRADE_SOURCE_KEY] = grade_source(grades, reading_project)
+    return OaiBuild(datalist, result, items, grade_problems)
 
 
 def write_unpaired_report(build: OaiBuild, path: str | os.PathLike) -> Path:
-    """Write every unpaired candidate, one row each (participant, visit, side, kind, path, reason, detail)."""
+    """Write every unpaired candidate and every grade problem (kind ``"grade"``), one row each
+    (participant, visit, side, kind, path, reason, detail)."""
     path = Path(path)
+    rows = build.pairing.unpaired + build.grade_problems
     with atomic_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["participant", "visit", "side", "kind", "path", "reason", "detail"])
         writer.writeheader()
-        for u in sorted(build.pairing.unpaired, key=lambda u: (u.participant, u.visit or 0, u.side, u.kind, u.path)):
+        for u in sorted(rows, key=lambda u: (u.participant, u.visit or 0, u.side, u.kind, u.path)):
             writer.writerow(u.as_row())
     return path

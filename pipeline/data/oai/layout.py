@@ -77,10 +77,13 @@ OTHER_XRAY_VIEWS: tuple[str, ...] = (
 CROP_SIZE_MM: float = DEFAULT_CROP_MM  # written down once, in transforms/knee_crop.py
 
 #: Grades: file name pattern (``kxr_sq_bu00.txt``: semi-quantitative X-ray readings, visit 00),
-#: participant and side columns, side codes, the Kellgren-Lawrence column after the prefix.
+#: participant, side and reading-project columns, side codes, the Kellgren-Lawrence column after
+#: the prefix, and the reading project of OAI's central reading.
 GRADES_FILE_PATTERN: re.Pattern = re.compile(r"^kxr_sq_bu(\d\d)\.txt$", re.IGNORECASE)
 GRADES_ID_COLUMN: str = "ID"
 GRADES_SIDE_COLUMN: str = "SIDE"
+GRADES_PROJECT_COLUMN: str = "READPRJ"
+GRADES_CENTRAL_PROJECT: int = 15
 GRADES_SIDE_CODES: dict[str, str] = {"1": "R", "2": "L"}
 GRADES_KL_SUFFIX: str = "XRKL"
 #: OAI missing-value codes (a value starting with "." is missing; these are the common ones).

@@ -67,7 +67,7 @@ class Unpaired:
     participant: str
     visit: int | None
     side: str
-    kind: str  # "xray", "mri" or "index"
+    kind: str  # "xray", "mri", "index", or "grade" (a grade problem of a paired knee, see build.join_grades)
     path: str
     reason: str
     detail: str = ""
