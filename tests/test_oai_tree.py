@@ -11,6 +11,7 @@ import pytest
 
 from xray2mri.pipeline.commands._oai_options import add_oai_arguments, build_from_oai
 from xray2mri.pipeline.data import manifests
+from xray2mri.pipeline.data.oai import grades as grades_mod
 from xray2mri.pipeline.data.oai import layout, pairing
 from xray2mri.pipeline.data.oai.build import build_oai_datalist, read_centres
 from xray2mri.pipeline.data.oai.synth_tree import AWKWARD_CASES, participant_id, write_oai_tree
@@ -234,3 +235,78 @@ def test_synth_layout_oai_command_and_an_unreadable_radiograph(tmp_path, capsys)
     items, dropped = build_items(root, pairing.pair_series(records).pairs)
     assert not items and [(d.side, d.reason) for d in dropped] == [("R", pairing.UNREADABLE)]
     assert "cannot read the DICOM header" in dropped[0].detail
+
+
+@pytest.fixture(scope="module")
+def reread_tree(tmp_path_factory):
+    """A tree written by `synth --layout oai --grades-labelled --grades-reread` (a second reading project)."""
+    from xray2mri.pipeline.commands._oai_options import add_synth_oai_arguments, synth_oai
+
+    parser = argparse.ArgumentParser()
+    add_synth_oai_arguments(parser)
+    args = parser.parse_args(["--layout", "oai", "--visits", "00m,12m", "--grades-labelled", "--grades-reread"])
+    root = tmp_path_factory.mktemp("oai_reread") / "tree"
+    args.out, args.subjects, args.seed, args.preset, args.workers, args.no_progress = (
+        str(root), 4, 3, TINY, 1, True)  # participant 1: a knee only the second project read; 3: a .T
+    assert synth_oai(args) == 0
+    return root, json.loads((root / "oai_truth.json").read_text())
+
+
+def _expected_grades(truth, order):
+    """knee -> (grade or missing code or None, READPRJ or None, problem) from the tree's truth, by hand:
+    the first project of ``order`` with a known grade (else its missing code); a knee whose known
+    grades differ is a disagreement; a knee none of ``order`` read is 'not read'."""
+    readings = {}
+    for r in truth["grade_readings"]:
+        readings.setdefault(_key(r), {})[r["project"]] = r["kl"]
+    expected = {}
+    for knee, by_project in readings.items():
+        known = {kl for kl in by_project.values() if not kl.startswith(".")}
+        read = [p for p in order if p in by_project]
+        use = next((p for p in read if not by_project[p].startswith(".")), read[0] if read else None)
+        problem = grades_mod.DISAGREE if len(known) > 1 else ""
+        if use is None:
+            problem = grades_mod.NOT_READ
+        kl = None if use is None else by_project[use]
+        expected[knee] = (None if kl is None else (kl if kl.startswith(".") else int(kl)), use, problem)
+    return expected
+
+
+@pytest.mark.parametrize("choice", ["default", "any"])
+def test_labelled_grades_with_a_disagreeing_project_end_to_end(reread_tree, tmp_path, capsys, choice):
+    from xray2mri.pipeline.cli import main
+
+    root, truth = reread_tree
+    header = (root / "clinical" / "kxr_sq_bu00.txt").read_text().splitlines()[1]
+    assert "1: Right" in header or "2: Left" in header  # the labelled form, as OAI distributes it
+    out = tmp_path / "oai.json"
+    argv = ["manifest", "build", "--oai-root", str(root), "--grades", str(root / "clinical"),
+            "--centres", str(root / "known_centres.csv"), "--out", str(out)]
+    assert main(argv + ([] if choice == "default" else ["--reading-project", "any"])) == 0
+    printed = capsys.readouterr().out
+    datalist = json.loads(out.read_text())
+    items = {(i["subject"], layout.visit_label(layout.parse_visit(i["visit"])), i["side"]): i
+             for s in manifests.SPLITS for i in datalist[s]}
+    expected = _expected_grades(truth, (15,) if choice == "default" else (15, 37))
+    report = list(csv.DictReader(open(tmp_path / "oai.unpaired.csv")))
+    problems = {(r["participant"], r["visit"], r["side"]): r["reason"] for r in report if r["kind"] == "grade"}
+    for knee, item in items.items():
+        value, project, problem = expected[knee]
+        got = item.get("grade", item.get("grade_missing"))
+        assert (got, item.get("grade_project"), problems.get(knee, "")) == (value, project, problem), knee
+    reasons = list(problems.values())
+    assert reasons.count(grades_mod.DISAGREE) >= 2  # the second project disagrees on some paired knees
+    assert f"grades: {grades_mod.DISAGREE}: {reasons.count(grades_mod.DISAGREE)}" in printed
+    assert f"grades: {grades_mod.NOT_READ}: {reasons.count(grades_mod.NOT_READ)}" in printed
+    if choice == "default":  # the central reading is kept where the other project disagrees
+        assert reasons.count(grades_mod.NOT_READ) == 1 and "READPRJ 15 (the central reading)" in printed
+        assert datalist["grade_source"] == {"files": ["kxr_sq_bu00.txt", "kxr_sq_bu01.txt"], "reading_project": 15}
+        assert "READPRJ 15 (the central reading)" in datalist["description"]
+        missing = participant_id(AWKWARD_CASES.index("missing_grade_right"))
+        assert items[(missing, "00m", "R")]["grade_missing"] == ".T"
+    else:
+        assert reasons.count(grades_mod.NOT_READ) == 0
+        assert datalist["grade_source"]["reading_project"] == "any"
+        assert datalist["grade_source"]["fallback_order"] == list(grades_mod.READING_PROJECT_ORDER)
+        assert {i.get("grade_project") for i in items.values()} == {15, 37}
+    assert main(["manifest", "check", str(out), "--base-dir", str(root)]) == 0

@@ -11,12 +11,21 @@ import torch
 from monai.data import MetaTensor
 
 from xray2mri.pipeline.data.oai import layout, pairing
-from xray2mri.pipeline.data.oai.grades import read_grades, read_grades_file
+from xray2mri.pipeline.data.oai.grades import (
+    ANY_PROJECT,
+    DISAGREE,
+    NOT_READ,
+    choose_grade,
+    parse_reading_project,
+    read_grades,
+    read_grades_file,
+    read_readings,
+)
 from xray2mri.pipeline.data.oai.index import OaiIndexError, SeriesRecord, read_index, read_indexes
 from xray2mri.pipeline.data.oai.localiser import localise_knees
 from xray2mri.pipeline.data.oai.synth_tree import participant_knees, render_bilateral
 from xray2mri.pipeline.data.synth.presets import SynthPreset
-from xray2mri.transforms.errors import XrayInputError
+from xray2mri.transforms.errors import InputError, XrayInputError
 from xray2mri.transforms.geometry import MIRRORED_KEY
 from xray2mri.transforms.knee_crop import CropKnee, CropKneed, crop_box_for
 
@@ -92,6 +101,95 @@ def test_grades_missing_codes_stay_missing(tmp_path):
     path.write_text("ID|SIDE|V01XRKL\n9000099|3|1\n")
     with pytest.raises(OaiIndexError, match="SIDE"):
         read_grades_file(path)
+
+
+#: One grade file's content, as (ID, SIDE code, READPRJ, KL code): four knees, every missing-value form.
+GRADE_ROWS = [("9000099", "1", "15", "3"), ("9000099", "2", "15", "."), ("9000100", "1", "15", ".A"),
+              ("9000100", "2", "15", ".P"), ("9000100", "2", "37", "2"), ("9000101", "1", "15", ".T")]
+LABELS = {"1": "Right", "2": "Left", ".": "Missing Form/Incomplete Workbook", ".A": "Not Expected",
+          ".P": "Prosthesis", ".T": "Technical problem"}
+
+
+def _grade_file(path, delimiter="|", labelled=False, quoted=False, lower=False, newline="\n"):
+    """Write GRADE_ROWS as OAI distributes them: plain or labelled codes, either delimiter, quoted or not."""
+    def cell(text):
+        return f'"{text}"' if quoted else text
+
+    header = ["ID", "SIDE", "READPRJ", "VERSION", "V01XRKL"]
+    lines = [delimiter.join(cell(h.lower() if lower else h) for h in header)]
+    for pid, side, project, kl in GRADE_ROWS:
+        if labelled:
+            side, kl = f"{side}: {LABELS[side]}", f"{kl}: {LABELS.get(kl, kl)}"
+        lines.append(delimiter.join(cell(v) for v in (pid, side, project, "1.2", kl)))
+    path.write_text(newline.join(lines) + newline)
+    return path
+
+
+@pytest.mark.parametrize("form", [
+    {}, {"labelled": True}, {"delimiter": ",", "quoted": True}, {"delimiter": ",", "labelled": True},
+    {"labelled": True, "quoted": True, "lower": True, "newline": "\r\n"},
+])
+def test_grade_file_forms_read_alike(tmp_path, form):
+    path = _grade_file(tmp_path / "kxr_sq_bu01.txt", **form)
+    got = {key: [(g.value, g.code, g.project) for g in grades] for key, grades in read_grades_file(path).items()}
+    assert got == {
+        ("9000099", 12, "R"): [(3, "", 15)], ("9000099", 12, "L"): [(None, ".", 15)],
+        ("9000100", 12, "R"): [(None, ".A", 15)], ("9000100", 12, "L"): [(None, ".P", 15), (2, "", 37)],
+        ("9000101", 12, "R"): [(None, ".T", 15)],
+    }
+    assert read_grades_file(path)[("9000099", 12, "R")][0].source == f"{path}:2"
+
+
+@pytest.mark.parametrize("row, line, reason", [
+    ("9000099|3: Other|15|1.2|1: 1", 3, "SIDE '3: Other' is not 1"),
+    ("9000099|1|central|1.2|1", 3, "READPRJ 'central' is not a project number"),
+    ("9000099|1|15", 3, "3 fields where the header has 5"),
+    ("9000099|1: Right|15|1.2|5: 5", 3, "'5: 5' is not a Kellgren-Lawrence grade"),
+    ("9000099|1|15|1.2|Grade 2", 3, "neither 0-4 nor an OAI missing code"),
+])
+def test_malformed_grade_file_names_file_line_and_reason(tmp_path, row, line, reason):
+    path = tmp_path / "kxr_sq_bu01.txt"
+    path.write_text(f"ID|SIDE|READPRJ|VERSION|V01XRKL\n9000098|2|15|1.2|0\n{row}\n")
+    with pytest.raises(InputError, match=rf"kxr_sq_bu01.txt:{line}.*{reason}"):
+        read_grades_file(path)
+    path.write_text("ID SIDE V01XRKL\n9000099 1 2\n")
+    with pytest.raises(OaiIndexError, match="kxr_sq_bu01.txt:1.*single column"):
+        read_grades_file(path)
+
+
+def test_reading_projects_default_central_any_in_order_and_disagreements_reported(tmp_path):
+    path = tmp_path / "kxr_sq_bu00.txt"
+    path.write_text("ID|SIDE|READPRJ|V00XRKL\n"
+                    "1|1|15|2\n1|1|37|3\n"                   # A: the projects disagree
+                    "2|1|37|1\n"                              # B: not read by the central reading
+                    "3|1|15|.T\n3|1|42|3\n3|1|37|2\n"        # C: central missing, 37 and 42 disagree
+                    "4|1|99|4\n4|1|42|1\n"                   # D: projects outside the order come last
+                    "5|1|15|1\n5|1|15|3\n")                  # E: two rows of one project disagree
+    readings = read_readings(path)
+
+    def chosen(pid, project):
+        choice = choose_grade(readings[(pid, 0, "R")], project)
+        return (None if choice.grade is None else (choice.grade.value or choice.grade.code, choice.grade.project),
+                choice.problem)
+
+    assert [chosen(p, 15) for p in "12345"] == [
+        ((2, 15), DISAGREE), (None, NOT_READ), ((".T", 15), DISAGREE), (None, NOT_READ), (None, DISAGREE)]
+    assert [chosen(p, 37) for p in "123"] == [((3, 37), DISAGREE), ((1, 37), ""), ((2, 37), DISAGREE)]
+    assert [chosen(p, ANY_PROJECT) for p in "12345"] == [
+        ((2, 15), DISAGREE), ((1, 37), ""), ((2, 37), DISAGREE), ((1, 42), DISAGREE), (None, DISAGREE)]
+    detail = choose_grade(readings[("1", 0, "R")], 15).detail
+    assert "READPRJ 15: 2" in detail and "READPRJ 37: 3" in detail and "used READPRJ 15 (chosen)" in detail
+    assert "first in the fallback order" in choose_grade(readings[("1", 0, "R")], ANY_PROJECT).detail
+    assert "no reading by READPRJ 15" in choose_grade(readings[("2", 0, "R")], 15).detail
+    assert set(read_grades(path)) == {("1", 0, "R"), ("3", 0, "R")}  # knees with a chosen reading only
+    path.write_text("ID|SIDE|V00XRKL\n1|1|2\n")  # no READPRJ column: one reading, nothing to choose
+    assert read_grades(path)[("1", 0, "R")].value == 2
+
+
+def test_parse_reading_project():
+    assert parse_reading_project("15") == 15 and parse_reading_project(" ANY ") == ANY_PROJECT
+    with pytest.raises(ValueError, match="neither a READPRJ number"):
+        parse_reading_project("central")
 
 
 def _record(series: str, description: str, date=(2005, 1, 10), participant="9000001", visit=0) -> SeriesRecord:

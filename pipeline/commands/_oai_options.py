@@ -102,6 +102,12 @@ def add_synth_oai_arguments(parser: argparse.ArgumentParser) -> None:
                              "layout (--subjects participants, each visit one bilateral radiograph and two MRIs)")
     parser.add_argument("--visits", metavar="LIST", default="00m,12m",
                         help="with --layout oai: comma-separated visits (default 00m,12m)")
+    parser.add_argument("--grades-labelled", action="store_true",
+                        help="with --layout oai: write the grade files with OAI's labelled codes "
+                             "('1: Right', '2: 2', '.T: Technical problem') instead of plain ones")
+    parser.add_argument("--grades-reread", action="store_true",
+                        help="with --layout oai: add a second reading project (READPRJ 37) that re-reads some "
+                             "knees and disagrees with the central reading (15) on some of them")
 
 
 def synth_oai(args: argparse.Namespace) -> int:
@@ -112,7 +118,9 @@ def synth_oai(args: argparse.Namespace) -> int:
     try:
         visits = [layout.parse_visit(v) for v in args.visits.split(",") if v.strip()]
         out = write_oai_tree(args.out, args.subjects, seed=args.seed, visits=visits, preset=args.preset,
-                             workers=args.workers or 1, progress=not getattr(args, "no_progress", False))
+                             workers=args.workers or 1, progress=not getattr(args, "no_progress", False),
+                             grades_labelled=getattr(args, "grades_labelled", False),
+                             grades_reread=getattr(args, "grades_reread", False))
     except ValueError as err:
         print(f"xray2mri synth: error: {err}", file=sys.stderr)
         return 2
