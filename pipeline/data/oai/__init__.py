@@ -6,7 +6,7 @@ with one ``contents.csv`` index per release, and its Kellgren-Lawrence grades in
 
 - :mod:`.layout`: the facts about that layout (release -> visit, V-prefixes, series kinds);
 - :mod:`.index`: read the ``contents.csv`` indexes;
-- :mod:`.grades`: read the ``kxr_sq_bu`` grade files;
+- :mod:`.grades`: read the ``kxr_sq_bu`` grade files (plain or labelled) and choose a reading project;
 - :mod:`.pairing`: pair one knee radiograph with one MRI series per participant, visit, side;
 - :mod:`.localiser`: find the knee joint centres on a PA knee radiograph;
 - :mod:`.build`: put it together into datalist items with crop boxes and grades;
