@@ -158,9 +158,9 @@ def _integer(code: str) -> int | None:
     """``"15"``, ``"15.0"`` -> 15; None when not a whole number."""
     try:
         number = float(code)
-    except ValueError:
+        return int(number) if number == int(number) else None
+    except (ValueError, OverflowError):  # not a number, nan, inf
         return None
-    return int(number) if number == int(number) else None
 
 
 def read_grades_file(path: str | os.PathLike) -> dict[GradeKey, list[Grade]]:
@@ -225,13 +225,9 @@ def _parse_kl(text: str, where: str, project: int | None) -> Grade:
     if code == "" or code.startswith("."):
         return Grade(None, code, where, project)
     number = _integer(code)
-    if number is None:
-        try:
-            float(code)
-        except ValueError:
-            raise OaiIndexError(where, f"grade {text!r} is neither 0-4 nor an OAI missing code (., .A, .P, .T ...)") \
-                from None
-    if number is None or number not in range(5):
+    if number is None and not code.replace(".", "", 1).isdigit():
+        raise OaiIndexError(where, f"grade {text!r} is neither 0-4 nor an OAI missing code (., .A, .P, .T ...)")
+    if number not in range(5):
         raise OaiIndexError(where, f"grade {text!r} is not a Kellgren-Lawrence grade 0-4")
     return Grade(number, "", where, project)
 
