@@ -310,3 +310,22 @@ def test_labelled_grades_with_a_disagreeing_project_end_to_end(reread_tree, tmp_
         assert datalist["grade_source"]["fallback_order"] == list(grades_mod.READING_PROJECT_ORDER)
         assert {i.get("grade_project") for i in items.values()} == {15, 37}
     assert main(["manifest", "check", str(out), "--base-dir", str(root)]) == 0
+
+
+def test_manifest_build_and_check_show_progress_unless_no_progress(tree, tmp_path, capsys):
+    from xray2mri.pipeline.cli import main
+
+    root, truth = tree
+    out = tmp_path / "oai.json"
+    build = ["manifest", "build", "--oai-root", str(root), "--centres", str(root / "known_centres.csv"),
+             "--out", str(out)]
+    check = ["manifest", "check", str(out), "--base-dir", str(root)]
+    assert main(build) == 0
+    radiographs = len({p["xray"] for p in truth["pairs"]})
+    assert "manifest build: 100%" in capsys.readouterr().err and radiographs > 1
+    assert main(check) == 0
+    err = capsys.readouterr().err
+    files = len({i[k] for s in manifests.SPLITS for i in json.loads(out.read_text())[s] for k in ("xray", "mri")})
+    assert "manifest check: 100%" in err and f"{files}/{files}" in err
+    assert main(build + ["--no-progress"]) == 0 and main(check + ["--no-progress"]) == 0
+    assert "manifest" not in capsys.readouterr().err

@@ -74,6 +74,7 @@ def build_from_oai(args: argparse.Namespace) -> int:
             window_days=args.window_days, centres=args.centres, size_mm=args.crop_mm, seed=args.seed,
             fractions=fractions, localise=not args.no_localiser,
             reading_project=getattr(args, "reading_project", grades.CENTRAL_READING_PROJECT),
+            progress=not getattr(args, "no_progress", False),
         )
         manifests.write_datalist(build.datalist, args.out)
         out = Path(args.out)

@@ -40,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--base-dir", metavar="DIR", default=None,
                        help="folder the written paths are relative to (CSV: absolute paths are made "
                             "relative to it; cohort: defaults to the cohort folder)")
+    build.add_argument("--no-progress", action="store_true",
+                       help="no progress bar (with --oai-root, over the radiographs read)")
     build.set_defaults(func=_build)
 
     check = actions.add_parser(
@@ -54,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--base-dir", metavar="DIR", default=None,
                        help="folder the datalist's paths are relative to (default: the datalist's folder)")
     check.add_argument("--jobs", type=int, default=1, help="threads reading headers (default 1)")
+    check.add_argument("--no-progress", action="store_true", help="no progress bar over the files read")
     check.set_defaults(func=_check)
 
 
@@ -84,7 +87,8 @@ def _build(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from xray2mri.pipeline.data import manifests
 
-    problems = manifests.check_datalist(args.file, base_dir=args.base_dir, jobs=max(1, args.jobs))
+    problems = manifests.check_datalist(args.file, base_dir=args.base_dir, jobs=max(1, args.jobs),
+                                        progress=not args.no_progress)
     for problem in problems:
         print(problem)
     errors = sum(p.is_error for p in problems)

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from xray2mri.pipeline.atomic import atomic_file
 from xray2mri.transforms.errors import InputError
 
@@ -708,7 +710,7 @@ def _check_labels(path: str) -> tuple[list[tuple[str, str, str]], tuple[int, ...
 
 
 def check_datalist(
-    path: str | os.PathLike, base_dir: str | os.PathLike | None = None, jobs: int = 1
+    path: str | os.PathLike, base_dir: str | os.PathLike | None = None, jobs: int = 1, progress: bool = False
 ) -> list[Problem]:
     """Everything wrong with a datalist and the files it names, reading file headers only.
 
@@ -724,6 +726,7 @@ def check_datalist(
         path: the datalist JSON.
         base_dir: the folder the paths are relative to; defaults to the datalist's folder.
         jobs: threads reading headers (helps on network file systems).
+        progress: show a tqdm bar (on stderr) over the files whose headers are read.
 
     Returns:
         The problems in a stable order; the datalist is usable when none is an error.
@@ -755,13 +758,19 @@ def check_datalist(
 
     checks = {"xray": _check_xray, "mri": _check_mri, "labels": _check_labels}
     todo = sorted({(key, p) for _, _, item in entries for key in checks if (p := resolve(item.get(key)))})
-    if jobs > 1:
-        from concurrent.futures import ThreadPoolExecutor
+    with tqdm(total=len(todo), desc="manifest check", unit="file", disable=not progress) as bar:
+        def check(kp: tuple[str, str]) -> tuple:
+            result = checks[kp[0]](kp[1])
+            bar.update()
+            return result
 
-        with ThreadPoolExecutor(jobs) as pool:
-            results = dict(zip(todo, pool.map(lambda kp: checks[kp[0]](kp[1]), todo)))
-    else:
-        results = {kp: checks[kp[0]](kp[1]) for kp in todo}
+        if jobs > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(jobs) as pool:
+                results = dict(zip(todo, pool.map(check, todo)))
+        else:
+            results = {kp: check(kp) for kp in todo}
 
     seen: dict[tuple, str] = {}
     subject_splits: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from xray2mri.pipeline.atomic import atomic_file
 from xray2mri.pipeline.data import manifests
 from xray2mri.transforms.knee_crop import crop_box_for
@@ -180,15 +182,16 @@ def build_items(
     centres: dict[tuple[str, int, str], tuple[float, float]] | None = None,
     size_mm: float = layout.CROP_SIZE_MM,
     localise: bool = True,
+    progress: bool = False,
 ) -> tuple[list[dict], list[Unpaired]]:
     """Datalist items of the pairs (no grades yet: :func:`join_grades`), and the pairs dropped
-    (unreadable files, knees not placed)."""
+    (unreadable files, knees not placed). ``progress`` shows a tqdm bar over the radiographs."""
     root = Path(root)
     by_xray: dict[str, list[Pair]] = defaultdict(list)
     for p in pairs:
         by_xray[p.xray.path].append(p)
     items, dropped = [], []
-    for xray_path in sorted(by_xray):
+    for xray_path in tqdm(sorted(by_xray), desc="manifest build", unit="radiograph", disable=not progress):
         group = by_xray[xray_path]
         header = _radiograph_header(root, group[0].xray)
         located = None
@@ -289,6 +292,7 @@ def build_oai_datalist(
     fractions: tuple[float, float, float] = manifests.DEFAULT_FRACTIONS,
     localise: bool = True,
     reading_project: int | str = CENTRAL_READING_PROJECT,
+    progress: bool = False,
 ) -> OaiBuild:
     """Datalist of an OAI image release, paths relative to ``root``, split by participant.
 
@@ -305,6 +309,7 @@ def build_oai_datalist(
         localise: run the built-in localiser for knees without a given centre.
         reading_project: the ``READPRJ`` whose grades are used (default 15, the central
             reading), or ``"any"`` for the fallback order of :mod:`.grades`.
+        progress: show a tqdm bar (on stderr) over the radiographs whose headers are read.
 
     Returns:
         :class:`OaiBuild` (datalist, pairing result with every unpaired candidate, items).
@@ -321,7 +326,7 @@ def build_oai_datalist(
                                  problems=problems)
     readings = read_readings(grades) if grades is not None else None
     centre_table = read_centres(centres) if centres is not None else None
-    items, dropped = build_items(root, result.pairs, centre_table, size_mm, localise)
+    items, dropped = build_items(root, result.pairs, centre_table, size_mm, localise, progress)
     result.unpaired += dropped
     grade_problems = join_grades(items, readings, reading_project) if readings is not None else []
     if not items:
