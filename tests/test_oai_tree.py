@@ -255,7 +255,8 @@ def reread_tree(tmp_path_factory):
 def _expected_grades(truth, order):
     """knee -> (grade or missing code or None, READPRJ or None, problem) from the tree's truth, by hand:
     the first project of ``order`` with a known grade (else its missing code); a knee whose known
-    grades differ is a disagreement; a knee none of ``order`` read is 'not read'."""
+    grades differ is a disagreement; a knee none of ``order`` read, or read as missing while another
+    project graded it, has no grade from the chosen project."""
     readings = {}
     for r in truth["grade_readings"]:
         readings.setdefault(_key(r), {})[r["project"]] = r["kl"]
@@ -264,10 +265,10 @@ def _expected_grades(truth, order):
         known = {kl for kl in by_project.values() if not kl.startswith(".")}
         read = [p for p in order if p in by_project]
         use = next((p for p in read if not by_project[p].startswith(".")), read[0] if read else None)
-        problem = grades_mod.DISAGREE if len(known) > 1 else ""
-        if use is None:
-            problem = grades_mod.NOT_READ
         kl = None if use is None else by_project[use]
+        problem = grades_mod.DISAGREE if len(known) > 1 else ""
+        if use is None or (kl.startswith(".") and known and not problem):
+            problem = grades_mod.NO_CHOSEN_GRADE
         expected[knee] = (None if kl is None else (kl if kl.startswith(".") else int(kl)), use, problem)
     return expected
 
@@ -297,15 +298,15 @@ def test_labelled_grades_with_a_disagreeing_project_end_to_end(reread_tree, tmp_
     reasons = list(problems.values())
     assert reasons.count(grades_mod.DISAGREE) >= 2  # the second project disagrees on some paired knees
     assert f"grades: {grades_mod.DISAGREE}: {reasons.count(grades_mod.DISAGREE)}" in printed
-    assert f"grades: {grades_mod.NOT_READ}: {reasons.count(grades_mod.NOT_READ)}" in printed
+    assert f"grades: {grades_mod.NO_CHOSEN_GRADE}: {reasons.count(grades_mod.NO_CHOSEN_GRADE)}" in printed
     if choice == "default":  # the central reading is kept where the other project disagrees
-        assert reasons.count(grades_mod.NOT_READ) == 1 and "READPRJ 15 (the central reading)" in printed
+        assert reasons.count(grades_mod.NO_CHOSEN_GRADE) == 2 and "READPRJ 15 (the central reading)" in printed
         assert datalist["grade_source"] == {"files": ["kxr_sq_bu00.txt", "kxr_sq_bu01.txt"], "reading_project": 15}
         assert "READPRJ 15 (the central reading)" in datalist["description"]
         missing = participant_id(AWKWARD_CASES.index("missing_grade_right"))
         assert items[(missing, "00m", "R")]["grade_missing"] == ".T"
     else:
-        assert reasons.count(grades_mod.NOT_READ) == 0
+        assert reasons.count(grades_mod.NO_CHOSEN_GRADE) == 0
         assert datalist["grade_source"]["reading_project"] == "any"
         assert datalist["grade_source"]["fallback_order"] == list(grades_mod.READING_PROJECT_ORDER)
         assert {i.get("grade_project") for i in items.values()} == {15, 37}

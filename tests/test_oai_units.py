@@ -14,7 +14,7 @@ from xray2mri.pipeline.data.oai import layout, pairing
 from xray2mri.pipeline.data.oai.grades import (
     ANY_PROJECT,
     DISAGREE,
-    NOT_READ,
+    NO_CHOSEN_GRADE,
     choose_grade,
     parse_reading_project,
     read_grades,
@@ -164,7 +164,8 @@ def test_reading_projects_default_central_any_in_order_and_disagreements_reporte
                     "2|1|37|1\n"                              # B: not read by the central reading
                     "3|1|15|.T\n3|1|42|3\n3|1|37|2\n"        # C: central missing, 37 and 42 disagree
                     "4|1|99|4\n4|1|42|1\n"                   # D: projects outside the order come last
-                    "5|1|15|1\n5|1|15|3\n")                  # E: two rows of one project disagree
+                    "5|1|15|1\n5|1|15|3\n"                   # E: two rows of one project disagree
+                    "6|1|15|.P\n6|1|37|2\n")                 # F: central missing, another project graded it
     readings = read_readings(path)
 
     def chosen(pid, project):
@@ -172,16 +173,17 @@ def test_reading_projects_default_central_any_in_order_and_disagreements_reporte
         return (None if choice.grade is None else (choice.grade.value or choice.grade.code, choice.grade.project),
                 choice.problem)
 
-    assert [chosen(p, 15) for p in "12345"] == [
-        ((2, 15), DISAGREE), (None, NOT_READ), ((".T", 15), DISAGREE), (None, NOT_READ), (None, DISAGREE)]
+    assert [chosen(p, 15) for p in "123456"] == [
+        ((2, 15), DISAGREE), (None, NO_CHOSEN_GRADE), ((".T", 15), DISAGREE), (None, NO_CHOSEN_GRADE), (None, DISAGREE),
+        ((".P", 15), NO_CHOSEN_GRADE)]
     assert [chosen(p, 37) for p in "123"] == [((3, 37), DISAGREE), ((1, 37), ""), ((2, 37), DISAGREE)]
-    assert [chosen(p, ANY_PROJECT) for p in "12345"] == [
-        ((2, 15), DISAGREE), ((1, 37), ""), ((2, 37), DISAGREE), ((1, 42), DISAGREE), (None, DISAGREE)]
+    assert [chosen(p, ANY_PROJECT) for p in "123456"] == [
+        ((2, 15), DISAGREE), ((1, 37), ""), ((2, 37), DISAGREE), ((1, 42), DISAGREE), (None, DISAGREE), ((2, 37), "")]
     detail = choose_grade(readings[("1", 0, "R")], 15).detail
     assert "READPRJ 15: 2" in detail and "READPRJ 37: 3" in detail and "used READPRJ 15 (chosen)" in detail
     assert "first in the fallback order" in choose_grade(readings[("1", 0, "R")], ANY_PROJECT).detail
     assert "no reading by READPRJ 15" in choose_grade(readings[("2", 0, "R")], 15).detail
-    assert set(read_grades(path)) == {("1", 0, "R"), ("3", 0, "R")}  # knees with a chosen reading only
+    assert set(read_grades(path)) == {("1", 0, "R"), ("3", 0, "R"), ("6", 0, "R")}  # knees with a chosen reading only
     path.write_text("ID|SIDE|V00XRKL\n1|1|2\n")  # no READPRJ column: one reading, nothing to choose
     assert read_grades(path)[("1", 0, "R")].value == 2
 

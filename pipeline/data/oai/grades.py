@@ -22,11 +22,12 @@ other projects re-read subsets of the knees, and their grades may differ. Every 
 kept (:func:`read_readings`), and one grade per knee is chosen by :func:`choose_grade`:
 
 - a project number (default 15): that project's reading only. A knee it did not read gets no
-  grade and is reported (:data:`NOT_READ`);
+  grade, and is reported (:data:`NO_CHOSEN_GRADE`), as is a knee it read as missing (a code)
+  that another project graded;
 - ``"any"``: the first project in :data:`READING_PROJECT_ORDER` (15, 37, 42), then any other
   project in ascending number, that gives the knee a known grade. This order is ours, not
-  OAI's: the central reading first, then the other projects in the order OAI numbered them;
-  OAI's notes also say that some knees coded 42 belong to project 37, so 37 comes before 42.
+  OAI's: the central reading first, then the other projects by number (OAI's notes, as quoted
+  in public OAI code, also say that some knees coded 42 belong to project 37).
 
 Whatever the choice, a knee whose readings give different grades is reported
 (:data:`DISAGREE`, with every project's value and which one was used): never resolved silently.
@@ -59,9 +60,9 @@ ANY_PROJECT: str = "any"
 DELIMITERS: tuple[str, ...] = ("|", ",")
 
 #: Reasons a knee's grade is reported with (the unpaired/problems report's ``reason``).
-DISAGREE = "grade readings disagree"
-NOT_READ = "not read by the chosen reading project"
-REASONS: tuple[str, ...] = (DISAGREE, NOT_READ)
+DISAGREE = "readings disagree"
+NO_CHOSEN_GRADE = "no grade from the chosen project"
+REASONS: tuple[str, ...] = (DISAGREE, NO_CHOSEN_GRADE)
 
 
 @dataclass(frozen=True)
@@ -283,7 +284,8 @@ def choose_grade(readings: Sequence[Grade], reading_project: int | str = CENTRAL
         if group is None and set(by_project) == {None}:
             group = by_project[None]  # a file without READPRJ: one reading per knee, nothing to choose
         if group is None:
-            return GradeChoice(None, NOT_READ, f"{listed}; no grade used (no reading by READPRJ {reading_project})")
+            return GradeChoice(None, NO_CHOSEN_GRADE,
+                               f"{listed}; no grade used (no reading by READPRJ {reading_project})")
         chosen = _one_project(group)
         why = "chosen"
     known = {g.value for g in readings if g.value is not None}
@@ -291,6 +293,8 @@ def choose_grade(readings: Sequence[Grade], reading_project: int | str = CENTRAL
         used = (f"used {_project_name(chosen.project)} ({why})" if chosen is not None
                 else "no grade used (rows of one project disagree)")
         return GradeChoice(chosen, DISAGREE, f"{listed}; {used}")
+    if known and chosen is not None and chosen.value is None:
+        return GradeChoice(chosen, NO_CHOSEN_GRADE, f"{listed}; used {_project_name(chosen.project)} ({why}): missing")
     return GradeChoice(chosen)
 
 
