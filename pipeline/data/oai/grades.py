@@ -271,8 +271,11 @@ def choose_grade(readings: Sequence[Grade], reading_project: int | str = CENTRAL
     for g in readings:
         by_project[g.project].append(g)
     order = _project_order(list(by_project))
-    listed = ", ".join(f"{_project_name(p)}: {'/'.join(dict.fromkeys(g.shown for g in by_project[p]))}"
-                       for p in order)
+
+    def listed() -> str:  # every project's reading, for a report's detail
+        return ", ".join(f"{_project_name(p)}: {'/'.join(dict.fromkeys(g.shown for g in by_project[p]))}"
+                         for p in order)
+
     if reading_project == ANY_PROJECT:
         chosen = next((g for p in order if (g := _one_project(by_project[p])) is not None and g.value is not None),
                       None)
@@ -285,16 +288,16 @@ def choose_grade(readings: Sequence[Grade], reading_project: int | str = CENTRAL
             group = by_project[None]  # a file without READPRJ: one reading per knee, nothing to choose
         if group is None:
             return GradeChoice(None, NO_CHOSEN_GRADE,
-                               f"{listed}; no grade used (no reading by READPRJ {reading_project})")
+                               f"{listed()}; no grade used (no reading by READPRJ {reading_project})")
         chosen = _one_project(group)
         why = "chosen"
     known = {g.value for g in readings if g.value is not None}
     if len(known) > 1:
         used = (f"used {_project_name(chosen.project)} ({why})" if chosen is not None
                 else "no grade used (rows of one project disagree)")
-        return GradeChoice(chosen, DISAGREE, f"{listed}; {used}")
+        return GradeChoice(chosen, DISAGREE, f"{listed()}; {used}")
     if known and chosen is not None and chosen.value is None:
-        return GradeChoice(chosen, NO_CHOSEN_GRADE, f"{listed}; used {_project_name(chosen.project)} ({why}): missing")
+        return GradeChoice(chosen, NO_CHOSEN_GRADE, f"{listed()}; used {_project_name(chosen.project)} ({why}): missing")
     return GradeChoice(chosen)
 
 
