@@ -123,7 +123,7 @@ def load_split(
     """Every item of ``split`` run through ``preprocess``; ``keys`` come back as numpy arrays.
 
     ``optional_keys`` (e.g. ``labels``) are loaded too for the items that list them. Each returned
-    dict holds ``subject``, ``side``, ``grade`` (``None`` when not listed), the item's resolved paths
+    dict holds ``subject``, ``side``, ``grade``, ``visit`` (``None`` when not listed), the item's resolved paths
     under ``<key>_path`` and the preprocessed arrays (channel kept).
     """
     wanted = [*keys, *optional_keys]
@@ -138,7 +138,7 @@ def load_split(
             raise InputError(
                 resolved.get("mri"), f"preprocessing subject {item.get('subject')} failed: {err}"
             ) from err
-        rec = {k: item.get(k) for k in ("subject", "side", "grade")}
+        rec = {k: item.get(k) for k in ("subject", "side", "grade", "visit")}
         rec.update({f"{k}_path": item.get(k) for k in manifests.PATH_KEYS})
         for key in wanted:
             if key in optional_keys and not item.get(key):
@@ -212,6 +212,7 @@ def load_cases(
                 ),
                 grade=None if grade is None else int(grade),
                 side=str(rec.get("side") or meta.get("side") or ""),
+                visit=None if rec.get("visit") is None else str(rec["visit"]),
             )
         )
     if not cases:

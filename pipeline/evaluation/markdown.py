@@ -53,7 +53,7 @@ def _banner(data: Mapping[str, Any]) -> list[str]:
         what = (
             "the synthetic paired knee cohort made by `xray2mri synth`"
             if description.startswith(_COHORT_MARK) or not description
-            else f"synthetic data ({description})"
+            else "synthetic data (described below)"
         )
         lines = [
             f"> **Synthetic data.** Every number and image here comes from {what}, not from patients. "
@@ -80,6 +80,7 @@ def render(
     methods = summary["methods"]
     table_methods = [m for m in methods if m != GT_CHECK]
     n = summary["n_test_subjects"]
+    n_cases = summary.get("n_test_cases", n)
     from_mri = JSW_FROM_MRI in summary.get("jsw_reference", [])
     out = [
         "# xray2mri evaluation report",
@@ -87,8 +88,9 @@ def render(
         *_banner(summary.get("data", {"synthetic": summary.get("synthetic_data", True)})),
         "",
         *([f"xray2mri {summary['xray2mri_version']}.", ""] if summary.get("xray2mri_version") else []),
-        f"Test split: **{n} subjects**. All images are compared in the bundle's canonical preprocessed space "
-        "((D, H, W) = (A→P, S→I, R→L), left knees mirrored to the right side).",
+        f"Test split: **{n} subjects**{f' ({n_cases} knees and visits)' if n_cases != n else ''}. All images are "
+        "compared in the bundle's canonical preprocessed space ((D, H, W) = (A→P, S→I, R→L), left knees mirrored "
+        "to the right side).",
         "",
         "**Data ranges.** MRI and radiograph intensities are on the normalised **[0, 1]** scale (robust percentiles "
         "of each image; predictions clipped to [0, 1]); PSNR and SSIM use **data_range = 1.0**; MAE is on the [0, 1] "

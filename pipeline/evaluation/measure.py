@@ -34,6 +34,7 @@ __all__ = [
     "clip01",
     "jsw_lines",
     "evaluate_cases",
+    "case_key",
     "methods_in",
 ]
 
@@ -94,6 +95,7 @@ class Case:
             ``None``: the reference is then the JSW measured on ``mri``.
         grade: Kellgren-Lawrence grade (``None`` when unknown).
         side: "L" or "R" (the knee before mirroring).
+        visit: the item's visit, when the datalist gives one (a subject may have several knees and visits).
     """
 
     subject: str
@@ -103,6 +105,7 @@ class Case:
     jsw_truth: dict[str, float] | None = None
     grade: int | None = None
     side: str = "R"
+    visit: str | None = None
 
 
 @dataclass
@@ -190,6 +193,8 @@ def evaluate_cases(
         gt = clip01(case.mri)
         lines = jsw_lines(case, legend, spacing, **line_kw)
         base = {"subject": case.subject, "grade": case.grade, "side": case.side}
+        if case.visit is not None:
+            base["visit"] = case.visit
         gt_jsw = {k: M.measure_jsw(gt, v, spacing, **gap_kw) for k, v in lines.items()}
         rows.append(_check_row(case, base, lines, gt_jsw, gap_kw))
         truth = (
@@ -222,6 +227,11 @@ def evaluate_cases(
             row["note"] = pred.note
             rows.append(row)
     return rows
+
+
+def case_key(row: Mapping[str, Any]) -> tuple[str, str, str]:
+    """What identifies one case in the rows: (subject, visit, side); a participant's two knees are two cases."""
+    return (str(row["subject"]), str(row.get("visit") or ""), str(row.get("side") or ""))
 
 
 def methods_in(rows: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -99,10 +99,14 @@ def build_report(
     word = "synthetic data" if inputs.data.get("synthetic") else "acquired data"
     curves, log_note = read_training_log(train_log)
     makers: dict[str, tuple[str, Callable[[Path], None]]] = {}
+    subjects = [c.subject for c in inputs.cases]
     for case in inputs.cases[:n_montage]:
         preds = {name: methods[name](case) for name in methods}
-        makers[f"Montage: {case.subject} (KL {case.grade}, {case.side} knee)"] = (
-            f"figures/montage_{case.subject}.png",
+        # a subject with several knees or visits: each montage named by its case
+        stem = case.subject if subjects.count(case.subject) == 1 else "_".join(
+            str(p) for p in (case.subject, case.visit, case.side) if p)
+        makers[f"Montage: {stem.replace('_', ' ')} (KL {case.grade}, {case.side} knee)"] = (
+            f"figures/montage_{stem}.png",
             lambda path, c=case, p=preds: montage(path, c, p, inputs.legend, inputs.spacing, word),
         )
     makers["Metric distributions per grade"] = (
@@ -119,7 +123,7 @@ def build_report(
 
 
 def _write_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
-    first = ["subject", "grade", "side", "method"]
+    first = ["subject", "grade", "side", "method"]  # then visit and the metrics, sorted
     keys = first + sorted({k for r in rows for k in r} - set(first) - {"note"}) + ["note"]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys, restval="")

@@ -26,7 +26,7 @@ import numpy as np
 from scipy import stats
 
 from xray2mri.pipeline.evaluation.baselines import BASELINE_NAMES
-from xray2mri.pipeline.evaluation.measure import GT_CHECK, METRICS, methods_in
+from xray2mri.pipeline.evaluation.measure import GT_CHECK, METRICS, case_key, methods_in
 from xray2mri.transforms.errors import InputError
 
 __all__ = [
@@ -282,6 +282,7 @@ def summarize_rows(
         ),
         "data": data,
         "n_test_subjects": len({r["subject"] for r in rows}),
+        "n_test_cases": len({case_key(r) for r in rows}),
         "space": "canonical preprocessed (D, H, W) = (A->P, S->I, R->L), left knees mirrored to the right",
         "data_ranges": {
             "mri": "[0, 1] (robust-percentile normalised; predictions clipped to [0, 1]); data_range = 1.0",
@@ -358,10 +359,13 @@ def noisy_criteria(model_bar: Mapping[str, Any]) -> list[str]:
 
 
 def _paired(rows: Sequence[Mapping[str, Any]], model: str, base: str, key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-subject values of ``key`` for ``model`` and ``base``, over the subjects where both are finite."""
+    """Per-case values of ``key`` for ``model`` and ``base``, over the cases where both are finite.
 
-    def values(method: str) -> dict[str, float]:
-        return {r["subject"]: float(r.get(key, math.nan)) for r in rows if r["method"] == method}
+    A case is one knee at one visit (:func:`~.measure.case_key`): two knees of one participant are two pairs.
+    """
+
+    def values(method: str) -> dict[tuple, float]:
+        return {case_key(r): float(r.get(key, math.nan)) for r in rows if r["method"] == method}
 
     a, b = values(model), values(base)
     both = [s for s in a if s in b and math.isfinite(a[s]) and math.isfinite(b[s])]
