@@ -4,7 +4,9 @@ Example::
 
     xray2mri report --datalist data/synthetic_knee/datalist.json --base-dir data/synthetic_knee \\
         --predictions "CAE+generator (paper)=runs/demo/eval" --bundle bundles/knee_xray2mri \\
-        --out runs/demo/report --train-log runs/demo/train
+        --out runs/demo/report --train-log runs/demo/train [--criteria pipeline/demo_quality_bar.json]
+
+``xray2mri evaluate`` runs the bundle's evaluate.json first and then this report.
 """
 
 from __future__ import annotations
