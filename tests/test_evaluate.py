@@ -156,3 +156,20 @@ def test_evaluate_refuses_missing_weights_without_partial_output(tiny_cohort, tm
                 "--base-dir", str(tiny_cohort), "--out", str(tmp_path / "out"))
     assert proc.returncode == 1 and "model.pt" in proc.stderr and "no weights" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_failed_bundle_run_leaves_no_partial_predictions(tiny_cohort, tmp_path):
+    import torch
+
+    bundle = make_tiny_bundle(tmp_path / "bundle", whole=False, sizes=SIZES)
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"not_a_layer.weight": torch.zeros(2)}, wrong)  # weights of another network
+    out = tmp_path / "out"
+    proc = _cli("evaluate", "--bundle", str(bundle), "--datalist", str(tiny_cohort / "datalist.json"),
+                "--base-dir", str(tiny_cohort), "--out", str(out), "--weights", str(wrong),
+                "--override", "num_workers", "0")
+    assert proc.returncode == 1 and "step 'evaluate' failed" in proc.stderr
+    assert (out / "evaluate.log").is_file()  # what went wrong is kept
+    assert not (out / "evaluate").exists() and not (out / "report").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".evaluate.")]

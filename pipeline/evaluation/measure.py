@@ -151,7 +151,9 @@ def _jsw_columns(measured: Mapping[str, float], truth: Mapping[str, float]) -> d
     return row
 
 
-def _check_row(case: Case, base: dict, lines: Mapping, gt_jsw: Mapping[str, float], gap_kw: Mapping) -> dict:
+def _check_row(
+    case: Case, base: dict, lines: Mapping, gt_jsw: Mapping[str, float], gap_kw: Mapping, from_labels: bool
+) -> dict:
     """The ground-truth MRI's row: its JSW against the synthetic truth, or (no truth) its JSW as the reference."""
     check: dict[str, Any] = {**base, "method": GT_CHECK}
     if case.jsw_truth is not None:
@@ -163,7 +165,7 @@ def _check_row(case: Case, base: dict, lines: Mapping, gt_jsw: Mapping[str, floa
         check["jsw_reference"] = JSW_FROM_MRI
     check["jsw_lines_medial"] = len(lines.get("medial", []))
     check["jsw_lines_lateral"] = len(lines.get("lateral", []))
-    if case.labels is not None:
+    if case.labels is not None and from_labels:
         label_gap = M.label_jsw(lines, **{k: v for k, v in gap_kw.items() if k == "percentile"})
         check["label_jsw_medial_mm"] = label_gap.get("medial", math.nan)
         check["label_jsw_lateral_mm"] = label_gap.get("lateral", math.nan)
@@ -196,7 +198,7 @@ def evaluate_cases(
         if case.visit is not None:
             base["visit"] = case.visit
         gt_jsw = {k: M.measure_jsw(gt, v, spacing, **gap_kw) for k, v in lines.items()}
-        rows.append(_check_row(case, base, lines, gt_jsw, gap_kw))
+        rows.append(_check_row(case, base, lines, gt_jsw, gap_kw, bool(legend)))
         truth = (
             {k: float(case.jsw_truth.get(k, math.nan)) for k in ("medial", "lateral")}
             if case.jsw_truth is not None

@@ -127,6 +127,9 @@ def evaluate_bundle(
 ) -> dict[str, Any]:
     """Predict ``split`` with the bundle (``out_dir/evaluate``) and write the report (``out_dir/report``).
 
+    Both folders are written atomically (a failure keeps an older one and leaves no partial one);
+    the bundle run's console output is kept in ``out_dir/evaluate.log``.
+
     Args:
         bundle, datalist, base_dir: the bundle folder; a datalist the project's manifests describe
             and the folder its paths are relative to.
@@ -143,6 +146,7 @@ def evaluate_bundle(
         InputError: missing weights, a datalist or criteria file that cannot be used.
         StepError: evaluate.json failed.
     """
+    from xray2mri.pipeline.atomic import atomic_folder
     from xray2mri.pipeline.data import manifests
     from xray2mri.pipeline.evaluation.report import report_from_files
     from xray2mri.pipeline.evaluation.summary import load_criteria
@@ -165,12 +169,13 @@ def evaluate_bundle(
         variant = open_bundle(bundle, configs=EVALUATE_CONFIGS).setting("variant")
         name = VARIANT_NAMES.get(str(variant), f"model ({variant})")
     out.mkdir(parents=True, exist_ok=True)
-    eval_dir = run_evaluate_json(
-        bundle, datalist, base_dir, out / "evaluate", weights=wpath, split=split, configs=configs,
-        overrides=overrides, log=out / "evaluate.log", say=say,
-    )
+    with atomic_folder(out / "evaluate") as tmp:  # a failed run leaves no partial predictions (its log stays)
+        run_evaluate_json(
+            bundle, datalist, base_dir, tmp, weights=wpath, split=split, configs=configs,
+            overrides=overrides, log=out / "evaluate.log", say=say,
+        )
     say(f"report: measuring {name} and the baselines on the {split!r} split")
     return report_from_files(
-        datalist, base_dir, {name: eval_dir / "predictions"}, bundle, out / "report", train_log=train_log,
+        datalist, base_dir, {name: out / "evaluate" / "predictions"}, bundle, out / "report", train_log=train_log,
         split=split, configs=configs, criteria=bar, **report_kwargs,
     )

@@ -298,10 +298,11 @@ def summarize_rows(
     jsw_refs = sorted({str(r["jsw_reference"]) for r in rows if r.get("method") == GT_CHECK and r.get("jsw_reference")})
     if jsw_refs:
         summary["jsw_reference"] = jsw_refs
-    best = headline_model(summary["quality_bar"], methods)
+    best = headline_model(model_names, methods)
     summary["quality_bar_headline"] = {
         "model": best,
-        "passed": bool(best is not None and summary["quality_bar"][best]["pass"]),
+        # None: no criteria were given, so there is no bar to pass
+        "passed": bool(best is not None and summary["quality_bar"][best]["pass"]) if criteria else None,
         "rule": "the model with the highest mean whole-volume PSNR must pass every criterion",
     }
     return summary
@@ -372,7 +373,12 @@ def _paired(rows: Sequence[Mapping[str, Any]], model: str, base: str, key: str) 
     return np.asarray([a[s] for s in both], np.float64), np.asarray([b[s] for s in both], np.float64)
 
 
-def headline_model(quality: Mapping[str, Any], methods: Mapping[str, Mapping[str, Any]]) -> str | None:
-    """The model with the highest mean whole-volume PSNR (the one a demo would install)."""
-    scored = [(float(methods.get(m, {}).get("psnr_db", {}).get("mean", -math.inf)), m) for m in quality]
+def headline_model(models: Sequence[str], methods: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """Of ``models``, the one with the highest mean whole-volume PSNR (the one a demo would install)."""
+
+    def psnr(m: str) -> float:
+        value = methods.get(m, {}).get("psnr_db", {}).get("mean")
+        return -math.inf if value is None or not math.isfinite(value) else float(value)
+
+    scored = [(psnr(m), m) for m in models]
     return max(scored)[1] if scored else None
