@@ -372,3 +372,21 @@ def test_quality_bar_margin_is_undefined_without_paired_subjects():
     assert crit[f"jsw_abs_err_mm < {nn_name}"]["clear"] is None
     assert crit[f"jsw_abs_err_mm < {nn_name}"]["pass"] is False
     assert crit[f"psnr_db >= {mean_name} + 3"]["clear"] is True
+
+
+def test_grade_figure_keeps_subjects_without_a_grade(tmp_path, monkeypatch):
+    """OAI grades can be missing (``.T`` and the like): those subjects are drawn in a "no grade" group,
+    not dropped."""
+    import matplotlib.axes
+
+    from xray2mri.pipeline.evaluation.figures import grade_distributions
+
+    rows = [{"subject": f"S{i}", "grade": g, "method": m, "psnr_db": 20.0 + i, "ssim3d": 0.5, "jsw_abs_err_mm": 1.0}
+            for i, g in enumerate([0, 2, None, None]) for m in ("model", BASELINE_NAMES["mean"])]
+    ticks = []
+    original = matplotlib.axes.Axes.set_xticklabels
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xticklabels",
+                        lambda self, labels, *a, **k: (ticks.append(list(labels)), original(self, labels, *a, **k))[1])
+    grade_distributions(tmp_path / "g.png", rows, ["model", BASELINE_NAMES["mean"]], "acquired data")
+    assert ticks and all(t == ["KL 0", "KL 2", "no grade"] for t in ticks)
+    assert (tmp_path / "g.png").stat().st_size > 1000

@@ -173,7 +173,8 @@ class Criterion:
     @property
     def text(self) -> str:
         """How the report names the criterion."""
-        return f"{self.metric} {self.compare} {self.baseline}" + (f" + {self.margin:g}" if self.margin else "")
+        sign = "+" if self.margin >= 0 else "-"
+        return f"{self.metric} {self.compare} {self.baseline}" + (f" {sign} {abs(self.margin):g}" if self.margin else "")
 
 
 @dataclass(frozen=True)
