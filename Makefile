@@ -46,7 +46,7 @@ MONAILABEL_REQS := fastapi uvicorn pydantic pydantic-settings python-multipart h
 # this project's runtime dependencies (setup.cfg install_requires, less tensorboard), under the pydicom 2.4 pin
 MONAILABEL_OURS := "monai>=1.4" "pytorch-ignite>=0.4.11" "nibabel>=5.0" "SimpleITK>=2.3" "numpy>=1.24" \
 	"pylibjpeg>=2.0" "pylibjpeg-openjpeg>=2.0" "pylibjpeg-libjpeg>=2.0" "pyjpegls>=1.2" "tqdm>=4.60" \
-	"matplotlib>=3.7" "scipy>=1.10" "fire>=0.5"
+	"matplotlib>=3.7" "scipy>=1.15" "fire>=0.5"
 
 $(MLVENV)/.installed: setup.cfg pyproject.toml
 	@test -x $(MLPY) || $(PYTHON) -m venv $(MLVENV)

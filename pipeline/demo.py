@@ -9,9 +9,6 @@ everything else is rewritten under ``out_dir``.
 from __future__ import annotations
 
 import json
-import os
-import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -19,10 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xray2mri.pipeline.data import manifests
+from xray2mri.pipeline.evaluation.run import (
+    VARIANT_NAMES,
+    StepError,
+    bundle_command,
+    run_evaluate_json,
+    run_step,
+)
+from xray2mri.pipeline.evaluation.summary import noisy_criteria
 
-#: Row names of the two network variants in the report, keyed by the bundle's ``variant`` value.
-VARIANT_NAMES: dict[str, str] = {"bottleneck": "CAE+generator (paper)", "geometry": "geometry-aware"}
-#: summary.json metrics printed at the end (see xray2mri.pipeline.evaluation.report).
+#: The demo's quality bar: a property of the demo (its cohort, sizes and training), kept as data.
+DEMO_CRITERIA: Path = Path(__file__).resolve().parent / "demo_quality_bar.json"
+#: summary.json metrics printed at the end (see xray2mri.pipeline.evaluation.summary).
 HEADLINE_METRICS: tuple[str, ...] = ("psnr_db", "psnr_slice_db", "ssim3d", "mae", "jsw_abs_err_mm")
 
 
@@ -46,10 +51,11 @@ class DemoSettings:
     variants: tuple[str, ...] = ("bottleneck", "geometry")
     predict_count: int = 3
     workers: int | None = None
+    criteria: Path = DEMO_CRITERIA
     bundle_overrides: dict[str, object] = field(default_factory=dict)
 
 
-class DemoError(RuntimeError):
+class DemoError(StepError):
     """A demo step failed; the message names the step and the command to re-run it."""
 
 
@@ -57,38 +63,13 @@ def _say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
 
 
-def _run(step: str, cmd: Sequence[str], log: Path | None = None) -> None:
-    """Run one step's command, streaming its output (and teeing it to ``log``)."""
-    _say(f"{step}: {shlex.join(str(c) for c in cmd)}")
-    start = time.perf_counter()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with subprocess.Popen(
-        [str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1
-    ) as proc:
-        sink = open(log, "w") if log else None
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                sys.stdout.write(line)
-                if sink:
-                    sink.write(line)
-        finally:
-            if sink:
-                sink.close()
-        code = proc.wait()
-    if code != 0:
-        where = f" (log: {log})" if log else ""
-        raise DemoError(f"step '{step}' failed with exit status {code}{where}: {shlex.join(str(c) for c in cmd)}")
-    _say(f"{step}: done in {time.perf_counter() - start:.0f} s")
+def _run(step: str, cmd: Sequence[object], log: Path | None = None) -> None:
+    """Run one step's command (:func:`~xray2mri.pipeline.evaluation.run.run_step`), its lines prefixed ``[demo]``."""
+    run_step(step, cmd, log=log, say=_say)
 
 
 def _bundle_cmd(settings: DemoSettings, configs: Sequence[str], overrides: dict[str, object]) -> list[str]:
-    files = [str(settings.bundle / "configs" / c) for c in configs]
-    config_arg = files[0] if len(files) == 1 else json.dumps(files)
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg]
-    for key, value in {"bundle_root": str(settings.bundle), **settings.bundle_overrides, **overrides}.items():
-        cmd += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
-    return cmd
+    return bundle_command(settings.bundle, configs, {**settings.bundle_overrides, **overrides})
 
 
 def make_cohort(settings: DemoSettings) -> None:
@@ -129,27 +110,21 @@ def train(settings: DemoSettings, variant: str) -> Path:
 
 def evaluate(settings: DemoSettings, variant: str, weights: Path) -> Path:
     """Run evaluate.json on the test split with the given weights; returns its output folder."""
-    eval_dir = settings.out_dir / f"eval_{variant}"
-    _run(
-        f"evaluate ({VARIANT_NAMES[variant]})",
-        _bundle_cmd(
-            settings,
-            ["train.json", "evaluate.json"],
-            {"dataset_dir": str(settings.cohort), "datalist": str(settings.cohort / "datalist.json"),
-             "output_dir": str(eval_dir), "variant": variant, "weights": str(weights)},
-        ),
-        log=settings.out_dir / f"eval_{variant}.log",
+    return run_evaluate_json(
+        settings.bundle, settings.cohort / "datalist.json", settings.cohort, settings.out_dir / f"eval_{variant}",
+        weights=weights, overrides={**settings.bundle_overrides, "variant": variant},
+        log=settings.out_dir / f"eval_{variant}.log", step=f"evaluate ({VARIANT_NAMES[variant]})", say=_say,
     )
-    return eval_dir
 
 
 def report(settings: DemoSettings, predictions: Sequence[str], out: Path, *extra: object) -> dict:
-    """``xray2mri report`` of ``NAME=FOLDER`` predictions on the cohort's test split; returns its summary."""
+    """``xray2mri report`` of ``NAME=FOLDER`` predictions on the cohort's test split, judged on the demo's
+    quality bar (``settings.criteria``); returns its summary."""
     _run(
         "report",
         [sys.executable, "-m", "xray2mri.pipeline.cli", "report", "--datalist", settings.cohort / "datalist.json",
          "--base-dir", settings.cohort, "--predictions", *predictions, "--bundle", settings.bundle,
-         "--out", out, *extra],
+         "--out", out, "--criteria", settings.criteria, *extra],
     )
     return json.loads((out / "summary.json").read_text())
 
@@ -225,8 +200,6 @@ def _print_headline(summary: dict, settings: DemoSettings) -> None:
     if bar:
         verdict = "PASS" if bar.get("passed") else "NOT MET"
         _say(f"quality bar for {bar.get('model')}: {verdict} ({bar.get('rule')}; details in the report)")
-        from xray2mri.pipeline.evaluation.report import noisy_criteria
-
         noisy = noisy_criteria(summary.get("quality_bar", {}).get(bar.get("model"), {}))
         if noisy:
             _say("  within the noise of the test split (95 % paired-bootstrap interval of the margin contains 0): "

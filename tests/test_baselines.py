@@ -9,10 +9,10 @@ import pytest
 
 from xray2mri.pipeline.evaluation.baselines import (
     Baselines,
-    load_split,
     mean_volume,
     nearest_neighbour_indices,
 )
+from xray2mri.pipeline.evaluation.inputs import load_split
 from xray2mri.transforms.errors import InputError
 
 

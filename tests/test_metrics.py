@@ -168,20 +168,23 @@ def test_bone_label_ids_need_femur_and_tibia():
         M.bone_label_ids({"air": 0, "muscle": 3})
 
 
-def test_bootstrap_interval_contains_the_mean_and_is_seeded():
-    values = np.random.default_rng(1).normal(30.0, 2.0, size=25)
-    lo, hi = M.bootstrap_ci(values, seed=3)
-    assert lo < values.mean() < hi
-    assert (lo, hi) == M.bootstrap_ci(values, seed=3)
-    assert (lo, hi) != M.bootstrap_ci(values, seed=4)
-    # about +-1.96 standard errors wide
-    se = values.std(ddof=1) / math.sqrt(values.size)
-    assert hi - lo == pytest.approx(2 * 1.96 * se, rel=0.2)
-
-
-def test_summarize_drops_non_finite_values_and_states_n():
-    s = M.summarize([1.0, 2.0, 3.0, math.nan, math.inf], seed=0)
-    assert s["n"] == 3 and s["mean"] == pytest.approx(2.0) and s["std"] == pytest.approx(1.0)
-    assert s["ci95_low"] <= 2.0 <= s["ci95_high"]
-    empty = M.summarize([math.nan])
-    assert empty["n"] == 0 and math.isnan(empty["mean"])
+def test_jsw_places_found_on_the_mri_itself_match_the_label_map_ones():
+    """Without a label map (acquired data) the joint is located on the MRI: the same compartments, the
+    same joint rows, and the same widths as the lines found from the labels."""
+    spacing = (2.0, 1.5, 1.0)
+    labels, vol = _toy_knee(joint_row=16)
+    vol = vol + np.random.default_rng(0).normal(0, 0.01, vol.shape).astype(np.float32)
+    from_labels = M.compartment_lines(labels, LEGEND, spacing)
+    from_mri = M.compartment_lines_from_mri(vol, spacing)
+    for side, gap in (("medial", 2), ("lateral", 4)):
+        lines = from_mri[side]
+        assert lines and all(math.isnan(ln.label_gap_mm) for ln in lines)
+        assert {ln.w for ln in lines} == {ln.w for ln in from_labels[side]}
+        assert np.median([ln.row for ln in lines]) == pytest.approx(np.median([ln.row for ln in from_labels[side]]), abs=1)
+        assert M.measure_jsw(vol, lines, spacing) == pytest.approx(gap * 1.5, abs=0.3)
+    # a knee moved down by 5 rows is found where it is, not where the field's centre is
+    shifted = np.roll(vol, 5, axis=1)
+    rows = [ln.row for ln in M.compartment_lines_from_mri(shifted, spacing)["medial"]]
+    assert np.median(rows) == pytest.approx(np.median([ln.row for ln in from_mri["medial"]]) + 5, abs=1)
+    # no joint band at all: no lines, so JSW is nan rather than a guess
+    assert M.compartment_lines_from_mri(np.full_like(vol, 0.3), spacing) == {"medial": [], "lateral": []}

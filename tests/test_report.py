@@ -12,8 +12,19 @@ import numpy as np
 import pytest
 
 from xray2mri.pipeline.commands import report as report_cmd
+from xray2mri.pipeline.demo import DEMO_CRITERIA
 from xray2mri.pipeline.evaluation import report as R
-from xray2mri.pipeline.evaluation.baselines import BASELINE_NAMES, bundle_preprocessing, load_split
+from xray2mri.pipeline.evaluation import summary as S
+from xray2mri.pipeline.evaluation.baselines import BASELINE_NAMES
+from xray2mri.pipeline.evaluation.inputs import (
+    bundle_preprocessing,
+    load_cases,
+    load_split,
+    read_prediction,
+    read_training_log,
+)
+from xray2mri.pipeline.evaluation.measure import GT_CHECK
+from xray2mri.transforms.errors import InputError
 
 SPACING = 2.0
 SHAPE = (12, 24, 20)  # (A->P, S->I, R->L)
@@ -135,7 +146,7 @@ def fake_run(tmp_path_factory):
     datalist = _make_cohort(root / "cohort")
     bundle = _make_bundle(root / "bundle")
     preprocess, sizes = bundle_preprocessing(bundle)
-    cases = R.load_cases(datalist, root / "cohort", preprocess)
+    cases = load_cases(datalist, root / "cohort", preprocess)
     rng = np.random.default_rng(7)
     _write_predictions(
         root / "good",
@@ -195,6 +206,7 @@ def test_report_end_to_end_writes_every_file_and_judges_the_quality_bar(fake_run
             "--bundle", str(fake_run["bundle"]),
             "--out", str(out),
             "--train-log", str(root / "train_log"),
+            "--criteria", str(DEMO_CRITERIA),
             "--montages", "1",
         ]
     )  # fmt: skip
@@ -204,7 +216,7 @@ def test_report_end_to_end_writes_every_file_and_judges_the_quality_bar(fake_run
         assert (out / name).is_file()
     with open(out / "metrics_per_subject.csv") as f:
         rows = list(csv.DictReader(f))
-    methods = {"good model", "bad model", BASELINE_NAMES["mean"], BASELINE_NAMES["nn"], R.GT_CHECK}
+    methods = {"good model", "bad model", BASELINE_NAMES["mean"], BASELINE_NAMES["nn"], GT_CHECK}
     assert {r["method"] for r in rows} == methods and len(rows) == 3 * len(methods)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["synthetic_data"] is True and "data_range = 1.0" in summary["data_ranges"]["mri"]
@@ -224,7 +236,7 @@ def test_report_end_to_end_writes_every_file_and_judges_the_quality_bar(fake_run
     }
     assert bad["ssim3d"]["mean"] < good["ssim3d"]["mean"]
     # JSW measured on the ground-truth MRI matches the meta JSON (the measurement check)
-    check = summary["methods"][R.GT_CHECK]
+    check = summary["methods"][GT_CHECK]
     assert check["jsw_abs_err_mm"]["mean"] < 0.5
     assert good["jsw_abs_err_mm"]["mean"] < 0.5
     # report.md: states the data are synthetic and the data range; every image it shows exists
@@ -279,8 +291,8 @@ def test_failed_report_leaves_the_previous_one_untouched(fake_run, tmp_path, cap
 
 def test_read_prediction_refuses_a_wrong_shape(tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((2, 3, 4, 5), np.float32), np.eye(4)), tmp_path / "S_mri_pred.nii.gz")
-    with pytest.raises(R.InputError, match="3-D"):
-        R.read_prediction(tmp_path, "S")
+    with pytest.raises(InputError, match="3-D"):
+        read_prediction(tmp_path, "S")
 
 
 def test_parse_predictions_names_rows():
@@ -300,13 +312,13 @@ def test_training_log_keeps_runs_apart_and_reads_csv(tmp_path):
         with SummaryWriter(str(tmp_path / "runs" / run / "tensorboard")) as writer:
             for step in range(3):
                 writer.add_scalar("train_loss", scale / (step + 1), step)
-    curves, note = R.read_training_log(tmp_path / "runs")
+    curves, note = read_training_log(tmp_path / "runs")
     assert set(curves) == {"paper/tensorboard: train_loss", "geometry/tensorboard: train_loss"}
     assert curves["geometry/tensorboard: train_loss"][1] == pytest.approx([0.5, 0.25, 0.5 / 3])
     assert "2 TensorBoard event file" in note
     (tmp_path / "csvlog").mkdir()
     (tmp_path / "csvlog" / "metrics.csv").write_text("epoch,val_psnr,comment\n1,20.5,ok\n2,22.0,ok\n")
-    curves, _ = R.read_training_log(tmp_path / "csvlog")
+    curves, _ = read_training_log(tmp_path / "csvlog")
     assert curves == {"metrics/val_psnr": ([1.0, 2.0], [20.5, 22.0])}
 
 
@@ -329,7 +341,7 @@ def test_quality_bar_margins_say_whether_a_verdict_is_outside_the_subjects_noise
                 "jsw_abs_err_mm": 0.75 + 0.2 * wobble[i],  # 0.25 below the mean volume, 0.05 below NN
             }
         )
-    bar = R.summarize_rows(rows, ["model"], n_boot=500)["quality_bar"]["model"]
+    bar = S.summarize_rows(rows, ["model"], S.load_criteria(DEMO_CRITERIA).criteria, n_boot=500)["quality_bar"]["model"]
     assert bar["pass"] is True
     crit = {c["criterion"]: c for c in bar["criteria"]}
     clear = crit[f"psnr_db >= {mean_name} + 3"]
@@ -354,8 +366,27 @@ def test_quality_bar_margin_is_undefined_without_paired_subjects():
         rows.append({**base, "method": mean_name, "psnr_db": 20.0, "ssim3d": 0.5, "jsw_abs_err_mm": 1.0})
         rows.append({**base, "method": nn_name, "psnr_db": 21.0, "ssim3d": 0.6, "jsw_abs_err_mm": 1.0})
         rows.append({**base, "method": "model", "psnr_db": 30.0 + i, "ssim3d": 0.9, "jsw_abs_err_mm": float("nan")})
-    crit = {c["criterion"]: c for c in R.quality_bar(
-        R.summarize_rows(rows, [], n_boot=200)["methods"], ["model"], rows, n_boot=200)["model"]["criteria"]}
+    criteria = S.load_criteria(DEMO_CRITERIA).criteria
+    crit = {c["criterion"]: c for c in S.quality_bar(
+        S.summarize_rows(rows, [], n_boot=200)["methods"], ["model"], criteria, rows, n_boot=200)["model"]["criteria"]}
     assert crit[f"jsw_abs_err_mm < {nn_name}"]["clear"] is None
     assert crit[f"jsw_abs_err_mm < {nn_name}"]["pass"] is False
     assert crit[f"psnr_db >= {mean_name} + 3"]["clear"] is True
+
+
+def test_grade_figure_keeps_subjects_without_a_grade(tmp_path, monkeypatch):
+    """OAI grades can be missing (``.T`` and the like): those subjects are drawn in a "no grade" group,
+    not dropped."""
+    import matplotlib.axes
+
+    from xray2mri.pipeline.evaluation.figures import grade_distributions
+
+    rows = [{"subject": f"S{i}", "grade": g, "method": m, "psnr_db": 20.0 + i, "ssim3d": 0.5, "jsw_abs_err_mm": 1.0}
+            for i, g in enumerate([0, 2, None, None]) for m in ("model", BASELINE_NAMES["mean"])]
+    ticks = []
+    original = matplotlib.axes.Axes.set_xticklabels
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xticklabels",
+                        lambda self, labels, *a, **k: (ticks.append(list(labels)), original(self, labels, *a, **k))[1])
+    grade_distributions(tmp_path / "g.png", rows, ["model", BASELINE_NAMES["mean"]], "acquired data")
+    assert ticks and all(t == ["KL 0", "KL 2", "no grade"] for t in ticks)
+    assert (tmp_path / "g.png").stat().st_size > 1000

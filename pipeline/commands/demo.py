@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; exit status 1 when a step fails (its message names the step)."""
-    from xray2mri.pipeline.demo import DemoError, DemoSettings, run_demo
+    from xray2mri.pipeline.demo import DemoSettings, run_demo
+    from xray2mri.pipeline.evaluation.run import StepError
 
     settings = DemoSettings(
         bundle=args.bundle, cohort=args.cohort, datalist=args.datalist, out_dir=args.out,
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         run_demo(settings)
-    except DemoError as exc:
+    except StepError as exc:  # DemoError is one
         print(f"xray2mri demo: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -4,7 +4,9 @@ Example::
 
     xray2mri report --datalist data/synthetic_knee/datalist.json --base-dir data/synthetic_knee \\
         --predictions "CAE+generator (paper)=runs/demo/eval" --bundle bundles/knee_xray2mri \\
-        --out runs/demo/report --train-log runs/demo/train
+        --out runs/demo/report --train-log runs/demo/train [--criteria pipeline/demo_quality_bar.json]
+
+``xray2mri evaluate`` runs the bundle's evaluate.json first and then this report.
 """
 
 from __future__ import annotations
@@ -60,6 +62,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--train-log", default=None, help="training run folder with TensorBoard event files or a metrics CSV"
     )
+    p.add_argument(
+        "--criteria", default=None, metavar="JSON",
+        help="quality-bar criteria to judge the models on (e.g. the demo's pipeline/demo_quality_bar.json); "
+        "default: no quality bar",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap intervals (default 0)")
     p.add_argument(
         "--montages", type=int, default=3, help="number of per-subject montage figures (default 3)"
@@ -70,10 +77,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation; print the headline table; exit status 1 on bad input."""
     from xray2mri.pipeline.evaluation.report import report_from_files
+    from xray2mri.pipeline.evaluation.summary import load_criteria
     from xray2mri.transforms.errors import InputError
 
     try:
         predictions = parse_predictions(args.predictions)
+        criteria = load_criteria(args.criteria) if args.criteria else None
         summary = report_from_files(
             args.datalist,
             args.base_dir,
@@ -81,12 +90,19 @@ def run(args: argparse.Namespace) -> int:
             args.bundle,
             args.out,
             train_log=args.train_log,
+            criteria=criteria,
             seed=args.seed,
             n_montage=args.montages,
         )
     except (InputError, argparse.ArgumentTypeError) as err:
         print(f"xray2mri report: {err}", file=sys.stderr)
         return 1
+    print_headline(summary, Path(args.out) / "report.md")
+    return 0
+
+
+def print_headline(summary: dict, report_md: Path) -> None:
+    """The headline numbers of a report's summary, one line per method, the quality bar, and where it is."""
     for method, stats in summary["methods"].items():
         if "psnr_db" not in stats:
             continue
@@ -96,5 +112,4 @@ def run(args: argparse.Namespace) -> int:
         )
     for model, res in summary["quality_bar"].items():
         print(f"quality bar, {model}: {'PASS' if res['pass'] else 'FAIL'}")
-    print(f"report: {Path(args.out) / 'report.md'}")
-    return 0
+    print(f"report: {report_md}")

@@ -553,6 +553,17 @@ def load_datalist(
     return items
 
 
+def load_description(path: str | os.PathLike) -> str:
+    """The datalist's top-level ``description`` (what the data are; ``""`` when it has none).
+
+    Raises:
+        ManifestError: the file is missing or not JSON.
+    """
+    datalist = _read_json(Path(path))
+    value = datalist.get("description") if isinstance(datalist, dict) else None
+    return value if isinstance(value, str) else ""
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))

@@ -21,8 +21,10 @@ What is measured and how (the literature mixes these, so every figure says which
   JSW is the robust minimum over its lines (the radiographic minimum JSW, mJSW, that
   osteoarthritis grading and the OAI's measurements use).
 
-Aggregation over subjects: :func:`summarize` (mean, sample std, seeded 95 % percentile-bootstrap
-interval of the mean).
+Where JSW is measured comes from the ground-truth label map when there is one
+(:func:`compartment_lines`) and otherwise from the ground-truth MRI itself
+(:func:`compartment_lines_from_mri`); either way every method is measured on the same lines.
+Aggregation over subjects lives in :mod:`xray2mri.pipeline.evaluation.summary`.
 """
 
 from __future__ import annotations
@@ -71,8 +73,7 @@ __all__ = [
     "measure_jsw",
     "joint_space_width",
     "label_jsw",
-    "bootstrap_ci",
-    "summarize",
+    "compartment_lines_from_mri",
 ]
 
 
@@ -381,39 +382,97 @@ def label_jsw(lines: Mapping[str, Sequence[JswLine]], percentile: float = JSW_PE
     }
 
 
-# ---------------------------------------------------------------------------------------------
-# Aggregation
-# ---------------------------------------------------------------------------------------------
+def _band_voxels(vol: np.ndarray, bone_rows: int, min_contrast: float) -> np.ndarray:
+    """Voxels of a canonical ``(D, H, W)`` volume that are a bright S->I local maximum with darker
+    voxels (by at least ``min_contrast``) within ``bone_rows`` both above and below: a joint band."""
+    n_rows = vol.shape[1]
+    up = np.full_like(vol, np.inf)
+    down = np.full_like(vol, np.inf)
+    for k in range(1, bone_rows + 1):
+        if k >= n_rows:
+            break
+        up[:, k:] = np.minimum(up[:, k:], vol[:, :-k])
+        down[:, :-k] = np.minimum(down[:, :-k], vol[:, k:])
+    peak = np.ones_like(vol, dtype=bool)
+    peak[:, 1:] &= vol[:, 1:] >= vol[:, :-1]
+    peak[:, :-1] &= vol[:, :-1] >= vol[:, 1:]
+    return peak & (vol - np.maximum(up, down) >= min_contrast)
 
 
-def _finite(values) -> np.ndarray:
-    v = np.asarray(list(values), dtype=np.float64).ravel()
-    return v[np.isfinite(v)]
+def _busy_range(counts: np.ndarray, share: float) -> tuple[int, int] | None:
+    """First and last index whose count reaches ``share`` of the largest count (None if all zero)."""
+    if counts.size == 0 or counts.max() <= 0:
+        return None
+    idx = np.nonzero(counts >= share * counts.max())[0]
+    return int(idx.min()), int(idx.max())
 
 
-def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile-bootstrap interval of the mean of ``values`` (non-finite dropped), seeded.
+def compartment_lines_from_mri(
+    volume,
+    spacing: Sequence[float],
+    slab_mm: float = JSW_SLAB_MM,
+    band_mm: float = JSW_BAND_MM,
+    positions: Mapping[str, float] | None = None,
+    bone_mm: float = 10.0,
+    search_mm: float = 6.0,
+    min_contrast: float = 0.1,
+    share: float = 0.25,
+) -> dict[str, list[JswLine]]:
+    """Where to measure joint-space width when there is no label map: found on the ground-truth MRI itself.
 
-    ``(nan, nan)`` without finite values; a single value gives a zero-width interval.
+    For an acquired MRI (no tissue labels, no synthetic truth) the tibiofemoral joint is located the
+    way :func:`gap_from_profile` sees it: a bright band (cartilage, fluid) between dark bone above and
+    below on S->I lines. Every voxel that is such a band (a local maximum along S->I, at least
+    ``min_contrast`` brighter than the darkest voxel within ``bone_mm`` above and below) votes for its
+    row; the joint row is the row with most votes (smoothed over ``search_mm``). A line (d, w) is
+    usable when it has a band within ``search_mm`` of that row; the joint's R->L extent is the range of
+    columns holding at least ``share`` of the busiest column's usable lines, split at ``positions``
+    (as :func:`compartment_lines`: lateral 0.25, medial 0.75 from the patient's right edge), and
+    around each a ``band_mm`` band of columns in a ``slab_mm`` A->P slab centred on the median depth
+    of that band's usable lines gives the lines. ``label_gap_mm`` is ``nan`` (there is no label map).
+
+    Args:
+        volume: ``(D, H, W)`` canonical MRI (mirrored right knee) on the [0, 1] scale.
+        spacing: voxel size in mm along (D, H, W).
+    Returns ``{"medial": [...], "lateral": [...]}`` of :class:`JswLine`; empty lists when no joint
+    band is found.
     """
-    v = _finite(values)
-    if v.size == 0:
-        return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
-
-
-def summarize(values, n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
-    """``{"mean", "std", "ci95_low", "ci95_high", "n"}`` over the finite values (std with ddof=1)."""
-    v = _finite(values)
-    lo, hi = bootstrap_ci(v, n_boot=n_boot, seed=seed)
-    return {
-        "mean": float(v.mean()) if v.size else math.nan,
-        "std": float(v.std(ddof=1)) if v.size > 1 else (0.0 if v.size else math.nan),
-        "ci95_low": lo,
-        "ci95_high": hi,
-        "n": int(v.size),
-    }
+    vol = np.asarray(volume, dtype=np.float64).squeeze()
+    if vol.ndim != 3:
+        raise ValueError(f"volume: expected a 3-D volume, got shape {np.asarray(volume).shape}")
+    vol = np.moveaxis(vol, (AP_AXIS, SI_AXIS, SAGITTAL_AXIS), (0, 1, 2))
+    sd, sh, sw = (float(spacing[AP_AXIS]), float(spacing[SI_AXIS]), float(spacing[SAGITTAL_AXIS]))
+    positions = dict(positions or JSW_POSITIONS)
+    out: dict[str, list[JswLine]] = {k: [] for k in positions}
+    band = _band_voxels(vol, max(1, round(bone_mm / sh)), min_contrast)
+    votes = band.sum(axis=(0, 2)).astype(np.float64)
+    if votes.max() <= 0:
+        return out
+    s = max(1, round(search_mm / sh))
+    half = max(0, s // 2)
+    smooth = np.convolve(votes, np.ones(2 * half + 1), mode="same")
+    joint_row = int(np.argmax(smooth))
+    lo, hi = max(0, joint_row - s), min(vol.shape[1] - 1, joint_row + s)
+    window = band[:, lo : hi + 1, :]
+    usable = window.any(axis=1)
+    # the band row nearest the joint row on each line
+    offsets = np.abs(np.arange(lo, hi + 1) - joint_row)
+    nearest = np.where(window, offsets[None, :, None], np.iinfo(np.int64).max).argmin(axis=1) + lo
+    cols = _busy_range(usable.sum(axis=0), share)
+    if cols is None:
+        return out
+    w0, w1 = cols
+    half_band = max(0, round(band_mm / sw / 2))
+    half_slab = max(0, round(slab_mm / sd / 2))
+    for name, frac in positions.items():
+        wc = round(w0 + frac * (w1 - w0))
+        cols_in = np.arange(max(0, wc - half_band), min(vol.shape[2], wc + half_band + 1))
+        per_depth = usable[:, cols_in].sum(axis=1)
+        if per_depth.sum() == 0:
+            continue
+        dc = int(np.searchsorted(np.cumsum(per_depth), per_depth.sum() / 2.0))  # the median usable depth
+        for d in range(max(0, dc - half_slab), min(vol.shape[0], dc + half_slab + 1)):
+            for w in cols_in:
+                if usable[d, w]:
+                    out[name].append(JswLine(int(d), int(w), float(nearest[d, w]), math.nan))
+    return out
