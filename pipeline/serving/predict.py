@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -39,14 +39,20 @@ import torch
 
 from xray2mri.pipeline.serving import writers
 from xray2mri.pipeline.serving.bundle import open_bundle
+from xray2mri.pipeline.serving.files import (
+    DICOM_SUFFIX,
+    NIFTI_SUFFIX,
+    PREVIEW_SUFFIX,
+    find_radiographs,
+    output_stem,
+)
 from xray2mri.transforms.errors import InputError, XrayInputError
-from xray2mri.transforms.geometry import MIRRORED_KEY, MRI_AXCODES
+from xray2mri.transforms.geometry import MIRRORED_KEY, canonical_affine
 
 __all__ = [
     "Prediction",
     "Predictor",
     "BatchResult",
-    "canonical_affine",
     "find_radiographs",
     "output_stem",
     "input_error_reason",
@@ -54,17 +60,12 @@ __all__ = [
     "predict_batch",
     "OUTPUT_FORMATS",
     "NIFTI_SUFFIX",
+    "DICOM_SUFFIX",
     "PREVIEW_SUFFIX",
 ]
 
 #: Values of ``--format``.
 OUTPUT_FORMATS: tuple[str, ...] = ("nifti", "dicom")
-#: ``<stem>`` + this is the output volume (NIfTI file, or DICOM series folder without ``.nii.gz``).
-NIFTI_SUFFIX: str = "_mri_synthetic.nii.gz"
-DICOM_SUFFIX: str = "_mri_synthetic"
-PREVIEW_SUFFIX: str = "_preview.png"
-#: File extensions stripped to make an output stem; other names (e.g. UID-named files) stay whole.
-_DICOM_EXTENSIONS: frozenset[str] = frozenset({".dcm", ".dicom", ".dic", ".ima"})
 #: Views of the radiographs the model is meant for; others get a warning.
 _EXPECTED_VIEWS: frozenset[str] = frozenset({"AP", "PA"})
 _EXPECTED_BODY_PART: str = "KNEE"
@@ -91,26 +92,6 @@ class Prediction:
     warnings: list[str] = field(default_factory=list)
     header: Any = None
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def canonical_affine(
-    shape: Sequence[int], spacing: Sequence[float], centre: Sequence[float] = (0.0, 0.0, 0.0)
-) -> np.ndarray:
-    """The voxel -> RAS affine of a volume of ``shape`` in the canonical ``MRI_AXCODES`` frame.
-
-    Voxel sizes are ``spacing`` (mm, per array axis) and the volume's centre (the midpoint of
-    its voxel centres) lies at ``centre`` (RAS mm).
-    """
-    import nibabel as nib
-
-    ornt = nib.orientations.axcodes2ornt(tuple(MRI_AXCODES))
-    affine = np.zeros((4, 4))
-    affine[3, 3] = 1.0
-    for axis, (world_axis, flip) in enumerate(ornt):
-        affine[int(world_axis), axis] = float(flip) * float(spacing[axis])
-    half = (np.asarray(shape, dtype=float) - 1.0) / 2.0
-    affine[:3, 3] = np.asarray(centre, dtype=float) - affine[:3, :3] @ half
-    return affine
 
 
 def input_error_reason(exc: BaseException) -> str | None:
@@ -279,44 +260,6 @@ def _input_warnings(meta: dict, header: Any) -> list[str]:
     if view and view.upper() not in _EXPECTED_VIEWS:
         notes.append(f"ViewPosition is {view!r}, not AP/PA: the model expects a frontal view")
     return notes
-
-
-def find_radiographs(input_path: str | os.PathLike, exclude: Iterable[str | os.PathLike] = ()) -> list[Path]:
-    """The files to try: ``input_path`` itself, or every regular file under it (recursive, sorted).
-
-    Hidden files and folders (names starting with ".") and anything under an ``exclude``
-    folder (e.g. the output folder when it lies inside the input) are skipped.
-
-    Raises:
-        XrayInputError: ``input_path`` does not exist.
-    """
-    root = Path(input_path)
-    if root.is_file():
-        return [root]
-    if not root.is_dir():
-        raise XrayInputError(root, "no such file or folder")
-    excluded = [Path(e).resolve() for e in exclude]
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in excluded
-        )
-        found.extend(here / f for f in sorted(filenames) if not f.startswith(".") and (here / f).is_file())
-    return found
-
-
-def output_stem(path: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
-    """The output stem of ``path``: its name without a DICOM extension, under its sub-folder of ``root``.
-
-    Files found inside sub-folders of the input keep that relative sub-folder, so two
-    ``IM0001`` files in different series cannot overwrite each other's outputs.
-    """
-    path = Path(path)
-    name = path.stem if path.suffix.lower() in _DICOM_EXTENSIONS else path.name
-    if root is not None and Path(root).is_dir():
-        return path.parent.relative_to(root) / name
-    return Path(name)
 
 
 def save_prediction(
