@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xray2mri.pipeline.data import manifests
+from xray2mri.pipeline.training.networks import VARIANT_NAMES, VARIANTS
 
-#: Row names of the two network variants in the report, keyed by the bundle's ``variant`` value.
-VARIANT_NAMES: dict[str, str] = {"bottleneck": "CAE+generator (paper)", "geometry": "geometry-aware"}
 #: summary.json metrics printed at the end (see xray2mri.pipeline.evaluation.report).
 HEADLINE_METRICS: tuple[str, ...] = ("psnr_db", "psnr_slice_db", "ssim3d", "mae", "jsw_abs_err_mm")
 
@@ -43,7 +42,7 @@ class DemoSettings:
     preset: str = "demo"
     epochs: int = 40
     val_interval: int = 5
-    variants: tuple[str, ...] = ("bottleneck", "geometry")
+    variants: tuple[str, ...] = VARIANTS
     predict_count: int = 3
     workers: int | None = None
     bundle_overrides: dict[str, object] = field(default_factory=dict)

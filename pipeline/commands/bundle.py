@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from xray2mri.pipeline.training.networks import VARIANTS
 from xray2mri.transforms.errors import InputError
 
 
@@ -38,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--datalist", type=Path, default=None, help="datalist of the training run (for the splits)")
     e.add_argument("--weights", type=Path, default=None, help="weights to export (default BUNDLE/models/model.pt)")
     e.add_argument("--cohort", default=None, help="one-line description of the training cohort")
-    e.add_argument("--variant", default=None, help="network variant of the weights, if not train.json's")
+    e.add_argument("--variant", default=None, choices=VARIANTS,
+                   help="network variant of the weights, if not train.json's")
     e.set_defaults(func=_export)
 
     v = sub.add_parser("verify", help="check models/* against the SHA-256 recorded in configs/metadata.json")

@@ -10,6 +10,7 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``demo`` sub-command."""
     from xray2mri.pipeline.demo import DemoSettings
+    from xray2mri.pipeline.training.networks import VARIANTS
 
     d = DemoSettings()
     p = subparsers.add_parser(
@@ -25,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--subjects", type=int, default=d.subjects, help=f"cohort size (default {d.subjects})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"cohort seed (default {d.seed})")
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"training epochs per variant (default {d.epochs})")
-    p.add_argument("--variants", nargs="+", choices=("bottleneck", "geometry"), default=list(d.variants),
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(d.variants),
                    help="network variants to train and compare (default both)")
     p.add_argument("--workers", type=int, default=None, help="processes for the cohort (default: all cores)")
     p.add_argument("--override", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),

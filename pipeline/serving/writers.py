@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from xray2mri.pipeline.atomic import atomic_file, atomic_folder
+from xray2mri.transforms.laterality import dicom_laterality
 
 __all__ = [
     "SYNTHETIC_DESCRIPTION",
@@ -175,7 +176,7 @@ def write_dicom_series(
     src_get = (lambda k, d="": getattr(source, k, d) or d) if source is not None else (lambda k, d="": d)
     pid = str(src_get("PatientID"))
     pid = {"pseudonymise": pseudonymise_patient_id(pid), "copy": pid, "none": ""}[patient_id]
-    laterality = str(src_get("Laterality") or src_get("ImageLaterality")).upper()
+    laterality = dicom_laterality(source) if source is not None else None
     now = datetime.datetime.now()
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     study_uid, series_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
@@ -225,7 +226,7 @@ def write_dicom_series(
             ds.StudyID = ""
             ds.SeriesNumber = 1001
             ds.InstanceNumber = k + 1
-            if laterality in ("L", "R"):
+            if laterality is not None:
                 ds.Laterality = laterality
             position = origin + k * step_vec
             ds.ImagePositionPatient = [_ds(v) for v in position]
