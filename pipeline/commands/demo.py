@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from xray2mri.pipeline.commands._help import ExampleHelpFormatter, with_example
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``demo`` sub-command."""
@@ -17,6 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="synthetic cohort -> train both variants -> evaluate vs baselines -> report -> predict",
         description="Run the whole method on the built-in synthetic knee cohort; results go to --out.",
+        epilog=with_example("xray2mri demo --subjects 40 --epochs 5 --out runs/demo_quick"),
+        formatter_class=ExampleHelpFormatter,
     )
     p.add_argument("--bundle", type=Path, default=d.bundle, help=f"bundle folder (default {d.bundle})")
     p.add_argument("--cohort", type=Path, default=d.cohort, help=f"cohort folder, made if missing (default {d.cohort})")
