@@ -14,7 +14,7 @@ DISTRIBUTION: str = "xray2mri"
 UNKNOWN_VERSION: str = "unknown"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def package_version() -> str:
     """The version of the installed ``xray2mri`` distribution (setup.cfg's), e.g. ``"0.1.0"``.
 
