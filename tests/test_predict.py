@@ -253,3 +253,24 @@ def test_predict_and_inference_json_take_the_same_files_and_agree(tiny_bundle, t
         by_predict, by_bundle = nib.load(tmp_path / "p" / name), nib.load(tmp_path / "i" / name)
         np.testing.assert_allclose(by_bundle.affine, by_predict.affine)
         np.testing.assert_allclose(np.asarray(by_bundle.dataobj), np.asarray(by_predict.dataobj), atol=1e-6)
+
+
+def test_a_write_error_in_a_folder_is_reported_for_its_file_only(tiny_bundle, tmp_path, monkeypatch, capsys):
+    """Writes run in the background; a file whose preview cannot be written loses its volume too, the others keep theirs."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    for name in ("a.dcm", "b.dcm", "c.dcm"):
+        _dx(inp / name)
+    real_preview = writers.write_preview_png
+
+    def preview_fails_for_b(volume, affine, path, title=""):
+        if Path(path).name.startswith("b_"):
+            raise OSError(28, "No space left on device")
+        return real_preview(volume, affine, path, title)
+
+    monkeypatch.setattr(writers, "write_preview_png", preview_fails_for_b)
+    assert _predict("--bundle", str(tiny_bundle), "--input", str(inp), "--output", str(out)) == 1
+    captured = capsys.readouterr()
+    (line,) = [r for r in captured.err.splitlines() if ": rejected: " in r]
+    assert line.startswith(f"{inp / 'b.dcm'}: rejected: ") and "No space left" in line
+    assert "predicted 2 of 3" in captured.out
+    assert _files(out) == ["a_mri_synthetic.nii.gz", "a_preview.png", "c_mri_synthetic.nii.gz", "c_preview.png"]

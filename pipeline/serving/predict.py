@@ -22,7 +22,9 @@ a file that cannot be used (not DICOM, no pixel data, colour, ...) is rejected w
 reason from its :class:`~xray2mri.transforms.errors.XrayInputError` and the batch goes on;
 a radiograph of another body part or view is processed with a warning taken from its tags.
 Outputs are written atomically, and a volume whose preview fails is removed, so no partial
-output is ever left behind.
+output is ever left behind. :func:`predict_batch` writes each radiograph's outputs in a
+background thread (:class:`~xray2mri.pipeline.serving.write_queue.BackgroundWriter`) while the
+next radiograph is loaded and predicted; a write error is reported for its file like a rejection.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from xray2mri.pipeline.serving.files import (
     find_radiographs,
     output_stem,
 )
+from xray2mri.pipeline.serving.write_queue import BackgroundWriter, OutputJob, WriteResult, write_all_or_none
 from xray2mri.transforms.errors import InputError, XrayInputError
 from xray2mri.transforms.geometry import MIRRORED_KEY, canonical_affine
 
@@ -56,6 +59,7 @@ __all__ = [
     "find_radiographs",
     "output_stem",
     "input_error_reason",
+    "prediction_outputs",
     "save_prediction",
     "predict_batch",
     "OUTPUT_FORMATS",
@@ -262,6 +266,39 @@ def _input_warnings(meta: dict, header: Any) -> list[str]:
     return notes
 
 
+def prediction_outputs(
+    prediction: Prediction,
+    output_dir: str | os.PathLike,
+    stem: str | os.PathLike,
+    fmt: Literal["nifti", "dicom"] = "nifti",
+    patient_id: writers.PatientIdPolicy = "pseudonymise",
+) -> list[OutputJob]:
+    """The outputs of one prediction, as jobs that each write one file or folder atomically when called:
+    the volume (NIfTI file or DICOM series folder), then its PNG preview.
+
+    Nothing is written here; run the list with :func:`~xray2mri.pipeline.serving.write_queue.write_all_or_none`
+    (as :func:`save_prediction` does) or a :class:`~xray2mri.pipeline.serving.write_queue.BackgroundWriter`.
+    """
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"format must be one of {OUTPUT_FORMATS}, got {fmt!r}")
+    base = Path(output_dir) / stem
+    title = f"{prediction.source.name}" + (" (left knee, mirrored back)" if prediction.mirrored else "")
+    volume, affine = prediction.volume, prediction.affine
+    if fmt == "nifti":
+        def write_volume() -> Path:
+            return writers.write_nifti(volume, affine, f"{base}{NIFTI_SUFFIX}")
+    else:
+        def write_volume() -> Path:
+            return writers.write_dicom_series(
+                volume, affine, f"{base}{DICOM_SUFFIX}", source=prediction.header, patient_id=patient_id
+            )
+
+    def write_preview() -> Path:
+        return writers.write_preview_png(volume, affine, f"{base}{PREVIEW_SUFFIX}", title)
+
+    return [write_volume, write_preview]
+
+
 def save_prediction(
     prediction: Prediction,
     output_dir: str | os.PathLike,
@@ -269,36 +306,15 @@ def save_prediction(
     fmt: Literal["nifti", "dicom"] = "nifti",
     patient_id: writers.PatientIdPolicy = "pseudonymise",
 ) -> list[Path]:
-    """Write the volume (NIfTI file or DICOM series folder) and its PNG preview; returns their paths.
+    """Write the volume (NIfTI file or DICOM series folder) and its PNG preview now; returns their paths.
 
     Each is written atomically; if the preview fails, the volume just written is removed, so
-    a radiograph has either both outputs or none.
+    a radiograph has either both outputs or none. The time taken is ``prediction.timings["write"]``.
     """
-    if fmt not in OUTPUT_FORMATS:
-        raise ValueError(f"format must be one of {OUTPUT_FORMATS}, got {fmt!r}")
     t0 = time.perf_counter()
-    base = Path(output_dir) / stem
-    base.parent.mkdir(parents=True, exist_ok=True)
-    title = f"{prediction.source.name}" + (" (left knee, mirrored back)" if prediction.mirrored else "")
-    if fmt == "nifti":
-        volume_path = writers.write_nifti(prediction.volume, prediction.affine, f"{base}{NIFTI_SUFFIX}")
-    else:
-        volume_path = writers.write_dicom_series(
-            prediction.volume, prediction.affine, f"{base}{DICOM_SUFFIX}", source=prediction.header,
-            patient_id=patient_id,
-        )
-    try:
-        preview = writers.write_preview_png(prediction.volume, prediction.affine, f"{base}{PREVIEW_SUFFIX}", title)
-    except BaseException:
-        if volume_path.is_dir():
-            import shutil
-
-            shutil.rmtree(volume_path, ignore_errors=True)
-        else:
-            volume_path.unlink(missing_ok=True)
-        raise
+    paths = write_all_or_none(prediction_outputs(prediction, output_dir, stem, fmt, patient_id))
     prediction.timings["write"] = time.perf_counter() - t0
-    return [volume_path, preview]
+    return paths
 
 
 @dataclass
@@ -340,7 +356,9 @@ def predict_batch(
     A rejected file is reported through ``echo`` as ``"<file>: rejected: <reason>"`` and a
     warning as ``"<file>: warning: <text>"``, as they happen. ``progress`` shows a tqdm bar for
     folders (``None``: only on a terminal). Errors other than bad input (e.g. a full disk)
-    are reported per file the same way, and the batch goes on.
+    are reported per file the same way, and the batch goes on. Each file's outputs
+    (:func:`prediction_outputs`) are written, all or none, in a background thread while the
+    next file is predicted; ``result.written`` keeps the input order.
     """
     from tqdm.auto import tqdm
 
@@ -353,22 +371,37 @@ def predict_batch(
     bar = tqdm(
         files, desc="predict", unit="file", disable=(root is None) or (None if progress is None else not progress)
     )
-    for path in bar:
-        try:
-            prediction = predictor.predict(path)
-            for note in prediction.warnings:
-                result.warnings.append((path, note))
-                say(f"{path}: warning: {note}")
-            outputs = save_prediction(prediction, output_dir, output_stem(path, root), fmt, patient_id)
-        except XrayInputError as exc:
-            result.rejected.append((path, exc.reason))
-            say(f"{path}: rejected: {exc.reason}")
-        except Exception as exc:  # one bad file must not stop a batch; report it like a rejection
-            reason = input_error_reason(exc) or f"{type(exc).__name__}: {exc}"
-            result.rejected.append((path, reason))
-            say(f"{path}: rejected: {reason}")
-        else:
-            result.written.append((path, outputs))
+    # Network on the main thread, writing on a background one: each radiograph's outputs (a list
+    # of write jobs, all or none) are written while the next radiograph is loaded and predicted.
+    with BackgroundWriter() as writer:
+        for path in bar:
+            try:
+                prediction = predictor.predict(path)
+                for note in prediction.warnings:
+                    result.warnings.append((path, note))
+                    say(f"{path}: warning: {note}")
+                writer.submit(path, prediction_outputs(prediction, output_dir, output_stem(path, root), fmt, patient_id))
+            except Exception as exc:  # one bad file must not stop a batch; report it like a rejection
+                _reject(result, path, exc, say)
+            for done in writer.finished():
+                _record_write(result, done, say)
+        for done in writer.close():
+            _record_write(result, done, say)
     bar.close()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _reject(result: BatchResult, path: Path, exc: BaseException, say: Callable[[str], None]) -> None:
+    """Record and report a radiograph that gave no output: the input's reason, else the error itself."""
+    reason = input_error_reason(exc) or f"{type(exc).__name__}: {exc}"
+    result.rejected.append((path, reason))
+    say(f"{path}: rejected: {reason}")
+
+
+def _record_write(result: BatchResult, done: WriteResult, say: Callable[[str], None]) -> None:
+    """Record one radiograph's written outputs, or its write error as a rejection (nothing of it is left)."""
+    if done.error is not None:
+        _reject(result, done.key, done.error, say)
+    else:
+        result.written.append((done.key, done.outputs))
