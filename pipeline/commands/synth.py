@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "widths, geometry, every random parameter); DIR/tissues.json (legend) and DIR/datalist.json "
             "(split by subject). The same seed gives the same files, whatever the number of workers."
         ),
-        epilog=with_example("xray2mri synth --out data/synthetic_knee --subjects 20 --seed 0 --preview"),
+        epilog=with_example("xray2mri synth --out data/synthetic_small --subjects 20 --seed 0 --preview"),
         formatter_class=ExampleHelpFormatter,
     )
     parser.add_argument("--out", metavar="DIR", required=True, help="cohort folder to write")
