@@ -46,7 +46,7 @@ def test_every_help_ends_with_a_runnable_example(words, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert EXAMPLE_HEADING in [line.strip() for line in lines], f"xray2mri {' '.join(words)} --help has no example"
     example = lines[[line.strip() for line in lines].index(EXAMPLE_HEADING) + 1].strip()
-    argv = shlex.split(example)
+    argv = shlex.split(example, comments=True)
     assert argv[0] == "xray2mri" and tuple(argv[1 : 1 + len(words)]) == words, example
     args = cli.build_parser().parse_args(argv[1:])  # exits (SystemExit) if the example does not parse
     assert callable(args.func)

@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="synthetic cohort -> train both variants -> evaluate vs baselines -> report -> predict",
         description="Run the whole method on the built-in synthetic knee cohort; results go to --out.",
-        epilog=with_example("xray2mri demo --epochs 5 --out runs/demo_quick"),
+        epilog=with_example("xray2mri demo --out runs/demo --epochs 40  # what make demo runs"),
         formatter_class=ExampleHelpFormatter,
     )
     p.add_argument("--bundle", type=Path, default=d.bundle, help=f"bundle folder (default {d.bundle})")
