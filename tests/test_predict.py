@@ -47,6 +47,10 @@ def test_canonical_affine_is_pil_centred_on_the_field():
     assert nib.aff2axcodes(aff) == ("P", "I", "L")
     np.testing.assert_allclose(nib.affines.voxel_sizes(aff), (1.0, 2.0, 3.0))
     np.testing.assert_allclose(aff @ [1.5, 2.5, 3.5, 1.0], [0, 0, 0, 1], atol=1e-12)
+    # one number is an isotropic voxel; the centre voxel lands on the given RAS point (the synthetic cohort's use)
+    iso = canonical_affine((5, 5, 5), 2.0, (10.0, -20.0, 30.0))
+    np.testing.assert_allclose(nib.affines.voxel_sizes(iso), (2.0, 2.0, 2.0))
+    np.testing.assert_allclose(iso @ [2, 2, 2, 1], [10.0, -20.0, 30.0, 1], atol=1e-12)
 
 
 def test_round_trip_nifti_and_dicom(tiny_bundle, tmp_path, capsys):
