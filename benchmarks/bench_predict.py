@@ -1,8 +1,13 @@
-"""Latency of ``xray2mri predict`` per radiograph, split into load+preprocess, forward and write.
+"""Latency of ``xray2mri predict`` per radiograph: each stage alone, and a folder as the command runs it.
 
 Runs the bundle's inference pipeline (:class:`xray2mri.pipeline.serving.predict.Predictor`) on one
-radiograph DICOM several times after a warm-up and prints the median of each stage and of
-the total, against the target of 1 s per radiograph on CPU for the demo model.
+radiograph DICOM several times after a warm-up and prints the median of each stage
+(load+preprocess, forward, write: NIfTI or DICOM plus the PNG preview, one after the other);
+then predicts a folder of ``--batch`` copies with
+:func:`~xray2mri.pipeline.serving.predict.predict_batch`, which writes each radiograph's outputs
+in a background thread while the next one is read, and prints the wall time per radiograph
+(median of ``--rounds`` rounds) against the target of 100 ms per radiograph for the demo model
+on one CPU core. Measure the target as stated: ``taskset -c 0 python benchmarks/bench_predict.py --threads 1``.
 
 The radiograph is ``--input`` when given, else a synthetic DX written to a temporary folder
 at the demo cohort's detector size and pitch (``xray2mri.pipeline.data.synth.presets``). The
@@ -13,7 +18,7 @@ the pipeline, not of the model's quality, and the output says which weights were
 Usage::
 
     python benchmarks/bench_predict.py [--bundle bundles/knee_xray2mri] [--input knee.dcm]
-        [--runs 7] [--format nifti|dicom] [--device cpu] [--threads N]
+        [--runs 7] [--batch 8] [--rounds 3] [--format nifti|dicom] [--device cpu] [--threads N]
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-TARGET_S = 1.0
+TARGET_S = 0.1
 STAGES = ("load_preprocess", "forward", "write")
 
 
@@ -49,12 +54,14 @@ def synthetic_radiograph(path: Path, shape: tuple[int, int], pixel_mm: float, se
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns 0 when the median total meets the target, else 1."""
     from xray2mri.pipeline.data.synth.presets import PRESETS
-    from xray2mri.pipeline.serving.predict import Predictor, save_prediction
+    from xray2mri.pipeline.serving.predict import Predictor, predict_batch, save_prediction
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", default="bundles/knee_xray2mri")
     parser.add_argument("--input", default=None, help="radiograph DICOM (default: a synthetic demo-size DX)")
     parser.add_argument("--runs", type=int, default=7, help="timed runs after one warm-up (default 7)")
+    parser.add_argument("--batch", type=int, default=8, help="radiographs in the folder run (default 8)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed folder runs after one warm-up (default 3)")
     parser.add_argument("--format", choices=("nifti", "dicom"), default="nifti")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -89,6 +96,18 @@ def main(argv: list[str] | None = None) -> int:
                     samples[stage].append(prediction.timings[stage])
         totals = [sum(v) for v in zip(*(samples[s] for s in STAGES))]
 
+        folder = tmp_path / "batch"
+        folder.mkdir()
+        for i in range(args.batch):
+            (folder / f"knee{i:03d}.dcm").write_bytes(source.read_bytes())
+        per_radiograph = []
+        for run in range(args.rounds + 1):  # run 0 is the warm-up
+            result = predict_batch(predictor, folder, tmp_path / f"batch_out{run}", fmt=args.format, progress=False)
+            if len(result.written) != args.batch:
+                raise RuntimeError(f"the folder run wrote {len(result.written)} of {args.batch}: {result.rejected}")
+            if run > 0:
+                per_radiograph.append(result.seconds / args.batch)
+
     params = sum(p.numel() for p in predictor.network.parameters())
     print(f"device: {predictor.device}, torch threads: {torch.get_num_threads()}, torch {torch.__version__}")
     print(
@@ -101,9 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"median over {args.runs} runs after 1 warm-up:")
     for stage in STAGES:
         print(f"  {stage:16s} {statistics.median(samples[stage]) * 1000:8.1f} ms")
-    total = statistics.median(totals)
+    print(f"  {'sum of stages':16s} {statistics.median(totals) * 1000:8.1f} ms")
+    total = statistics.median(per_radiograph)
     verdict = "meets" if total <= TARGET_S else "MISSES"
-    print(f"  {'total':16s} {total * 1000:8.1f} ms  ({verdict} the {TARGET_S:.0f} s target)")
+    print(
+        f"folder of {args.batch} as `xray2mri predict` runs it (median of {args.rounds} rounds): "
+        f"{total * 1000:.1f} ms per radiograph ({verdict} the {TARGET_S * 1000:.0f} ms target)"
+    )
     return 0 if total <= TARGET_S else 1
 
 

@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from xray2mri.pipeline import demo
+from xray2mri.pipeline.training.networks import VARIANT_NAMES, VARIANTS
 
 
 def _signed(value: float | None) -> str:
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     d = demo.DemoSettings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="training seeds (train.json: 0)")
-    parser.add_argument("--variant", default="geometry", choices=sorted(demo.VARIANT_NAMES))
+    parser.add_argument("--variant", default="geometry", choices=VARIANTS)
     parser.add_argument("--out", type=Path, default=Path("runs/seeds"))
     parser.add_argument("--bundle", type=Path, default=d.bundle, help=f"bundle folder (default {d.bundle})")
     parser.add_argument("--cohort", type=Path, default=d.cohort, help=f"the demo's cohort (default {d.cohort})")
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.out_dir.mkdir(parents=True, exist_ok=True)
         weights = demo.best_checkpoint(demo.train(settings, args.variant))
         eval_dir = demo.evaluate(settings, args.variant, weights)
-        predictions.append(f"{demo.VARIANT_NAMES[args.variant]}, seed {seed}={eval_dir / 'predictions'}")
+        predictions.append(f"{VARIANT_NAMES[args.variant]}, seed {seed}={eval_dir / 'predictions'}")
 
     report_dir = args.out / "report"
     summary = demo.report(base, predictions, report_dir, "--montages", "0")

@@ -12,6 +12,7 @@ import pkgutil
 import sys
 
 from xray2mri.pipeline import commands
+from xray2mri.pipeline.version import package_version
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xray2mri", description="One knee radiograph in, one 3-D MRI volume out (MONAI)."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):  # helpers of the commands, not commands

@@ -17,13 +17,13 @@ from pathlib import Path
 
 from xray2mri.pipeline.data import manifests
 from xray2mri.pipeline.evaluation.run import (
-    VARIANT_NAMES,
     StepError,
     bundle_command,
     run_evaluate_json,
     run_step,
 )
 from xray2mri.pipeline.evaluation.summary import noisy_criteria
+from xray2mri.pipeline.training.networks import VARIANT_NAMES, VARIANTS
 
 #: The demo's quality bar: a property of the demo (its cohort, sizes and training), kept as data.
 DEMO_CRITERIA: Path = Path(__file__).resolve().parent / "demo_quality_bar.json"
@@ -48,7 +48,7 @@ class DemoSettings:
     preset: str = "demo"
     epochs: int = 40
     val_interval: int = 5
-    variants: tuple[str, ...] = ("bottleneck", "geometry")
+    variants: tuple[str, ...] = VARIANTS
     predict_count: int = 3
     workers: int | None = None
     criteria: Path = DEMO_CRITERIA

@@ -13,9 +13,10 @@ import pytest
 import torch
 from bundle_factory import make_tiny_bundle
 
-from xray2mri.pipeline.demo import VARIANT_NAMES, DemoError, DemoSettings, make_cohort
+from xray2mri.pipeline.demo import DemoError, DemoSettings, make_cohort
 from xray2mri.pipeline.training.checkpoints import BEST_NAME, load_checkpoint, model_state
 from xray2mri.pipeline.training.engine import train_setting
+from xray2mri.pipeline.training.networks import VARIANT_NAMES
 
 EPOCHS = 5  # the demo validates every 5 epochs; one validation writes the best checkpoint
 # the whole 160 mm field of the demo cohort, coarse; 16 voxels hold the 11-voxel SSIM window of the metrics

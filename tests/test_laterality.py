@@ -33,6 +33,28 @@ def test_laterality_from_image_laterality_then_laterality(tmp_path, image_latera
 
 
 @pytest.mark.parametrize(
+    ("image_laterality", "laterality", "expected"),
+    [("L", None, "L"), (None, "R", "R"), ("L", "R", "L"), ("B", "L", None), (None, None, None)],
+)
+def test_every_reader_of_a_dicom_side_agrees(tmp_path, image_laterality, laterality, expected):
+    """The loader, the datalist check and the MR series writer read a radiograph's side one way."""
+    import pydicom
+
+    from xray2mri.pipeline.data.manifests import _check_xray
+    from xray2mri.pipeline.serving.writers import write_dicom_series
+    from xray2mri.transforms.geometry import canonical_affine
+    from xray2mri.transforms.laterality import dicom_laterality
+
+    path = xf.save(xf.make_radiograph(image_laterality=image_laterality, laterality=laterality), tmp_path / "x.dcm")
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    assert dicom_laterality(header) == expected
+    assert LoadXray()(path).meta["laterality"] == expected
+    assert _check_xray(str(path))[1] == expected
+    series = write_dicom_series(np.zeros((2, 3, 4)), canonical_affine((2, 3, 4), 1.0), tmp_path / "mr", source=header)
+    assert pydicom.dcmread(sorted(series.iterdir())[0]).get("Laterality") == expected
+
+
+@pytest.mark.parametrize(
     ("value", "expected"),
     [("L", "L"), (" left ", "L"), ("r", "R"), ("RIGHT", "R"), ("B", None), ("U", None), ("", None), (None, None)],
 )

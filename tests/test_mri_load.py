@@ -217,6 +217,18 @@ def _single_frame_dicom(tmp_path):
     return get_testdata_file("MR_small.dcm")  # a real MR slice that ships with pydicom
 
 
+def _multiframe_without_groups(tmp_path):
+    """A 10-frame MR file whose frames have no functional groups (a legacy multi-frame export)."""
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    pixels = ds.pixel_array
+    ds.NumberOfFrames = 10
+    ds.PixelData = np.stack([pixels + k for k in range(10)]).astype(pixels.dtype).tobytes()
+    path = str(tmp_path / "legacy_multiframe.dcm")
+    ds.save_as(path)
+    assert pydicom.dcmread(path).pixel_array.shape == (10, ds.Rows, ds.Columns)
+    return path
+
+
 def _empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "README").write_text("no images here")
@@ -280,6 +292,11 @@ NIFTI_REFUSALS = {
 }
 DICOM_REFUSALS = {
     "single frame": (_single_frame_dicom, "single-frame DICOM image is one slice", False),
+    "multi-frame without groups": (
+        _multiframe_without_groups,
+        "multi-frame DICOM of 10 frames without PerFrameFunctionalGroupsSequence",
+        False,
+    ),
     "empty folder": (_empty_folder, "no DICOM images", False),
     "missing slice": (_missing_slice, "non-uniform slice spacing: 3 mm between slices 3 and 4", False),
     "uneven spacing": (_uneven_spacing, "non-uniform slice spacing", False),

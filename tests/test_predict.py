@@ -22,7 +22,9 @@ from bundle_factory import write_dx as _dx
 
 from xray2mri.pipeline import cli
 from xray2mri.pipeline.serving import writers
-from xray2mri.pipeline.serving.predict import Predictor, canonical_affine, find_radiographs, output_stem
+from xray2mri.pipeline.serving.files import find_radiographs, output_stem
+from xray2mri.pipeline.serving.predict import Predictor
+from xray2mri.transforms.geometry import canonical_affine
 from xray2mri.transforms.mri import LoadMri
 
 
@@ -45,6 +47,10 @@ def test_canonical_affine_is_pil_centred_on_the_field():
     assert nib.aff2axcodes(aff) == ("P", "I", "L")
     np.testing.assert_allclose(nib.affines.voxel_sizes(aff), (1.0, 2.0, 3.0))
     np.testing.assert_allclose(aff @ [1.5, 2.5, 3.5, 1.0], [0, 0, 0, 1], atol=1e-12)
+    # one number is an isotropic voxel; the centre voxel lands on the given RAS point (the synthetic cohort's use)
+    iso = canonical_affine((5, 5, 5), 2.0, (10.0, -20.0, 30.0))
+    np.testing.assert_allclose(nib.affines.voxel_sizes(iso), (2.0, 2.0, 2.0))
+    np.testing.assert_allclose(iso @ [2, 2, 2, 1], [10.0, -20.0, 30.0, 1], atol=1e-12)
 
 
 def test_round_trip_nifti_and_dicom(tiny_bundle, tmp_path, capsys):
@@ -214,3 +220,61 @@ def test_radiograph_without_a_side_is_predicted_with_a_warning(tiny_bundle, tmp_
     assert (tmp_path / "out" / "noside_mri_synthetic.nii.gz").exists()
     err = capsys.readouterr().err
     assert "noside.dcm: warning: no ImageLaterality/Laterality" in err
+
+
+def test_predict_and_inference_json_take_the_same_files_and_agree(tiny_bundle, tmp_path, capsys):
+    """One input rule: nested folders and extensionless DICOM are taken, hidden names skipped, by both ways in."""
+    from monai.bundle import ConfigWorkflow
+
+    from xray2mri.pipeline.serving.volume_outputs import inference_items
+
+    inp = tmp_path / "in"
+    _dx(inp / "top.dcm", "R")
+    _dx(inp / "visit1" / "001", "L")  # OAI-style: no extension, in a sub-folder
+    _dx(inp / "visit2" / "001", "R")  # the same name elsewhere must not collide
+    _dx(inp / ".cache" / "old.dcm", "R")  # hidden folder
+    _dx(inp / "visit1" / ".001.swp", "R")  # hidden file
+    (inp / "README.txt").write_text("not a radiograph")
+    expected = ["README.txt", "top.dcm", "visit1/001", "visit2/001"]
+    assert [str(p.relative_to(inp)) for p in find_radiographs(inp)] == expected
+    items = inference_items(str(inp))
+    assert [str(Path(i["xray"]).relative_to(inp)) for i in items] == expected[1:]  # README left out, with a warning
+
+    assert _predict("--bundle", str(tiny_bundle), "--input", str(inp), "--output", str(tmp_path / "p")) == 1
+    assert f"{inp / 'README.txt'}: rejected: " in capsys.readouterr().err
+    wf = ConfigWorkflow(
+        config_file=str(tiny_bundle / "configs" / "inference.json"), logging_file=False, workflow_type=None,
+        meta_file=str(tiny_bundle / "configs" / "metadata.json"), bundle_root=str(tiny_bundle),
+        input=str(inp), output_dir=str(tmp_path / "i"), device="$torch.device('cpu')",
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    volumes = ["top_mri_synthetic.nii.gz", "visit1/001_mri_synthetic.nii.gz", "visit2/001_mri_synthetic.nii.gz"]
+    assert [f for f in _files(tmp_path / "p") if f.endswith(".nii.gz")] == volumes
+    assert _files(tmp_path / "i") == volumes
+    for name in volumes:
+        by_predict, by_bundle = nib.load(tmp_path / "p" / name), nib.load(tmp_path / "i" / name)
+        np.testing.assert_allclose(by_bundle.affine, by_predict.affine)
+        np.testing.assert_allclose(np.asarray(by_bundle.dataobj), np.asarray(by_predict.dataobj), atol=1e-6)
+
+
+def test_a_write_error_in_a_folder_is_reported_for_its_file_only(tiny_bundle, tmp_path, monkeypatch, capsys):
+    """Writes run in the background; a file whose preview cannot be written loses its volume too, the others keep theirs."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    for name in ("a.dcm", "b.dcm", "c.dcm"):
+        _dx(inp / name)
+    real_preview = writers.write_preview_png
+
+    def preview_fails_for_b(volume, affine, path, title=""):
+        if Path(path).name.startswith("b_"):
+            raise OSError(28, "No space left on device")
+        return real_preview(volume, affine, path, title)
+
+    monkeypatch.setattr(writers, "write_preview_png", preview_fails_for_b)
+    assert _predict("--bundle", str(tiny_bundle), "--input", str(inp), "--output", str(out)) == 1
+    captured = capsys.readouterr()
+    (line,) = [r for r in captured.err.splitlines() if ": rejected: " in r]
+    assert line.startswith(f"{inp / 'b.dcm'}: rejected: ") and "No space left" in line
+    assert "predicted 2 of 3" in captured.out
+    assert _files(out) == ["a_mri_synthetic.nii.gz", "a_preview.png", "c_mri_synthetic.nii.gz", "c_preview.png"]

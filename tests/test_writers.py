@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from xray2mri.pipeline.serving import writers
-from xray2mri.pipeline.serving.predict import canonical_affine
+from xray2mri.transforms.geometry import canonical_affine
 
 
 def _volume(shape=(5, 6, 7), seed=0) -> np.ndarray:

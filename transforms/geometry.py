@@ -5,9 +5,16 @@ columns running from the patient's right to left; the projection direction is
 anterior -> posterior. The MRI array is laid out (depth, rows, cols) =
 (A->P, S->I, R->L), i.e. nibabel/MONAI axis codes ``"PIL"``, so that its (rows, cols)
 grid lies on the radiograph's field of view and summing over depth mimics the projection.
+
+:func:`canonical_affine` is the voxel -> world affine of such an array: every volume this
+project generates (the synthetic cohort's MRI, the predicted MRI) is placed with it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
 
 #: MONAI/nibabel axis codes of the canonical MRI array (depth, rows, cols).
 MRI_AXCODES: str = "PIL"
@@ -22,3 +29,35 @@ MIRRORED_KEY: str = "mirrored_to_canonical"
 #: Array axis (with channel) that a left-right mirror flips: the column axis, last in both
 #: the radiograph (1, H, W) and the MRI (1, D, H, W).
 LR_FLIP_AXIS: int = -1
+
+#: RAS world axis and direction of each nibabel/MONAI axis code ("R" = towards the patient's right = +x).
+_AXCODE_WORLD: dict[str, tuple[int, float]] = {
+    "R": (0, 1.0), "L": (0, -1.0), "A": (1, 1.0), "P": (1, -1.0), "S": (2, 1.0), "I": (2, -1.0),
+}
+
+
+def canonical_affine(
+    shape: Sequence[int],
+    spacing: float | Sequence[float],
+    centre: Sequence[float] = (0.0, 0.0, 0.0),
+) -> np.ndarray:
+    """The 4x4 voxel -> RAS mm affine of a volume of ``shape`` laid out in :data:`MRI_AXCODES`.
+
+    Args:
+        shape: the array's (D, H, W).
+        spacing: voxel size in mm, one number (isotropic) or one per array axis.
+        centre: where the volume's centre (the midpoint of its voxel centres) lies, RAS mm.
+
+    Example::
+
+        canonical_affine((64, 64, 64), 2.5)  # "PIL", 2.5 mm voxels, centred on the origin
+    """
+    sizes = np.broadcast_to(np.asarray(spacing, dtype=float), (3,))
+    affine = np.zeros((4, 4))
+    affine[3, 3] = 1.0
+    for axis, code in enumerate(MRI_AXCODES):
+        world_axis, direction = _AXCODE_WORLD[code]
+        affine[world_axis, axis] = direction * sizes[axis]
+    half = (np.asarray(shape, dtype=float) - 1.0) / 2.0
+    affine[:3, 3] = np.asarray(centre, dtype=float) - affine[:3, :3] @ half
+    return affine

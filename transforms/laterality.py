@@ -28,6 +28,7 @@ from .geometry import CANONICAL_SIDE, LR_FLIP_AXIS, MIRRORED_KEY
 
 __all__ = [
     "normalise_side",
+    "dicom_laterality",
     "mirror_back",
     "MirrorToCanonicalSide",
     "MirrorToCanonicalSided",
@@ -46,6 +47,25 @@ def normalise_side(value: Any) -> str | None:
     if value is None:
         return None
     return _SIDE_WORDS.get(str(value).strip().upper())
+
+
+def dicom_laterality(ds: Any) -> str | None:
+    """The side a DICOM header states: ``"L"``, ``"R"`` or None, the one reading of it.
+
+    ImageLaterality (the image's own side) is read first, then the series' Laterality; the
+    first that is present decides, through :func:`normalise_side`, so ``"B"`` (both knees, a
+    bilateral radiograph) and ``"U"`` name no side. ``ds`` is a pydicom Dataset (a header read
+    with ``stop_before_pixels`` is enough) or any object with those attributes; a malformed
+    value counts as absent.
+    """
+    for keyword in ("ImageLaterality", "Laterality"):
+        try:
+            value = str(getattr(ds, keyword, "") or "").strip()
+        except Exception:  # noqa: BLE001 - pydicom raises on malformed values when they are read
+            value = ""
+        if value:
+            return normalise_side(value)
+    return None
 
 
 def _flip(img: torch.Tensor) -> torch.Tensor:

@@ -84,7 +84,8 @@ class LoadMri(Transform):
     Every refusal raises :class:`~xray2mri.transforms.errors.MriInputError` naming the file or
     folder and the reason: 4-D input without ``volume_index``, NaN/inf voxels, a folder with
     several series and no ``series_uid``, missing slices or non-uniform spacing, mixed
-    orientations, single 2-D images, unreadable files.
+    orientations, single 2-D images, multi-frame files whose frames state no geometry (no
+    per-frame functional groups), unreadable files.
 
     Args:
         volume_index: which volume of a 4-D input to take: the NIfTI 4th axis, or the n-th
@@ -231,6 +232,14 @@ class LoadMri(Transform):
         if "PixelData" not in ds:
             raise MriInputError(path, "DICOM file without pixel data")
         if "PerFrameFunctionalGroupsSequence" not in ds:
+            n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+            if n_frames > 1:
+                raise MriInputError(
+                    path,
+                    f"a multi-frame DICOM of {n_frames} frames without PerFrameFunctionalGroupsSequence: its "
+                    "frames state no position or orientation, so the slices cannot be placed; export it as "
+                    "an enhanced MR (per-frame functional groups), a series folder (one file per slice) or NIfTI",
+                )
             raise MriInputError(
                 path,
                 "a single-frame DICOM image is one slice, not a volume; pass the folder holding the series",

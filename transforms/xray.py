@@ -41,7 +41,7 @@ from monai.utils import ensure_tuple_rep
 from pydicom.errors import InvalidDicomError
 
 from .errors import XrayInputError
-from .laterality import MirrorToCanonicalSided, normalise_side
+from .laterality import MirrorToCanonicalSided, dicom_laterality
 
 __all__ = [
     "DEFAULT_FALLBACK_SPACING_MM",
@@ -134,15 +134,6 @@ def _text(ds: pydicom.Dataset, keyword: str) -> str:
         return str(ds.get(keyword, "") or "").strip()
     except Exception:  # noqa: BLE001
         return ""
-
-
-def _laterality(ds: pydicom.Dataset) -> str | None:
-    """ImageLaterality, then Laterality; "B"/"U" and anything else but L/R mean None."""
-    for keyword in ("ImageLaterality", "Laterality"):
-        value = _text(ds, keyword)
-        if value:
-            return normalise_side(value)
-    return None
 
 
 def _stored_range(ds: pydicom.Dataset) -> tuple[int, int]:
@@ -397,7 +388,7 @@ class LoadXray(Transform):
             "spacing": (float(spacing[0]), float(spacing[1])),
             "spacing_source": source,
             "magnification": float(magnification),
-            "laterality": _laterality(ds),
+            "laterality": dicom_laterality(ds),
             "photometric": photometric,
             "presentation_lut_shape": presentation,
             "inverted": bool(invert),

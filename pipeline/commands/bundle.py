@@ -14,12 +14,18 @@ import argparse
 import sys
 from pathlib import Path
 
+from xray2mri.pipeline.commands._help import ExampleHelpFormatter, with_example
+from xray2mri.pipeline.training.networks import VARIANTS
 from xray2mri.transforms.errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``bundle export`` and ``bundle verify``."""
-    p = subparsers.add_parser("bundle", help="export a trained bundle as a versioned zip, or verify one's weights")
+    p = subparsers.add_parser(
+        "bundle", help="export a trained bundle as a versioned zip, or verify one's weights",
+        epilog=with_example("xray2mri bundle export --bundle bundles/knee_xray2mri --out dist/ --run runs/demo"),
+        formatter_class=ExampleHelpFormatter,
+    )
     sub = p.add_subparsers(dest="bundle_command", required=True, metavar="ACTION")
 
     e = sub.add_parser(
@@ -30,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(models/model.pt2) forms are checked against the checkpoint's output; metadata.json gains "
             "the SHA-256 of each weight file and the training data description (cohort, splits, metrics)."
         ),
+        epilog=with_example("xray2mri bundle export --bundle bundles/knee_xray2mri --out dist/ --run runs/demo"),
+        formatter_class=ExampleHelpFormatter,
     )
     e.add_argument("--bundle", required=True, type=Path, help="bundle folder (with models/model.pt)")
     e.add_argument("--out", required=True, type=Path, help="folder for the zip (created)")
@@ -38,10 +46,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--datalist", type=Path, default=None, help="datalist of the training run (for the splits)")
     e.add_argument("--weights", type=Path, default=None, help="weights to export (default BUNDLE/models/model.pt)")
     e.add_argument("--cohort", default=None, help="one-line description of the training cohort")
-    e.add_argument("--variant", default=None, help="network variant of the weights, if not train.json's")
+    e.add_argument("--variant", default=None, choices=VARIANTS,
+                   help="network variant of the weights, if not train.json's")
     e.set_defaults(func=_export)
 
-    v = sub.add_parser("verify", help="check models/* against the SHA-256 recorded in configs/metadata.json")
+    v = sub.add_parser(
+        "verify", help="check models/* against the SHA-256 recorded in configs/metadata.json",
+        epilog=with_example("xray2mri bundle verify --bundle dist/knee_xray2mri"),
+        formatter_class=ExampleHelpFormatter,
+    )
     v.add_argument("--bundle", required=True, type=Path, help="bundle folder (e.g. an unpacked export)")
     v.set_defaults(func=_verify)
 

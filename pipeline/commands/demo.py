@@ -6,16 +6,21 @@ import argparse
 import sys
 from pathlib import Path
 
+from xray2mri.pipeline.commands._help import ExampleHelpFormatter, with_example
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``demo`` sub-command."""
     from xray2mri.pipeline.demo import DemoSettings
+    from xray2mri.pipeline.training.networks import VARIANTS
 
     d = DemoSettings()
     p = subparsers.add_parser(
         "demo",
         help="synthetic cohort -> train both variants -> evaluate vs baselines -> report -> predict",
         description="Run the whole method on the built-in synthetic knee cohort; results go to --out.",
+        epilog=with_example("xray2mri demo --out runs/demo --epochs 40  # what make demo runs"),
+        formatter_class=ExampleHelpFormatter,
     )
     p.add_argument("--bundle", type=Path, default=d.bundle, help=f"bundle folder (default {d.bundle})")
     p.add_argument("--cohort", type=Path, default=d.cohort, help=f"cohort folder, made if missing (default {d.cohort})")
@@ -25,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--subjects", type=int, default=d.subjects, help=f"cohort size (default {d.subjects})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"cohort seed (default {d.seed})")
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"training epochs per variant (default {d.epochs})")
-    p.add_argument("--variants", nargs="+", choices=("bottleneck", "geometry"), default=list(d.variants),
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(d.variants),
                    help="network variants to train and compare (default both)")
     p.add_argument("--workers", type=int, default=None, help="processes for the cohort (default: all cores)")
     p.add_argument("--override", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),

@@ -17,14 +17,20 @@ import argparse
 import sys
 from pathlib import Path
 
+from xray2mri.pipeline.commands._help import ExampleHelpFormatter, with_example
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``evaluate`` sub-command."""
     p = subparsers.add_parser(
         "evaluate",
         help="run a trained bundle on a datalist split and write the report against the baselines",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("Example::")[0].strip(),
+        epilog=with_example(
+            "xray2mri evaluate --bundle bundles/knee_xray2mri --datalist data/synthetic_knee/datalist.json "
+            "--base-dir data/synthetic_knee --out runs/evaluate --criteria pipeline/demo_quality_bar.json"
+        ),
+        formatter_class=ExampleHelpFormatter,
     )
     p.add_argument("--bundle", required=True, help="bundle folder (configs/, models/model.pt)")
     p.add_argument("--datalist", required=True, help="datalist JSON (training split fits the baselines)")

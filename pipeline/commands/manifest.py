@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from xray2mri.pipeline.commands._help import ExampleHelpFormatter, with_example
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``manifest`` with its nested ``build`` and ``check`` sub-commands."""
@@ -15,6 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "manifest",
         help="build or check a datalist (MONAI decathlon JSON of X-ray/MRI pairs)",
         description="Build a datalist split by subject, or check one and the files it names.",
+        epilog=with_example("xray2mri manifest check data_manifests/synthetic_knee.json --base-dir data/synthetic_knee"),
+        formatter_class=ExampleHelpFormatter,
     )
     actions = parser.add_subparsers(dest="manifest_command", required=True, metavar="ACTION")
 
@@ -25,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Make a datalist, split by subject (never one subject in two splits), stratified by "
             "Kellgren-Lawrence grade when present, seeded. Written atomically."
         ),
+        epilog=with_example("xray2mri manifest build --cohort data/synthetic_knee --out data_manifests/mine.json"),
+        formatter_class=ExampleHelpFormatter,
     )
     source = build.add_mutually_exclusive_group(required=True)
     source.add_argument("--csv", metavar="FILE",
@@ -51,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Check a datalist and the files it names (headers only). Prints one line per problem "
             "and exits 1 if any is an error; prints one OK line and exits 0 otherwise."
         ),
+        epilog=with_example("xray2mri manifest check data_manifests/synthetic_knee.json --base-dir data/synthetic_knee"),
+        formatter_class=ExampleHelpFormatter,
     )
     check.add_argument("file", metavar="FILE", help="datalist JSON")
     check.add_argument("--base-dir", metavar="DIR", default=None,

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-EPILOG = """\
+from xray2mri.pipeline.commands._help import ExampleHelpFormatter, with_example
+
+NOTES = """\
 outputs, per radiograph <stem> (sub-folders of a folder input are kept):
   <stem>_mri_synthetic.nii.gz   (--format nifti) or the DICOM MR series folder
   <stem>_mri_synthetic/         (--format dicom), and <stem>_preview.png
@@ -30,8 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "predict",
         help="generate synthetic MRI volumes from radiograph DICOMs with a trained bundle",
         description="Generate a synthetic MRI volume (and a PNG preview) from each radiograph DICOM.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=with_example(
+            "xray2mri predict --bundle bundles/knee_xray2mri --input data/synthetic_knee/SYN0000 --output runs/predict",
+            NOTES,
+        ),
+        formatter_class=ExampleHelpFormatter,
     )
     parser.add_argument("--bundle", required=True, help="bundle folder (configs/inference.json, models/model.pt)")
     parser.add_argument("--input", required=True, help="a radiograph DICOM file or a folder (searched recursively)")

@@ -1,12 +1,7 @@
 """``xray2mri report``: measure models and baselines on the test split and write the evaluation report.
 
-Example::
-
-    xray2mri report --datalist data/synthetic_knee/datalist.json --base-dir data/synthetic_knee \\
-        --predictions "CAE+generator (paper)=runs/demo/eval" --bundle bundles/knee_xray2mri \\
-        --out runs/demo/report --train-log runs/demo/train [--criteria pipeline/demo_quality_bar.json]
-
 ``xray2mri evaluate`` runs the bundle's evaluate.json first and then this report.
+The example in ``--help`` is :data:`EXAMPLE` (the demo's own call, see :func:`xray2mri.pipeline.demo.report`).
 """
 
 from __future__ import annotations
@@ -15,6 +10,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from xray2mri.pipeline.commands._help import ExampleHelpFormatter, with_example
+
+EXAMPLE = (
+    "xray2mri report --datalist data/synthetic_knee/datalist.json --base-dir data/synthetic_knee "
+    "--predictions 'geometry-aware=runs/demo/eval_geometry/predictions' --bundle bundles/knee_xray2mri "
+    "--out runs/demo/report --train-log runs/demo --criteria pipeline/demo_quality_bar.json"
+)
 #: Row name of a model when ``--predictions`` gives a bare folder.
 DEFAULT_MODEL_NAME = "CAE+generator (paper)"
 
@@ -40,8 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "report",
         help="evaluate predictions against baselines; write CSV, JSON summary, figures and report.md",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Measure models and baselines on the test split and write the evaluation report.",
+        epilog=with_example(EXAMPLE),
+        formatter_class=ExampleHelpFormatter,
     )
     p.add_argument("--datalist", required=True, help="datalist JSON with training and test splits")
     p.add_argument(

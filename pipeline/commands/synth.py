@@ -9,6 +9,8 @@ import argparse
 import sys
 import time
 
+from xray2mri.pipeline.commands._help import ExampleHelpFormatter, with_example
+
 _PRESET_HELP = (
     "demo: MRI 64^3 at 2.5 mm (160 mm cube, labels rendered at 1.25 mm), radiograph 256^2 at 0.75 mm "
     "detector pitch; full: MRI 128^3 at 1.25 mm (labels at 0.625 mm), radiograph 512^2 at 0.375 mm. "
@@ -29,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "widths, geometry, every random parameter); DIR/tissues.json (legend) and DIR/datalist.json "
             "(split by subject). The same seed gives the same files, whatever the number of workers."
         ),
+        epilog=with_example("xray2mri synth --out data/synthetic_small --subjects 20 --seed 0 --preview"),
+        formatter_class=ExampleHelpFormatter,
     )
     parser.add_argument("--out", metavar="DIR", required=True, help="cohort folder to write")
     parser.add_argument("--subjects", type=int, default=20, help="number of subjects (default 20)")

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from xray2mri.pipeline.atomic import atomic_file
 from xray2mri.transforms.errors import InputError
+from xray2mri.transforms.laterality import dicom_laterality
 
 #: The three split names, in the order their fractions are given.
 SPLITS: tuple[str, str, str] = ("training", "validation", "test")
@@ -654,8 +655,7 @@ def _check_xray(path: str) -> tuple[list[tuple[str, str, str]], str | None]:
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         problems.append(("modality", f"{path} is colour (SamplesPerPixel {ds.SamplesPerPixel}); a radiograph "
                                      "is greyscale", "error"))
-    laterality = str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "").upper() or None
-    return problems, laterality
+    return problems, dicom_laterality(ds)
 
 
 def _nifti_shape(path: str) -> tuple[list[tuple[str, str, str]], tuple[int, ...] | None]:

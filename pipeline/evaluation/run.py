@@ -21,17 +21,15 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from xray2mri.pipeline.training.networks import VARIANT_NAMES
+
 __all__ = [
-    "VARIANT_NAMES",
     "StepError",
     "run_step",
     "bundle_command",
     "run_evaluate_json",
     "evaluate_bundle",
 ]
-
-#: Row names of the two network variants in reports, keyed by the bundle's ``variant`` value.
-VARIANT_NAMES: dict[str, str] = {"bottleneck": "CAE+generator (paper)", "geometry": "geometry-aware"}
 
 
 class StepError(RuntimeError):
@@ -136,7 +134,7 @@ def evaluate_bundle(
         split: the split to evaluate (the baselines are always fitted on ``training``).
         weights: weights of the bundle's declared variant (default ``models/model.pt``).
         criteria: a quality-bar JSON (:func:`~.summary.load_criteria`); none: no quality bar.
-        name: the model's row name (default: the declared variant's, :data:`VARIANT_NAMES`).
+        name: the model's row name (default: the declared variant's, :data:`~xray2mri.pipeline.training.networks.VARIANT_NAMES`).
         configs: config overlays after train.json + evaluate.json (default: as the datalist needs,
             :func:`~xray2mri.pipeline.serving.bundle.datalist_configs`).
         overrides: extra ``--key value`` for the bundle run (e.g. ``num_workers``).

@@ -259,7 +259,7 @@ def training_data_description(
     if variant is not None:
         out["variant"] = variant
     if method is None and variant is not None:
-        from xray2mri.pipeline.demo import VARIANT_NAMES
+        from xray2mri.pipeline.training.networks import VARIANT_NAMES
 
         method = VARIANT_NAMES.get(variant)
     if run is not None:

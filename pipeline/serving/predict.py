@@ -22,14 +22,16 @@ a file that cannot be used (not DICOM, no pixel data, colour, ...) is rejected w
 reason from its :class:`~xray2mri.transforms.errors.XrayInputError` and the batch goes on;
 a radiograph of another body part or view is processed with a warning taken from its tags.
 Outputs are written atomically, and a volume whose preview fails is removed, so no partial
-output is ever left behind.
+output is ever left behind. :func:`predict_batch` writes each radiograph's outputs in a
+background thread (:class:`~xray2mri.pipeline.serving.write_queue.BackgroundWriter`) while the
+next radiograph is loaded and predicted; a write error is reported for its file like a rejection.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -39,32 +41,35 @@ import torch
 
 from xray2mri.pipeline.serving import writers
 from xray2mri.pipeline.serving.bundle import open_bundle
+from xray2mri.pipeline.serving.files import (
+    DICOM_SUFFIX,
+    NIFTI_SUFFIX,
+    PREVIEW_SUFFIX,
+    find_radiographs,
+    output_stem,
+)
+from xray2mri.pipeline.serving.write_queue import BackgroundWriter, OutputJob, WriteResult, write_all_or_none
 from xray2mri.transforms.errors import InputError, XrayInputError
-from xray2mri.transforms.geometry import MIRRORED_KEY, MRI_AXCODES
+from xray2mri.transforms.geometry import MIRRORED_KEY, canonical_affine
 
 __all__ = [
     "Prediction",
     "Predictor",
     "BatchResult",
-    "canonical_affine",
     "find_radiographs",
     "output_stem",
     "input_error_reason",
+    "prediction_outputs",
     "save_prediction",
     "predict_batch",
     "OUTPUT_FORMATS",
     "NIFTI_SUFFIX",
+    "DICOM_SUFFIX",
     "PREVIEW_SUFFIX",
 ]
 
 #: Values of ``--format``.
 OUTPUT_FORMATS: tuple[str, ...] = ("nifti", "dicom")
-#: ``<stem>`` + this is the output volume (NIfTI file, or DICOM series folder without ``.nii.gz``).
-NIFTI_SUFFIX: str = "_mri_synthetic.nii.gz"
-DICOM_SUFFIX: str = "_mri_synthetic"
-PREVIEW_SUFFIX: str = "_preview.png"
-#: File extensions stripped to make an output stem; other names (e.g. UID-named files) stay whole.
-_DICOM_EXTENSIONS: frozenset[str] = frozenset({".dcm", ".dicom", ".dic", ".ima"})
 #: Views of the radiographs the model is meant for; others get a warning.
 _EXPECTED_VIEWS: frozenset[str] = frozenset({"AP", "PA"})
 _EXPECTED_BODY_PART: str = "KNEE"
@@ -91,26 +96,6 @@ class Prediction:
     warnings: list[str] = field(default_factory=list)
     header: Any = None
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def canonical_affine(
-    shape: Sequence[int], spacing: Sequence[float], centre: Sequence[float] = (0.0, 0.0, 0.0)
-) -> np.ndarray:
-    """The voxel -> RAS affine of a volume of ``shape`` in the canonical ``MRI_AXCODES`` frame.
-
-    Voxel sizes are ``spacing`` (mm, per array axis) and the volume's centre (the midpoint of
-    its voxel centres) lies at ``centre`` (RAS mm).
-    """
-    import nibabel as nib
-
-    ornt = nib.orientations.axcodes2ornt(tuple(MRI_AXCODES))
-    affine = np.zeros((4, 4))
-    affine[3, 3] = 1.0
-    for axis, (world_axis, flip) in enumerate(ornt):
-        affine[int(world_axis), axis] = float(flip) * float(spacing[axis])
-    half = (np.asarray(shape, dtype=float) - 1.0) / 2.0
-    affine[:3, 3] = np.asarray(centre, dtype=float) - affine[:3, :3] @ half
-    return affine
 
 
 def input_error_reason(exc: BaseException) -> str | None:
@@ -281,42 +266,37 @@ def _input_warnings(meta: dict, header: Any) -> list[str]:
     return notes
 
 
-def find_radiographs(input_path: str | os.PathLike, exclude: Iterable[str | os.PathLike] = ()) -> list[Path]:
-    """The files to try: ``input_path`` itself, or every regular file under it (recursive, sorted).
+def prediction_outputs(
+    prediction: Prediction,
+    output_dir: str | os.PathLike,
+    stem: str | os.PathLike,
+    fmt: Literal["nifti", "dicom"] = "nifti",
+    patient_id: writers.PatientIdPolicy = "pseudonymise",
+) -> list[OutputJob]:
+    """The outputs of one prediction, as jobs that each write one file or folder atomically when called:
+    the volume (NIfTI file or DICOM series folder), then its PNG preview.
 
-    Hidden files and folders (names starting with ".") and anything under an ``exclude``
-    folder (e.g. the output folder when it lies inside the input) are skipped.
-
-    Raises:
-        XrayInputError: ``input_path`` does not exist.
+    Nothing is written here; run the list with :func:`~xray2mri.pipeline.serving.write_queue.write_all_or_none`
+    (as :func:`save_prediction` does) or a :class:`~xray2mri.pipeline.serving.write_queue.BackgroundWriter`.
     """
-    root = Path(input_path)
-    if root.is_file():
-        return [root]
-    if not root.is_dir():
-        raise XrayInputError(root, "no such file or folder")
-    excluded = [Path(e).resolve() for e in exclude]
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in excluded
-        )
-        found.extend(here / f for f in sorted(filenames) if not f.startswith(".") and (here / f).is_file())
-    return found
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"format must be one of {OUTPUT_FORMATS}, got {fmt!r}")
+    base = Path(output_dir) / stem
+    title = f"{prediction.source.name}" + (" (left knee, mirrored back)" if prediction.mirrored else "")
+    volume, affine = prediction.volume, prediction.affine
+    if fmt == "nifti":
+        def write_volume() -> Path:
+            return writers.write_nifti(volume, affine, f"{base}{NIFTI_SUFFIX}")
+    else:
+        def write_volume() -> Path:
+            return writers.write_dicom_series(
+                volume, affine, f"{base}{DICOM_SUFFIX}", source=prediction.header, patient_id=patient_id
+            )
 
+    def write_preview() -> Path:
+        return writers.write_preview_png(volume, affine, f"{base}{PREVIEW_SUFFIX}", title)
 
-def output_stem(path: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
-    """The output stem of ``path``: its name without a DICOM extension, under its sub-folder of ``root``.
-
-    Files found inside sub-folders of the input keep that relative sub-folder, so two
-    ``IM0001`` files in different series cannot overwrite each other's outputs.
-    """
-    path = Path(path)
-    name = path.stem if path.suffix.lower() in _DICOM_EXTENSIONS else path.name
-    if root is not None and Path(root).is_dir():
-        return path.parent.relative_to(root) / name
-    return Path(name)
+    return [write_volume, write_preview]
 
 
 def save_prediction(
@@ -326,36 +306,15 @@ def save_prediction(
     fmt: Literal["nifti", "dicom"] = "nifti",
     patient_id: writers.PatientIdPolicy = "pseudonymise",
 ) -> list[Path]:
-    """Write the volume (NIfTI file or DICOM series folder) and its PNG preview; returns their paths.
+    """Write the volume (NIfTI file or DICOM series folder) and its PNG preview now; returns their paths.
 
     Each is written atomically; if the preview fails, the volume just written is removed, so
-    a radiograph has either both outputs or none.
+    a radiograph has either both outputs or none. The time taken is ``prediction.timings["write"]``.
     """
-    if fmt not in OUTPUT_FORMATS:
-        raise ValueError(f"format must be one of {OUTPUT_FORMATS}, got {fmt!r}")
     t0 = time.perf_counter()
-    base = Path(output_dir) / stem
-    base.parent.mkdir(parents=True, exist_ok=True)
-    title = f"{prediction.source.name}" + (" (left knee, mirrored back)" if prediction.mirrored else "")
-    if fmt == "nifti":
-        volume_path = writers.write_nifti(prediction.volume, prediction.affine, f"{base}{NIFTI_SUFFIX}")
-    else:
-        volume_path = writers.write_dicom_series(
-            prediction.volume, prediction.affine, f"{base}{DICOM_SUFFIX}", source=prediction.header,
-            patient_id=patient_id,
-        )
-    try:
-        preview = writers.write_preview_png(prediction.volume, prediction.affine, f"{base}{PREVIEW_SUFFIX}", title)
-    except BaseException:
-        if volume_path.is_dir():
-            import shutil
-
-            shutil.rmtree(volume_path, ignore_errors=True)
-        else:
-            volume_path.unlink(missing_ok=True)
-        raise
+    paths = write_all_or_none(prediction_outputs(prediction, output_dir, stem, fmt, patient_id))
     prediction.timings["write"] = time.perf_counter() - t0
-    return [volume_path, preview]
+    return paths
 
 
 @dataclass
@@ -397,7 +356,9 @@ def predict_batch(
     A rejected file is reported through ``echo`` as ``"<file>: rejected: <reason>"`` and a
     warning as ``"<file>: warning: <text>"``, as they happen. ``progress`` shows a tqdm bar for
     folders (``None``: only on a terminal). Errors other than bad input (e.g. a full disk)
-    are reported per file the same way, and the batch goes on.
+    are reported per file the same way, and the batch goes on. Each file's outputs
+    (:func:`prediction_outputs`) are written, all or none, in a background thread while the
+    next file is predicted; ``result.written`` keeps the input order.
     """
     from tqdm.auto import tqdm
 
@@ -410,22 +371,37 @@ def predict_batch(
     bar = tqdm(
         files, desc="predict", unit="file", disable=(root is None) or (None if progress is None else not progress)
     )
-    for path in bar:
-        try:
-            prediction = predictor.predict(path)
-            for note in prediction.warnings:
-                result.warnings.append((path, note))
-                say(f"{path}: warning: {note}")
-            outputs = save_prediction(prediction, output_dir, output_stem(path, root), fmt, patient_id)
-        except XrayInputError as exc:
-            result.rejected.append((path, exc.reason))
-            say(f"{path}: rejected: {exc.reason}")
-        except Exception as exc:  # one bad file must not stop a batch; report it like a rejection
-            reason = input_error_reason(exc) or f"{type(exc).__name__}: {exc}"
-            result.rejected.append((path, reason))
-            say(f"{path}: rejected: {reason}")
-        else:
-            result.written.append((path, outputs))
+    # Network on the main thread, writing on a background one: each radiograph's outputs (a list
+    # of write jobs, all or none) are written while the next radiograph is loaded and predicted.
+    with BackgroundWriter() as writer:
+        for path in bar:
+            try:
+                prediction = predictor.predict(path)
+                for note in prediction.warnings:
+                    result.warnings.append((path, note))
+                    say(f"{path}: warning: {note}")
+                writer.submit(path, prediction_outputs(prediction, output_dir, output_stem(path, root), fmt, patient_id))
+            except Exception as exc:  # one bad file must not stop a batch; report it like a rejection
+                _reject(result, path, exc, say)
+            for done in writer.finished():
+                _record_write(result, done, say)
+        for done in writer.close():
+            _record_write(result, done, say)
     bar.close()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _reject(result: BatchResult, path: Path, exc: BaseException, say: Callable[[str], None]) -> None:
+    """Record and report a radiograph that gave no output: the input's reason, else the error itself."""
+    reason = input_error_reason(exc) or f"{type(exc).__name__}: {exc}"
+    result.rejected.append((path, reason))
+    say(f"{path}: rejected: {reason}")
+
+
+def _record_write(result: BatchResult, done: WriteResult, say: Callable[[str], None]) -> None:
+    """Record one radiograph's written outputs, or its write error as a rejection (nothing of it is left)."""
+    if done.error is not None:
+        _reject(result, done.key, done.error, say)
+    else:
+        result.written.append((done.key, done.outputs))

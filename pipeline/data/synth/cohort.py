@@ -32,7 +32,7 @@ from tqdm import tqdm
 from xray2mri.pipeline.data.synth.dicom_writer import BITS_STORED, PHOTOMETRICS, TRANSFER_SYNTAXES, write_dx
 from xray2mri.pipeline.data.synth.drr import expose, line_integrals
 from xray2mri.pipeline.data.synth.mri_render import draw_mri_params, render_mri
-from xray2mri.pipeline.data.synth.nifti_writer import ACQUISITION_AXCODES, canonical_affine, write_volume
+from xray2mri.pipeline.data.synth.nifti_writer import ACQUISITION_AXCODES, write_volume
 from xray2mri.pipeline.data.synth.phantom import (
     KneeParams,
     compartment_centres,
@@ -42,7 +42,7 @@ from xray2mri.pipeline.data.synth.phantom import (
 )
 from xray2mri.pipeline.data.synth.presets import SynthPreset, get_preset
 from xray2mri.pipeline.data.synth.tissues import attenuation_lut, legend
-from xray2mri.transforms.geometry import MRI_AXCODES
+from xray2mri.transforms.geometry import MRI_AXCODES, canonical_affine
 
 SUBJECT_PREFIX = "SYN"
 VISIT = "00m"

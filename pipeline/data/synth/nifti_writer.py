@@ -17,20 +17,10 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, 
 from xray2mri.pipeline.atomic import atomic_file
 from xray2mri.transforms.geometry import MRI_AXCODES
 
+__all__ = ["ACQUISITION_AXCODES", "write_volume"]
+
 #: Acquisition orientations the cohort cycles through (sagittal, axial and coronal storage orders).
 ACQUISITION_AXCODES: tuple[str, ...] = ("PIL", "RAS", "LPS", "ASR", "SAL", "IRP")
-
-
-def canonical_affine(shape: tuple[int, int, int], spacing_mm: float, centre_world: tuple[float, float, float]) -> np.ndarray:
-    """RAS affine of a canonical ("PIL") array whose centre lies at ``centre_world`` (mm)."""
-    aff = np.zeros((4, 4))
-    aff[1, 0] = -spacing_mm  # axis 0: towards posterior = -y
-    aff[2, 1] = -spacing_mm  # axis 1: towards inferior = -z
-    aff[0, 2] = -spacing_mm  # axis 2: towards left = -x
-    aff[3, 3] = 1.0
-    centre_vox = (np.asarray(shape, dtype=float) - 1) / 2.0
-    aff[:3, 3] = np.asarray(centre_world, dtype=float) - aff[:3, :3] @ centre_vox
-    return aff
 
 
 def write_volume(

@@ -9,11 +9,12 @@ from xray2mri.pipeline.training.networks.generator import (
     SkipAdapter,
     spread_along_projection,
 )
-from xray2mri.pipeline.training.networks.xray2mri import OUTPUT_ACTS, VARIANTS, Xray2MRI
+from xray2mri.pipeline.training.networks.xray2mri import OUTPUT_ACTS, VARIANT_NAMES, VARIANTS, Xray2MRI
 
 __all__ = [
     "OUTPUT_ACTS",
     "VARIANTS",
+    "VARIANT_NAMES",
     "GeometryGenerator",
     "SkipAdapter",
     "Xray2MRI",

@@ -32,10 +32,13 @@ from monai.networks.nets import Generator
 from xray2mri.pipeline.training.networks.cae import XrayCAE
 from xray2mri.pipeline.training.networks.generator import GeometryGenerator, SkipAdapter
 
-__all__ = ["Xray2MRI", "VARIANTS", "OUTPUT_ACTS"]
+__all__ = ["Xray2MRI", "VARIANTS", "VARIANT_NAMES", "OUTPUT_ACTS"]
 
-#: Allowed values of ``Xray2MRI(variant=...)``.
-VARIANTS: tuple[str, ...] = ("bottleneck", "geometry")
+#: The network variants, the one place they are listed: each ``Xray2MRI(variant=...)`` value (the
+#: bundle's ``variant``) and its row name in reports and the demo.
+VARIANT_NAMES: dict[str, str] = {"bottleneck": "CAE+generator (paper)", "geometry": "geometry-aware"}
+#: Allowed values of ``Xray2MRI(variant=...)`` (and of every ``--variant`` option).
+VARIANTS: tuple[str, ...] = tuple(VARIANT_NAMES)
 #: Allowed values of ``Xray2MRI(output_act=...)``.
 OUTPUT_ACTS: tuple[str, ...] = ("sigmoid", "none")
 

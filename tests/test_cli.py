@@ -1,0 +1,52 @@
+"""The ``xray2mri`` command itself: ``--version``, and one runnable example in every sub-command's help."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from importlib import metadata
+
+import pytest
+
+from xray2mri.pipeline import cli
+from xray2mri.pipeline.commands._help import EXAMPLE_HEADING
+from xray2mri.pipeline.version import package_version
+
+
+def _sub_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """(words, parser) of every sub-command, nested ones too (``manifest build``), as argparse discovers them."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*path, name), sub
+                yield from _sub_commands(sub, (*path, name))
+
+
+SUB_COMMANDS = dict(_sub_commands(cli.build_parser()))
+
+
+def test_version_is_the_installed_distribution(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"xray2mri {metadata.version('xray2mri')}"
+    assert package_version() == metadata.version("xray2mri")
+
+
+def test_the_commands_are_discovered():
+    assert {"bundle", "demo", "manifest", "predict", "report", "synth"} <= {words[0] for words in SUB_COMMANDS}
+    assert ("manifest", "build") in SUB_COMMANDS
+
+
+@pytest.mark.parametrize("words", sorted(SUB_COMMANDS), ids=" ".join)
+def test_every_help_ends_with_a_runnable_example(words, capsys):
+    """``xray2mri WORDS --help`` shows an Example line, and that example parses as the same sub-command."""
+    with pytest.raises(SystemExit):
+        cli.main([*words, "--help"])
+    lines = capsys.readouterr().out.splitlines()
+    assert EXAMPLE_HEADING in [line.strip() for line in lines], f"xray2mri {' '.join(words)} --help has no example"
+    example = lines[[line.strip() for line in lines].index(EXAMPLE_HEADING) + 1].strip()
+    argv = shlex.split(example, comments=True)
+    assert argv[0] == "xray2mri" and tuple(argv[1 : 1 + len(words)]) == words, example
+    args = cli.build_parser().parse_args(argv[1:])  # exits (SystemExit) if the example does not parse
+    assert callable(args.func)
