@@ -73,15 +73,13 @@ class GenerateMri(BasicInferTask):
 
     def predictor(self, device: Any = "cpu") -> Any:
         """The bundle's :class:`~xray2mri.pipeline.serving.predict.Predictor`, built once per device (thread-safe)."""
-        from xray2mri.pipeline.serving.export import verify_bundle_weights
         from xray2mri.pipeline.serving.predict import Predictor
 
         with self._lock:
             if self._predictor is None or str(self._predictor_device) != str(device):
                 if self.random_weights:
                     logger.warning("xray2mri: serving RANDOM weights; the generated volumes mean nothing")
-                else:  # an exported bundle's weights must match its metadata's SHA-256 (refused otherwise)
-                    verify_bundle_weights(self.bundle_dir, [self.path[0]])
+                # an exported bundle is verified file by file when the predictor opens it (refused otherwise)
                 self._predictor = Predictor.from_bundle(self.bundle_dir, device=device, random_init=self.random_weights)
                 self._predictor_device = device
             return self._predictor
