@@ -266,3 +266,18 @@ def test_export_refuses_weights_of_another_network(tmp_path):
     with pytest.raises(ValueError, match="model.pt: weights do not fit"):
         export_bundle(bundle, tmp_path / "dist")
     assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").iterdir())
+
+
+def test_an_exported_bundle_without_its_checksums_is_refused(exported, tmp_path):
+    """Deleting the checksums (or metadata.json) of a bundle that carries code does not switch verification off."""
+    _, zip_path = exported
+    unpacked = _unpack(zip_path, tmp_path)
+    meta_path = unpacked / "configs" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    del meta[CHECKSUM_KEY]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(BundleIntegrityError, match="carries code"):
+        open_bundle(unpacked)
+    meta_path.unlink()
+    with pytest.raises(Exception, match="metadata.json"):
+        verify_bundle(unpacked)

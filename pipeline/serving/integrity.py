@@ -15,7 +15,8 @@ These checksums detect corruption and edits after export (a truncated download, 
 file); they are not a signature: whoever can edit ``metadata.json`` can edit them too.
 
 A bundle whose metadata records no checksums (the repository's working copy, before export)
-is not verified (logged), as it never was.
+is not verified (logged), as it never was, unless it carries code (``scripts/``): an exported
+bundle without its checksums is refused.
 """
 
 from __future__ import annotations
@@ -118,12 +119,20 @@ def verify_bundle(bundle_dir: str | os.PathLike) -> list[str]:
     Raises:
         BundleIntegrityError: a listed file is missing or its SHA-256 differs (the message names
             the file, its size and the expected and found digests), or a file under ``configs/``
-            or ``scripts/`` is not listed (added after export).
-        InputError: ``configs/metadata.json`` missing or not JSON.
+            or ``scripts/`` is not listed (added after export), or the bundle carries ``scripts/``
+            but records no checksums.
+        InputError: ``configs/metadata.json`` not JSON (or missing while ``scripts/`` is there).
     """
     root = Path(bundle_dir)
+    carries_code = (root / "scripts").is_dir()
+    if not (root / METADATA_FILE).is_file() and not carries_code:
+        logger.info("%s: no %s, nothing to verify (a working copy, not an exported bundle)", root, METADATA_FILE)
+        return []
     recorded = read_metadata(root).get(CHECKSUM_KEY) or {}
     if not recorded:
+        if carries_code:  # an exported bundle whose checksums were removed: its code would run unchecked
+            raise BundleIntegrityError(root / METADATA_FILE, f"records no {CHECKSUM_KEY}, yet the bundle carries "
+                                       "code (scripts/); re-download or re-export the bundle")
         logger.info("%s records no %s: bundle files not verified (not an exported bundle)", root / METADATA_FILE,
                     CHECKSUM_KEY)
         return []
