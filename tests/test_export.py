@@ -39,6 +39,7 @@ from xray2mri.pipeline.serving.integrity import CHECKSUM_KEY, BundleIntegrityErr
 from xray2mri.pipeline.serving.predict import Predictor
 from xray2mri.pipeline.serving.vendor import RUNTIME_EXTRAS
 from xray2mri.pipeline.training.engine import network_from_bundle
+from xray2mri.transforms.errors import XrayInputError
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "tests" / "schemas" / "meta_schema_20240725.json"  # MONAI's published schema
@@ -179,6 +180,11 @@ def test_monai_bundle_run_from_the_unpacked_zip_and_refusals(exported, tmp_path)
     assert verify_bundle(unpacked)  # the run left only __pycache__ behind, which is not checked
     np.testing.assert_allclose(Predictor.from_bundle(unpacked).predict(dcm).volume, reference, atol=1e-5)
     assert type(open_bundle(unpacked).network()).__module__.startswith("scripts.")
+    # a bad radiograph is the input error this process knows, so `xray2mri predict` skips and lists it
+    bad = tmp_path / "not_a_radiograph.dcm"
+    bad.write_bytes(b"not DICOM")
+    with pytest.raises(XrayInputError, match="not_a_radiograph.dcm"):
+        Predictor.from_bundle(unpacked).predict(bad)
 
     weights = unpacked / "models" / "model.pt"
     original = weights.read_bytes()

@@ -154,3 +154,27 @@ def _use_scripts_of(root: Path) -> None:
     if folder in sys.path:
         sys.path.remove(folder)
     sys.path.insert(0, folder)
+    _share_error_types(root)
+
+
+def _share_error_types(root: Path) -> None:
+    """Let this process catch the bundle's input errors as its own ``InputError`` when the code is the same.
+
+    The vendored ``scripts/transforms/errors.py`` defines ``InputError`` and its subclasses again;
+    a caller here (``xray2mri predict`` skipping a bad radiograph, MONAI Label) catches the
+    installed classes. When the vendored module is the installed one renamed, byte for byte, the
+    installed module stands in for it (it imports nothing of the package, so nothing else is
+    mixed); a bundle exported from other code keeps its own classes.
+    """
+    import importlib.util
+
+    from xray2mri.pipeline.serving.vendor import rewrite_module_names
+    from xray2mri.transforms import errors
+
+    name = f"{SCRIPTS_PACKAGE}.transforms.errors"
+    vendored = root / SCRIPTS_PACKAGE / "transforms" / "errors.py"
+    spec = importlib.util.find_spec(errors.__name__)
+    if name in sys.modules or not vendored.is_file() or spec is None or spec.origin is None:
+        return
+    if vendored.read_text() == rewrite_module_names(Path(spec.origin).read_text()):
+        sys.modules[name] = errors
