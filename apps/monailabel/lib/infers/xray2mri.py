@@ -26,6 +26,13 @@ logger = logging.getLogger(__name__)
 
 #: Key under which the prediction travels through the task's data dict.
 PREDICTION_KEY = "xray2mri_prediction"
+#: Why a NIfTI image is refused (what a DICOMweb datastore hands over) and what to do instead.
+NIFTI_REFUSAL = (
+    "{image}: a NIfTI image; xray2mri needs the radiograph's DICOM file. MONAI Label's DICOMweb datastore "
+    "converts studies to NIfTI, which loses the VOI LUT, MONOCHROME1 inversion, imager pixel spacing and "
+    "laterality the model's preprocessing reads: serve a studies folder of the DICOM files (--studies DIR), "
+    "or run `xray2mri predict` on them"
+)
 
 
 class GenerateMri(BasicInferTask):
@@ -97,11 +104,28 @@ class GenerateMri(BasicInferTask):
         return []
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: Any = "cpu") -> dict[str, Any]:
-        """Generate the volume of the radiograph at ``data["image"]`` (a path MONAI Label resolved from its datastore)."""
+        """Generate the volume of the radiograph at ``data["image"]`` (a path MONAI Label resolved from its datastore).
+
+        A radiograph the bundle cannot use (not DICOM, unreadable, no usable geometry) is
+        refused with HTTP 422 and the reason in the response's ``detail``, not a bare 500. A
+        NIfTI image is refused on purpose: MONAI Label's DICOMweb datastore hands studies over
+        converted to NIfTI, which drops what the radiograph chain reads from the DICOM (VOI
+        LUT, MONOCHROME1, imager pixel spacing, laterality), so the volume would be generated
+        from a differently scaled, possibly mirrored, image.
+        """
+        from fastapi import HTTPException
+
+        from xray2mri.transforms.errors import InputError
+
         image = data.get("image")
         if not isinstance(image, (str, os.PathLike)):
-            raise ValueError(f"xray2mri expects a radiograph file (DICOM) as image, got {type(image).__name__}")
-        data[PREDICTION_KEY] = self.predictor(device).predict(image)
+            raise HTTPException(422, f"xray2mri expects a radiograph file (DICOM) as image, got {type(image).__name__}")
+        if str(image).lower().endswith((".nii", ".nii.gz")):
+            raise HTTPException(422, NIFTI_REFUSAL.format(image=Path(image).name))
+        try:
+            data[PREDICTION_KEY] = self.predictor(device).predict(image)
+        except InputError as exc:
+            raise HTTPException(422, f"xray2mri cannot use this radiograph: {exc}") from exc
         return data
 
     def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[str, dict[str, Any]]:
