@@ -92,4 +92,4 @@ demo: install
 	$(VENV)/bin/xray2mri demo
 
 clean:
-	rm -rf $(VENV) $(MLVENV) $(PYDICOM2) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(MLVENV) .venv-standalone $(PYDICOM2) runs .pytest_cache .ruff_cache

@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     predictions = []
     for seed in args.seeds:
-        settings = replace(base, out_dir=args.out / f"seed{seed}", bundle_overrides={**base.bundle_overrides, "seed": seed})
+        settings = replace(base, out_dir=args.out / f"seed{seed}", bundle_overrides={**base.bundle_overrides, "seed": seed,
+                                                                                 "install_weights": False})
         settings.out_dir.mkdir(parents=True, exist_ok=True)
         weights = demo.best_checkpoint(demo.train(settings, args.variant))
         eval_dir = demo.evaluate(settings, args.variant, weights)

@@ -91,7 +91,14 @@ def make_cohort(settings: DemoSettings) -> None:
 
 
 def train(settings: DemoSettings, variant: str) -> Path:
-    """Train one network variant with the bundle's train.json; returns its run folder."""
+    """Train one network variant with the bundle's train.json; returns its run folder.
+
+    train.json installs the best weights as the bundle's ``models/model.pt`` when it finishes;
+    only the variant the bundle declares may (inference.json builds that one), unless
+    ``settings.bundle_overrides`` says otherwise (``install_weights: false``, e.g. extra seeds).
+    """
+    from xray2mri.pipeline.training.engine import train_setting
+
     run_dir = settings.out_dir / f"train_{variant}"
     run_dir.mkdir(parents=True, exist_ok=True)
     _run(
@@ -101,7 +108,9 @@ def train(settings: DemoSettings, variant: str) -> Path:
             ["train.json"],
             {"dataset_dir": str(settings.cohort), "datalist": str(settings.cohort / "datalist.json"),
              "output_dir": str(run_dir), "variant": variant, "epochs": settings.epochs,
-             "val_interval": settings.val_interval},
+             "val_interval": settings.val_interval,
+             "install_weights": variant == train_setting(settings.bundle, "variant")
+             and settings.bundle_overrides.get("install_weights", True)},
         ),
         log=run_dir / "train.log",
     )
@@ -141,8 +150,6 @@ def best_checkpoint(run_dir: Path) -> Path:
 
 def run_demo(settings: DemoSettings) -> dict:
     """Run every step; returns the report's summary (also written to ``out_dir/report/summary.json``)."""
-    from xray2mri.pipeline.training.checkpoints import install_weights
-
     start = time.perf_counter()
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     make_cohort(settings)
@@ -164,8 +171,7 @@ def run_demo(settings: DemoSettings) -> dict:
         _say(f"the bundle declares variant {declared!r}, which this demo did not train: nothing installed")
         _print_headline(summary, settings)
         return summary
-    install_weights(weights[declared], settings.bundle)
-    _say(f"installed {VARIANT_NAMES[declared]} as {settings.bundle / 'models' / 'model.pt'}")
+    _say(f"installed {VARIANT_NAMES[declared]} as {settings.bundle / 'models' / 'model.pt'} (train.json does it when it finishes)")
 
     test_items = manifests.load_datalist(settings.cohort / "datalist.json", "test", settings.cohort)
     inputs = settings.out_dir / "predict_inputs"

@@ -41,11 +41,16 @@ def make_tiny_bundle(bundle: Path, seed: int = 0, whole: bool = True, sizes: dic
         shutil.copytree(REAL_BUNDLE, bundle, ignore=shutil.ignore_patterns("models", "eval"))
     else:
         shutil.copytree(REAL_BUNDLE / "configs", bundle / "configs")
+    sizes = sizes or TINY_SIZES
     for config in (bundle / "configs").glob("*.json"):
         cfg = json.loads(config.read_text())
-        cfg.update({k: v for k, v in (sizes or TINY_SIZES).items() if k in cfg})
+        cfg.update({k: v for k, v in sizes.items() if k in cfg})
         if isinstance(cfg.get("network_def"), dict):
             cfg["network_def"].update(TINY_NET)
+        if "network_data_format" in cfg:  # metadata.json states the sizes train.json sets
+            image, pred = cfg["network_data_format"]["inputs"]["image"], cfg["network_data_format"]["outputs"]["pred"]
+            image.update(spatial_shape=sizes["xray_size"], pixel_spacing_mm=sizes["xray_spacing"])
+            pred.update(spatial_shape=sizes["mri_shape"], voxel_spacing_mm=sizes["mri_spacing"])
         config.write_text(json.dumps(cfg, indent=2))
     torch.manual_seed(seed)
     (bundle / "models").mkdir()

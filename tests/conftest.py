@@ -38,10 +38,15 @@ def bundle_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_bundle_overrides(tiny_cohort: Path, bundle_dir: Path) -> dict:
-    """Config overrides running the bundle on ``tiny_cohort`` at test size, on CPU, without workers."""
+def tiny_bundle_overrides(tiny_cohort: Path, bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Config overrides running the bundle on ``tiny_cohort`` at test size, on CPU, without workers.
+
+    ``weights`` points into a temporary folder: training installs its best weights there, never
+    into the repository's bundle.
+    """
     return {
         "bundle_root": str(bundle_dir),
+        "weights": str(tmp_path_factory.mktemp("installed") / "model.pt"),
         "dataset_dir": str(tiny_cohort),
         "datalist": str(tiny_cohort / "datalist.json"),
         "xray_size": [32, 32],

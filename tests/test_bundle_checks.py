@@ -3,7 +3,10 @@
 * ``verify_metadata`` (against the local copy of the schema), ``verify_net_in_out`` and
   ``ckpt_export`` pass; the TorchScript model gives the checkpoint's output;
 * metadata.json states the sizes train.json sets (the one place they are written);
-* ``install_weights`` puts the weights alone into ``models/model.pt``, atomically;
+* ``install_weights`` puts the weights alone into ``models/model.pt``, atomically; train.json does it
+  when it finishes (so ``inference.json`` runs right after), and inference without weights says how
+  to get them;
+* ``ConfigWorkflow(workflow_type="infer"/"train").check_properties()`` is clean;
 * evaluate.json writes per-subject NIfTI predictions on the target's grid, marked SYNTHETIC,
   and the metrics files;
 * inference.json writes a SYNTHETIC NIfTI in the "PIL" frame at ``mri_spacing`` and mirrors
@@ -14,7 +17,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -281,3 +287,86 @@ def test_tensorboard_slices_put_target_and_prediction_side_by_side():
     assert float(coronal[0, :, :8].mean()) == 0.75 and float(coronal[0, :, 8:].mean()) == 0.25
     assert writer.images["val/mri_sagittal"][0].shape == (1, 6, 8)
     assert writer.images["val/mri_axial"][0].shape == (1, 4, 16)
+
+
+# --------------------------------------------------------------------------------------------
+# the bundle after training: weights installed, inference right away, zoo workflow properties
+
+#: test_bundle_train's sizes (the real 160 mm field), written into a tiny bundle's configs.
+_TRAIN_SIZES = {"xray_size": [32, 32], "xray_spacing": [5.0, 5.0], "mri_shape": [16, 16, 16],
+                "mri_spacing": [10.0, 10.0, 10.0]}
+
+
+def _monai_run(cwd: Path, config_file: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle run --config_file CONFIG`` in ``cwd``, with train.json's default ``bundle_root``."""
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config_file.relative_to(cwd)), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_train_installs_the_best_weights_and_inference_runs_right_after(tmp_path, tiny_cohort, tiny_bundle_overrides):
+    from bundle_factory import make_tiny_bundle
+
+    # laid out as in the repository, and run from its root with the configs' own bundle_root
+    bundle = make_tiny_bundle(tmp_path / "bundles" / "knee_xray2mri", whole=False, sizes=_TRAIN_SIZES)
+    assert json.loads((bundle / "configs" / "inference.json").read_text())["bundle_root"] == "bundles/knee_xray2mri"
+    (bundle / "models" / "model.pt").unlink()
+    dcm = sorted(tiny_cohort.glob("SYN*/*_xray.dcm"))[0]
+    inference = bundle / "configs" / "inference.json"
+
+    before = _monai_run(tmp_path, inference, "--input", str(dcm), "--output_dir", str(tmp_path / "out0"))
+    assert before.returncode != 0
+    assert "MissingWeightsError" in before.stderr and "xray2mri bundle install-weights" in before.stderr, before.stderr[-2000:]
+
+    overrides = {k: v for k, v in tiny_bundle_overrides.items() if k not in ("bundle_root", "weights", *_TRAIN_SIZES)}
+    run_dir = tmp_path / "run"
+    train = _monai_run(tmp_path, bundle / "configs" / "train.json",
+                       *(f"--{k}={v if isinstance(v, str) else repr(v) if isinstance(v, bool) else json.dumps(v)}"
+                         for k, v in overrides.items()),
+                       f"--output_dir={run_dir}", "--epochs=2", "--val_interval=1")
+    assert train.returncode == 0, train.stderr[-3000:]
+    installed = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    best = torch.load(run_dir / "checkpoints" / checkpoints.BEST_NAME, weights_only=True)
+    assert set(installed) == set(best["model"])  # the state dict alone, zoo style
+    for key, value in best["model"].items():
+        torch.testing.assert_close(installed[key], value)
+
+    after = _monai_run(tmp_path, inference, "--input", str(dcm), "--output_dir", str(tmp_path / "out"))
+    assert after.returncode == 0, after.stderr[-3000:]
+    img = nib.load(tmp_path / "out" / f"{dcm.stem}_mri_synthetic.nii.gz")
+    assert img.shape == (16, 16, 16) and bytes(img.header["descrip"]).startswith(b"SYNTHETIC")
+
+    # the documented way for a run that did not install (install_weights false, or stopped early)
+    from xray2mri.pipeline import cli
+
+    (bundle / "models" / "model.pt").unlink()
+    assert cli.main(["bundle", "install-weights", str(run_dir), "--bundle", str(bundle)]) == 0
+    again = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    for key, value in installed.items():
+        torch.testing.assert_close(again[key], value)
+    assert cli.main(["bundle", "install-weights", str(tmp_path / "nowhere"), "--bundle", str(bundle)]) == 1
+
+
+def test_a_run_without_validation_installs_nothing(tmp_path, bundle_dir, tiny_bundle_overrides):
+    weights = tmp_path / "models" / "model.pt"
+    _run_workflow(bundle_dir, ["train.json"], {**tiny_bundle_overrides, "output_dir": str(tmp_path / "run"),
+                                               "weights": str(weights), "epochs": 1, "val_interval": 5})
+    assert not weights.exists()
+
+
+def test_zoo_workflow_properties_are_complete(tmp_path, bundle_dir, tiny_bundle_overrides, tiny_weights, tiny_cohort):
+    """``ConfigWorkflow(workflow_type="infer"/"train").check_properties()`` finds every property the zoo requires."""
+    sizes = {k: tiny_bundle_overrides[k] for k in ("xray_size", "xray_spacing", "mri_shape", "mri_spacing")}
+    infer = ConfigWorkflow(config_file=str(bundle_dir / "configs" / "inference.json"), workflow_type="infer",
+                           meta_file=str(bundle_dir / "configs" / "metadata.json"), logging_file=False,
+                           bundle_root=str(bundle_dir), dataset_dir=str(next(tiny_cohort.glob("SYN*"))),
+                           weights=str(tiny_weights), device="$torch.device('cpu')", **sizes)
+    infer.initialize()
+    assert infer.check_properties() == []
+    assert infer.dataset_dir and infer.dataset_data  # dataset_dir declared; the input defaults to it
+    train = ConfigWorkflow(config_file=str(bundle_dir / "configs" / "train.json"), workflow_type="train",
+                           meta_file=str(bundle_dir / "configs" / "metadata.json"), logging_file=False,
+                           **{**tiny_bundle_overrides, "output_dir": str(tmp_path)})
+    train.initialize()
+    assert train.check_properties() == []

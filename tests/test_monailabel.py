@@ -2,13 +2,17 @@
 
 The server runs in the MONAI Label venv (``make .venv-monailabel/.installed``; its pins clash with
 the main venv's pydicom 3), on a free loopback port, with a tiny exported-like bundle (random
-weights) and a studies folder holding one radiograph written by the test. One server start; the
-whole process group is killed at the end, whatever happens.
+weights) and a studies folder holding a radiograph written by the test, and a NIfTI image standing
+for what a DICOMweb datastore hands over (refused with its reason). The 3D Slicer path
+(``apps/monailabel/slicer_load_volume.py``, run in Slicer's Python console) makes the same HTTP
+call; its fetching half runs here against the server. One server start; the whole process group
+is killed at the end, whatever happens.
 """
 
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import io
 import json
 import os
@@ -29,6 +33,7 @@ from bundle_factory import write_dx as _dx
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".venv-monailabel"
 APP = REPO / "apps" / "monailabel"
+SLICER_SNIPPET = APP / "slicer_load_volume.py"
 TASK = "xray2mri"
 #: Seconds allowed for the server to answer /info/ (it needs ~30 s on 2 busy cores), and for one inference.
 START_TIMEOUT_S = 90
@@ -74,6 +79,14 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
+def _slicer_snippet():
+    """The Slicer snippet as a module (its fetching half needs only the standard library)."""
+    spec = importlib.util.spec_from_file_location("slicer_load_volume", SLICER_SNIPPET)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_server_lists_task_and_returns_synthetic_volume(tmp_path):
     python = VENV / "bin" / "python"
     if not python.is_file():
@@ -82,6 +95,8 @@ def test_server_lists_task_and_returns_synthetic_volume(tmp_path):
     bundle = make_tiny_bundle(tmp_path / "bundle" / "knee_xray2mri")
     studies = tmp_path / "studies"
     _dx(studies / "knee01.dcm", laterality="L")  # a left knee: the output is mirrored back to its side
+    # what MONAI Label's DICOMweb datastore hands over: the radiograph converted to NIfTI
+    nib.Nifti1Image(np.full((64, 64), 100, dtype=np.float32), np.eye(4)).to_filename(studies / "knee02.nii.gz")
     port = _free_port()
     env = {
         **os.environ,
@@ -119,6 +134,18 @@ def test_server_lists_task_and_returns_synthetic_volume(tmp_path):
         assert np.isfinite(data).all() and data.std() > 0
         # nothing was stored as a label of the radiograph
         assert not [p for p in (studies / "labels").rglob("*") if p.is_file()]
+
+        # the Slicer snippet's request gives the same volume
+        snippet = _slicer_snippet()
+        fetched = nib.load(snippet.fetch_generated_mri(base, "knee01", dest_dir=str(tmp_path)))
+        np.testing.assert_allclose(np.asarray(fetched.dataobj), data, atol=1e-6)
+        np.testing.assert_allclose(fetched.affine, img.affine)
+
+        # a study converted to NIfTI (DICOMweb) is refused, saying why and what to do
+        with pytest.raises(RuntimeError) as info:
+            snippet.fetch_generated_mri(base, "knee02", dest_dir=str(tmp_path))
+        message = str(info.value)
+        assert "HTTP 422" in message and "knee02.nii.gz: a NIfTI image" in message and "DICOM" in message, message
     finally:
         _stop(proc)
     assert proc.poll() is not None

@@ -1,11 +1,14 @@
-"""``xray2mri bundle``: share a trained bundle (``export``) and check a received one (``verify``).
+"""``xray2mri bundle``: share a trained bundle (``export``), check a received one (``verify``), and
+install a training run's best weights as the bundle's ``models/model.pt`` (``install-weights``).
 
 Examples::
 
     xray2mri bundle export --bundle bundles/knee_xray2mri --out dist/ --run runs/demo
     xray2mri bundle verify --bundle knee_xray2mri/
+    xray2mri bundle install-weights runs/knee_xray2mri --bundle bundles/knee_xray2mri
 
-The work is in :mod:`xray2mri.pipeline.serving.export`; this layer only parses arguments.
+The work is in :mod:`xray2mri.pipeline.serving.export`, :mod:`~xray2mri.pipeline.serving.integrity`
+and :mod:`~xray2mri.pipeline.training.checkpoints`; this layer only parses arguments.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ from xray2mri.transforms.errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``bundle export`` and ``bundle verify``."""
+    """Add ``bundle export``, ``bundle verify`` and ``bundle install-weights``."""
     p = subparsers.add_parser(
-        "bundle", help="export a trained bundle as a versioned zip, or verify one's weights",
+        "bundle", help="export a trained bundle as a versioned zip, verify one, install weights",
         epilog=with_example("xray2mri bundle export --bundle bundles/knee_xray2mri --out dist/ --run runs/demo"),
         formatter_class=ExampleHelpFormatter,
     )
@@ -30,11 +33,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     e = sub.add_parser(
         "export",
-        help="write OUT/<name>_v<version>.zip: configs, docs, LICENSE, model.pt/.ts/.pt2 (checked), checksums",
+        help="write OUT/<name>_v<version>.zip: configs, scripts, docs, LICENSE, model.pt/.ts/.pt2 (checked), checksums",
         description=(
-            "Pack the bundle in model-zoo form. The TorchScript (models/model.ts) and torch.export "
-            "(models/model.pt2) forms are checked against the checkpoint's output; metadata.json gains "
-            "the SHA-256 of each weight file and the training data description (cohort, splits, metrics)."
+            "Pack the bundle in model-zoo form, runnable without this repository: its runtime code ships "
+            "as scripts/ (generated from the installed package) and metadata.json lists the packages it "
+            "needs. The TorchScript (models/model.ts) and torch.export (models/model.pt2) forms are checked "
+            "against the checkpoint's output; metadata.json gains the SHA-256 of every file and the "
+            "training data description (cohort, splits, metrics); large_files.yml lists the weights the "
+            "zoo's way. Example: xray2mri bundle export --bundle bundles/knee_xray2mri --out dist/ --run runs/demo"
         ),
         epilog=with_example("xray2mri bundle export --bundle bundles/knee_xray2mri --out dist/ --run runs/demo"),
         formatter_class=ExampleHelpFormatter,
@@ -48,15 +54,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--cohort", default=None, help="one-line description of the training cohort")
     e.add_argument("--variant", default=None, choices=VARIANTS,
                    help="network variant of the weights, if not train.json's")
+    e.add_argument("--weights-url", default=None,
+                   help="where the weight files will be published (base URL or local folder holding models/), "
+                        "for large_files.yml (default: a placeholder to replace)")
     e.set_defaults(func=_export)
 
     v = sub.add_parser(
-        "verify", help="check models/* against the SHA-256 recorded in configs/metadata.json",
+        "verify", help="check every file against the SHA-256 recorded in configs/metadata.json",
+        description="Check an exported bundle, file by file (configs, scripts, docs, weights), before using it.",
         epilog=with_example("xray2mri bundle verify --bundle dist/knee_xray2mri"),
         formatter_class=ExampleHelpFormatter,
     )
     v.add_argument("--bundle", required=True, type=Path, help="bundle folder (e.g. an unpacked export)")
     v.set_defaults(func=_verify)
+
+    i = sub.add_parser(
+        "install-weights", help="install a training run's best weights as BUNDLE/models/model.pt",
+        description="What train.json does when it finishes, for a run that did not (stopped early, or "
+                    "install_weights false): the weights alone, atomically.",
+        epilog=with_example("xray2mri bundle install-weights runs/knee_xray2mri --bundle bundles/knee_xray2mri"),
+        formatter_class=ExampleHelpFormatter,
+    )
+    i.add_argument("run", type=Path, metavar="RUN_DIR",
+                   help="train.json's output_dir (its checkpoints/checkpoint_best.pt), or a checkpoint file")
+    i.add_argument("--bundle", type=Path, default=Path("bundles/knee_xray2mri"),
+                   help="bundle folder (default bundles/knee_xray2mri)")
+    i.set_defaults(func=_install_weights)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -66,7 +89,7 @@ def _export(args: argparse.Namespace) -> int:
     try:
         path = export_bundle(
             args.bundle, args.out, weights=args.weights, run_dir=args.run, datalist=args.datalist,
-            cohort=args.cohort, overrides=overrides,
+            cohort=args.cohort, overrides=overrides, weights_url=args.weights_url,
         )
     except (InputError, ExportCheckError, FileNotFoundError) as exc:
         print(f"xray2mri bundle export: {exc}", file=sys.stderr)
@@ -76,18 +99,34 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    import json
-
-    from xray2mri.pipeline.serving.export import CHECKSUM_KEY, verify_bundle_weights
+    from xray2mri.pipeline.serving.integrity import verify_bundle
 
     try:
-        verify_bundle_weights(args.bundle)
+        checked = verify_bundle(args.bundle)
     except InputError as exc:
         print(f"xray2mri bundle verify: {exc}", file=sys.stderr)
         return 1
-    listed = json.loads((args.bundle / "configs" / "metadata.json").read_text()).get(CHECKSUM_KEY) or {}
-    if not listed:
-        print(f"{args.bundle}: metadata.json records no weight checksums (not an exported bundle); nothing verified")
+    if not checked:
+        print(f"{args.bundle}: metadata.json records no checksums (not an exported bundle); nothing verified")
         return 1
-    print(f"{args.bundle}: {len(listed)} weight files match their SHA-256 ({', '.join(listed)})")
+    print(f"{args.bundle}: all {len(checked)} files match their SHA-256 (configs, scripts, docs, weights)")
+    return 0
+
+
+def _install_weights(args: argparse.Namespace) -> int:
+    from xray2mri.pipeline.training.checkpoints import BEST_NAME, install_weights
+
+    checkpoint = args.run if args.run.is_file() else args.run / "checkpoints" / BEST_NAME
+    if not checkpoint.is_file():
+        print(f"xray2mri bundle install-weights: {checkpoint}: no best checkpoint (did validation run?)", file=sys.stderr)
+        return 1
+    if not (args.bundle / "configs").is_dir():
+        print(f"xray2mri bundle install-weights: {args.bundle}: no configs/; is this a bundle folder?", file=sys.stderr)
+        return 1
+    try:
+        path = install_weights(checkpoint, args.bundle)
+    except ValueError as exc:
+        print(f"xray2mri bundle install-weights: {checkpoint}: {exc}", file=sys.stderr)
+        return 1
+    print(f"installed {checkpoint} as {path}")
     return 0

@@ -69,12 +69,14 @@ def run_step(
 
 def bundle_command(bundle: str | os.PathLike, configs: Sequence[str], overrides: Mapping[str, object]) -> list[str]:
     """``python -m monai.bundle run`` of ``bundle/configs/<configs>`` (later over earlier) with ``--key value``
-    overrides (``bundle_root`` first; non-strings JSON-encoded, as the bundle's command line reads them)."""
+    overrides (``bundle_root`` first; booleans as Python literals, other non-strings JSON-encoded, as fire reads them)."""
     files = [str(Path(bundle) / "configs" / c) for c in configs]
     config_arg = files[0] if len(files) == 1 else json.dumps(files)
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg]
     for key, value in {"bundle_root": str(bundle), **overrides}.items():
-        cmd += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+        # fire reads Python literals: True/False, not JSON's true/false (which stay strings, and truthy)
+        text = value if isinstance(value, str) else repr(value) if isinstance(value, bool) else json.dumps(value)
+        cmd += [f"--{key}", text]
     return cmd
 
 

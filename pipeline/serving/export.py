@@ -1,38 +1,34 @@
-"""Share a trained bundle: a versioned model-zoo zip, and the checksum check made where weights load.
+"""Share a trained bundle: a versioned model-zoo zip that runs without this repository.
 
 :func:`export_bundle` packs ``bundles/<name>/`` into ``<out_dir>/<name>_v<version>.zip`` in the
-form the MONAI model zoo distributes (one top folder ``<name>/`` holding ``configs/``, ``docs/``,
-``LICENSE`` and ``models/``), with the weights in three forms:
+form the MONAI model zoo distributes, one top folder ``<name>/`` holding:
 
-* ``models/model.pt``: the network's state dict (what ``inference.json`` loads, with
-  ``torch.load(weights_only=True)``);
-* ``models/model.ts``: TorchScript of the inference form (``return_dict=False``: radiograph
-  batch in, MRI batch out), made with MONAI's :func:`~monai.networks.utils.convert_to_torchscript`
-  as ``monai.bundle ckpt_export`` does, with ``metadata.json`` and ``inference.json`` embedded;
-* ``models/model.pt2``: a :func:`torch.export.export` program of the same form (TorchScript is
-  deprecated in current PyTorch), saved with :func:`torch.export.save`.
+* ``configs/``: the bundle's configs, with ``bundle_root = "."`` (run from the unpacked folder)
+  and every ``xray2mri.*`` name turned into the vendored ``scripts.*`` one;
+* ``scripts/``: the runtime code the configs need, generated from the installed package by
+  import closure (:mod:`~xray2mri.pipeline.serving.vendor`), so the bundle needs only the
+  packages ``metadata.json`` lists (``required_packages_version``, computed from what that code
+  imports, plus ``monai_version`` / ``pytorch_version`` / ``numpy_version``), never ``xray2mri``;
+* ``models/``: the weights in three forms, each run on a fixed sample and checked against the
+  checkpoint's output (``atol``/``rtol``) before anything is written:
+  ``model.pt`` (the state dict ``inference.json`` loads with ``torch.load(weights_only=True)``),
+  ``model.ts`` (TorchScript of the inference form, as ``monai.bundle ckpt_export`` makes it, with
+  ``metadata.json`` and ``inference.json`` embedded) and ``model.pt2`` (:func:`torch.export.export`);
+* ``large_files.yml``: each weight file's path, URL (``weights_url`` + path, or a placeholder)
+  and SHA-256, the zoo's format, so ``python -m monai.bundle download_large_files`` fetches and
+  checks them;
+* ``docs/`` (the model card, and ``data_license.txt`` saying what the weights were trained on)
+  and ``LICENSE``.
 
-Each exported form is run at export time on a fixed sample input and must give the
-checkpoint's output (``atol``/``rtol``); otherwise nothing is written. The exported
-``metadata.json`` gains ``weights_sha256`` (file -> SHA-256 hex of each weight file) and
-``training_data`` (cohort, splits, metrics, from arguments or a run folder), and its
-``eval_metrics`` are filled from the same metrics. The exported configs get
-``bundle_root = "."`` so ``python -m monai.bundle run --config_file configs/inference.json``
-works from the unpacked folder; the bundle's ``inference.json`` calls
-:func:`verify_bundle_weights` before its ``CheckpointLoader``.
-
-:func:`verify_bundle_weights` is the receiving side: it recomputes the SHA-256 of the weight
-files recorded in ``configs/metadata.json`` and raises :class:`BundleIntegrityError` (an
-:class:`~xray2mri.transforms.errors.InputError`) naming the file when one was changed or
-truncated. A bundle whose metadata records no checksums (a working copy, before export) is
-not checked.
+``metadata.json`` gains ``files_sha256`` (every file of the bundle; checked by
+:func:`~xray2mri.pipeline.serving.integrity.verify_bundle` before anything of it runs),
+``training_data`` (cohort, splits, metrics) and ``eval_metrics`` from the last evaluation.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime
-import hashlib
 import json
 import logging
 import os
@@ -45,121 +41,38 @@ from typing import Any
 
 import torch
 
+from xray2mri.pipeline.serving import vendor
+from xray2mri.pipeline.serving.integrity import CHECKSUM_KEY, METADATA_FILE, bundle_checksums
 from xray2mri.transforms.errors import InputError
 
 __all__ = [
-    "BundleIntegrityError",
     "ExportCheckError",
-    "CHECKSUM_KEY",
     "TRAINING_DATA_KEY",
     "WEIGHT_FILES",
-    "sha256_file",
-    "verify_bundle_weights",
+    "LARGE_FILES",
+    "DATA_LICENSE",
     "training_data_description",
+    "data_license_text",
+    "large_files_yaml",
     "export_bundle",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: metadata.json key holding ``{"models/model.pt": "<sha256 hex>", ...}``.
-CHECKSUM_KEY: str = "weights_sha256"
 #: metadata.json key holding the training data description (cohort, splits, metrics).
 TRAINING_DATA_KEY: str = "training_data"
 #: The weight files of an exported bundle, relative to its root.
 WEIGHT_FILES: tuple[str, ...] = ("models/model.pt", "models/model.ts", "models/model.pt2")
-_CHUNK = 1 << 20
-
-
-class BundleIntegrityError(InputError):
-    """A bundle weight file whose SHA-256 is not the one its metadata.json records (changed or truncated)."""
+#: The zoo's list of large files (path, url, hash), relative to the bundle root.
+LARGE_FILES: str = "large_files.yml"
+#: What the weights were trained on, relative to the bundle root.
+DATA_LICENSE: str = "docs/data_license.txt"
+#: URL written in large_files.yml when the export is given none: replace it where the weights are published.
+URL_PLACEHOLDER: str = "https://REPLACE-WITH-WHERE-YOU-PUBLISH/{name}_v{version}/{path}"
 
 
 class ExportCheckError(RuntimeError):
     """An exported form (TorchScript, torch.export) does not reproduce the checkpoint's output."""
-
-
-# --------------------------------------------------------------------------------------------
-# checksums
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """SHA-256 hex digest of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _relative_key(bundle: Path, path: str | os.PathLike) -> str | None:
-    """``path`` as a POSIX path relative to ``bundle`` (the metadata key), or None if outside it."""
-    try:
-        return Path(os.path.abspath(path)).relative_to(Path(os.path.abspath(bundle))).as_posix()
-    except ValueError:
-        return None
-
-
-def verify_bundle_weights(
-    bundle_dir: str | os.PathLike, files: Sequence[str | os.PathLike] | None = None
-) -> None:
-    """Check weight files against the SHA-256 recorded in ``bundle_dir/configs/metadata.json``.
-
-    Call it where weights are loaded, before ``torch.load`` sees them: a truncated or edited
-    file is refused with a message naming it instead of failing deep inside the unpickler (or,
-    worse, loading). ``inference.json`` of an exported bundle runs
-    ``$bundle_export.verify_bundle_weights(@bundle_root, [@weights])`` before its
-    ``CheckpointLoader``.
-
-    Args:
-        bundle_dir: the bundle folder (holding ``configs/metadata.json``).
-        files: the files about to be loaded (absolute, or relative to the working directory).
-            None checks every file the metadata lists. A file outside the bundle or not
-            listed (a user's own ``--weights``) is not checked (logged).
-
-    Raises:
-        BundleIntegrityError: a listed file is missing, or its SHA-256 differs (the message
-            names the file, the sizes and the expected and found digests).
-        InputError: ``configs/metadata.json`` missing or not JSON.
-    """
-    bundle = Path(bundle_dir)
-    meta_path = bundle / "configs" / "metadata.json"
-    try:
-        metadata = json.loads(meta_path.read_text())
-    except FileNotFoundError as exc:
-        raise InputError(meta_path, "no metadata.json; is this a bundle folder?") from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(meta_path, f"not valid JSON ({exc})") from exc
-    recorded = metadata.get(CHECKSUM_KEY) or {}
-    if not recorded:
-        logger.info("%s records no %s: weight files not verified (not an exported bundle)", meta_path, CHECKSUM_KEY)
-        return
-    if files is None:
-        keys = list(recorded)
-    else:
-        keys = []
-        for f in files:
-            key = _relative_key(bundle, f)
-            if key in recorded:
-                keys.append(key)
-            else:
-                logger.warning("%s: not listed in %s; loaded without a checksum check", f, meta_path)
-    for key in keys:
-        path = bundle / key
-        if not path.is_file():
-            raise BundleIntegrityError(path, f"missing; {meta_path.name} lists it with a SHA-256")
-        found = sha256_file(path)
-        if found != recorded[key]:
-            sizes = metadata.get("weights_size_bytes", {}).get(key)
-            size_note = f"{path.stat().st_size} bytes" + (f", {sizes} expected" if sizes is not None else "")
-            raise BundleIntegrityError(
-                path,
-                f"SHA-256 mismatch ({size_note}): expected {recorded[key]}, found {found}; the file was "
-                "changed or truncated after export - re-download or re-export the bundle, do not load it",
-            )
-
-
-# --------------------------------------------------------------------------------------------
-# training data description
 
 
 def _read_json(path: Path) -> Any:
@@ -317,19 +230,76 @@ def _compare(name: str, expected: torch.Tensor, found: Any, atol: float, rtol: f
     return diff
 
 
-def _rewrite_configs(configs: Path, overrides: Mapping[str, Any]) -> None:
-    """Exported configs: ``bundle_root = "."`` and train.json ``overrides`` (inference.json verifies weights itself)."""
+def _rewrite_configs(configs: Path, overrides: Mapping[str, Any], scripts: Path) -> list[str]:
+    """Exported configs: ``bundle_root = "."``, train.json ``overrides``, ``xray2mri.*`` -> vendored ``scripts.*``.
+
+    Writes the vendored code to ``scripts`` (see :func:`~xray2mri.pipeline.serving.vendor.vendor_scripts`)
+    and returns the vendored module names.
+    """
+    texts = {}
     for path in sorted(configs.glob("*.json")):
         if path.name == "metadata.json":
             continue
         cfg = json.loads(path.read_text())
-        if not isinstance(cfg, dict):
-            continue
-        if "bundle_root" in cfg:
-            cfg["bundle_root"] = "."
-        if path.name == "train.json":
-            cfg.update(overrides)
-        path.write_text(json.dumps(cfg, indent=4) + "\n")
+        if isinstance(cfg, dict):
+            if "bundle_root" in cfg:
+                cfg["bundle_root"] = "."
+            if path.name == "train.json":
+                cfg.update(overrides)
+        texts[path.name] = json.dumps(cfg, indent=4) + "\n"
+    rewritten, modules = vendor.vendor_scripts(texts, scripts)
+    for name, text in rewritten.items():
+        (configs / name).write_text(text)
+    return modules
+
+
+def data_license_text(cohort: str, name: str, version: str) -> str:
+    """``docs/data_license.txt``: what the weights were trained on and under which terms.
+
+    ``cohort`` is the training datalist's description (``xray2mri synth`` and ``xray2mri manifest
+    build --oai-root`` write one): a synthetic cohort needs no data licence; an OAI image
+    release binds the weights to the OAI data use terms; anything else is the user's to state.
+    """
+    head = f"Training data of the {name} bundle, version {version}\n\nCohort: {cohort or '(not recorded)'}\n\n"
+    if "OAI image release" in cohort:
+        body = (
+            "These weights were trained on images of the Osteoarthritis Initiative (OAI), imported with\n"
+            "`xray2mri manifest build --oai-root`. The OAI data are distributed by the NIMH Data Archive under\n"
+            "the OAI Data Use Agreement (https://nda.nih.gov/oai): whoever receives these weights must hold\n"
+            "that agreement and follow its terms (no re-identification, acknowledgement of the OAI in\n"
+            "publications, no redistribution of the images). The weights are shared for research only.\n"
+        )
+    elif "SYNTHETIC" in cohort.upper():
+        body = (
+            "These weights were trained on a SYNTHETIC cohort generated by xray2mri (tissue phantoms,\n"
+            "rendered MRI and simulated radiographs): no patient data, so no data licence applies beyond\n"
+            "the bundle's LICENSE. The outputs are synthetic images for research, not for clinical use.\n"
+        )
+    else:
+        body = (
+            "The training cohort is not one xray2mri made or imported (not a synthetic cohort, not an OAI\n"
+            "import): state its source and the terms under which these weights may be shared here.\n"
+        )
+    return head + body
+
+
+def large_files_yaml(checksums: Mapping[str, str], urls: Mapping[str, str]) -> str:
+    """The zoo's ``large_files.yml``: per weight file its ``path``, ``url``, ``hash_val`` and ``hash_type: sha256``."""
+    lines = ["large_files:"]
+    for path in sorted(checksums):
+        lines += [f'  - path: "{path}"', f'    url: "{urls[path]}"', f'    hash_val: "{checksums[path]}"',
+                  '    hash_type: "sha256"']
+    return "\n".join(lines) + "\n"
+
+
+def _weight_urls(weights_url: str | None, name: str, version: str) -> dict[str, str]:
+    """URL of each weight file: ``weights_url`` (a base URL or a local folder) + its path, else the placeholder."""
+    if weights_url is None:
+        return {key: URL_PLACEHOLDER.format(name=name, version=version, path=key) for key in WEIGHT_FILES}
+    base = weights_url
+    if "://" not in base:  # a local folder
+        base = Path(base).resolve().as_uri()
+    return {key: base.rstrip("/") + "/" + key for key in WEIGHT_FILES}
 
 
 def _package_versions() -> dict[str, str]:
@@ -355,18 +325,18 @@ def export_bundle(
     metrics: Mapping[str, float] | None = None,
     cohort: str | None = None,
     overrides: Mapping[str, Any] | None = None,
+    weights_url: str | None = None,
     atol: float = 1e-5,
     rtol: float = 1e-4,
     seed: int = 0,
 ) -> Path:
-    """Write ``out_dir/<name>_v<version>.zip``: the bundle in model-zoo form, its weights in three checked forms.
+    """Write ``out_dir/<name>_v<version>.zip``: the bundle in model-zoo form, runnable without this repository.
 
-    ``<name>`` is the bundle folder's name, ``<version>`` metadata.json's ``version``. The zip
-    holds ``<name>/configs/*``, ``<name>/docs/*``, ``<name>/LICENSE`` and ``<name>/models/``
-    ``model.pt``, ``model.ts``, ``model.pt2``. The TorchScript and torch.export forms are run on
-    a fixed random radiograph batch (1, 1, *xray_size) (``seed``) and must match the
-    checkpoint's output within ``atol``/``rtol``. The zip is written atomically (a temporary
-    name, then renamed): a failed export leaves no zip behind.
+    ``<name>`` is the bundle folder's name, ``<version>`` metadata.json's ``version``. See the
+    module docstring for what the zip holds. The TorchScript and torch.export forms are run on a
+    fixed random radiograph batch (1, 1, *xray_size) (``seed``) and must match the checkpoint's
+    output within ``atol``/``rtol``. The zip is written atomically (a temporary name, then
+    renamed): a failed export leaves no zip behind.
 
     Args:
         bundle_dir: the bundle folder (``configs/``, ``docs/``, ``LICENSE``, ``models/model.pt``).
@@ -374,9 +344,11 @@ def export_bundle(
         weights: the weights to export (a state dict or a checkpoint with a ``"model"``
             entry); default ``bundle_dir/models/model.pt``.
         run_dir, datalist, summary, metrics, cohort: the training data description, see
-            :func:`training_data_description`.
+            :func:`training_data_description`; the cohort also decides ``docs/data_license.txt``.
         overrides: train.json ids to set in the exported train.json and when building the
             network (e.g. ``{"variant": "geometry"}`` for weights of the other variant).
+        weights_url: where the weight files will be published (a base URL, or a local folder
+            holding ``models/``), for ``large_files.yml``; default a placeholder to replace.
         atol, rtol: tolerance of the output checks.
 
     Returns:
@@ -386,6 +358,7 @@ def export_bundle(
         InputError: the bundle lacks metadata.json, LICENSE or weights, or the weights do not
             fit the network the configs build.
         ExportCheckError: an exported form does not reproduce the checkpoint's output.
+        ModuleNotFoundError: the configs name code that is not installed.
     """
     from monai.networks.utils import convert_to_torchscript
 
@@ -394,7 +367,7 @@ def export_bundle(
 
     bundle = Path(bundle_dir)
     overrides = dict(overrides or {})
-    meta_path = bundle / "configs" / "metadata.json"
+    meta_path = bundle / METADATA_FILE
     if not meta_path.is_file():
         raise InputError(meta_path, "no metadata.json; is this a bundle folder?")
     metadata = _read_json(meta_path)
@@ -405,7 +378,8 @@ def export_bundle(
         raise InputError(bundle / "LICENSE", "missing; a shared bundle must carry its licence")
     weights_path = Path(weights) if weights is not None else bundle / "models" / "model.pt"
     if not weights_path.is_file():
-        raise InputError(weights_path, "no weights to export; train the bundle first (`make demo` installs models/model.pt)")
+        raise InputError(weights_path, "no weights to export; train the bundle first (train.json installs "
+                                       "models/model.pt when it finishes) or `xray2mri bundle install-weights RUN_DIR`")
 
     state = _state_dict(weights_path)
     network = network_from_bundle(bundle, return_dict=False, **overrides)
@@ -430,7 +404,7 @@ def export_bundle(
         if (bundle / "docs").is_dir():
             shutil.copytree(bundle / "docs", root / "docs")
         shutil.copy2(bundle / "LICENSE", root / "LICENSE")
-        _rewrite_configs(root / "configs", overrides)
+        vendored = _rewrite_configs(root / "configs", overrides, root / "scripts")
         models = root / "models"
         models.mkdir()
         torch.save(state, models / "model.pt")
@@ -453,23 +427,34 @@ def export_bundle(
             reloaded.load_state_dict(torch.load(models / "model.pt", map_location="cpu", weights_only=True))
             checks["model.pt"] = _compare("model.pt", expected, reloaded.eval()(sample), atol, rtol)
 
-        metadata[CHECKSUM_KEY] = {key: sha256_file(root / key) for key in WEIGHT_FILES}
-        metadata["weights_size_bytes"] = {key: (root / key).stat().st_size for key in WEIGHT_FILES}
         description = training_data_description(
             bundle, run_dir=run_dir, datalist=datalist, summary=summary, metrics=metrics, cohort=cohort,
             variant=overrides.get("variant"),
         )
+        (root / DATA_LICENSE).parent.mkdir(exist_ok=True)
+        (root / DATA_LICENSE).write_text(data_license_text(str(description.get("cohort", "")), name, version))
+        weight_sums = bundle_checksums(root)
+        (root / LARGE_FILES).write_text(
+            large_files_yaml({k: weight_sums[k] for k in WEIGHT_FILES}, _weight_urls(weights_url, name, version))
+        )
+
+        required, versions = vendor.required_packages(vendor.import_closure(vendored)[1])
+        metadata["required_packages_version"] = required
+        metadata.update(versions)
         metadata[TRAINING_DATA_KEY] = description
         if description.get("metrics"):
             metadata["eval_metrics"] = {**metadata.get("eval_metrics", {}), **description["metrics"]}
         metadata["export"] = {
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "packages": _package_versions(),
+            "scripts": f"vendored from the installed xray2mri: {len(vendored)} modules",
             "sample_input_shape": list(sample.shape),
             "max_abs_diff_vs_checkpoint": checks,
             "torch_export_note": "model.pt2 is exported for a batch of 1 (static shapes)",
         }
-        (root / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=4) + "\n")
+        metadata.pop("weights_sha256", None)
+        metadata[CHECKSUM_KEY] = bundle_checksums(root)
+        (root / METADATA_FILE).write_text(json.dumps(metadata, indent=4) + "\n")
 
         with atomic_file(zip_path) as tmp_zip:
             with zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED) as zf:

@@ -1,6 +1,9 @@
 """Checkpoints that survive a kill: atomic saves, the latest (resumable) and best checkpoints,
-resuming a run, and installing the weights as the bundle's ``models/model.pt``. Every
-checkpoint is read with ``weights_only=True``; under ``torchrun`` only rank 0 writes."""
+resuming a run, loading weights into a network, and installing the best weights as the bundle's
+``models/model.pt`` when training finishes (:class:`InstallWeights`, train.json) or by hand
+(:func:`install_weights`, ``xray2mri bundle install-weights RUN_DIR``). Every checkpoint is read
+with ``weights_only=True`` (by this module, not by MONAI's ``CheckpointLoader``, whose default
+depends on the MONAI version); under ``torchrun`` only rank 0 writes."""
 
 from __future__ import annotations
 
@@ -26,7 +29,11 @@ __all__ = [
     "LatestCheckpoint",
     "BestCheckpoint",
     "ResumeFrom",
+    "MissingWeightsError",
+    "load_weights",
+    "LoadWeights",
     "install_weights",
+    "InstallWeights",
 ]
 
 
@@ -235,6 +242,65 @@ class ResumeFrom:
         engine.logger.info(f"resumed from {self.load_path} at epoch {engine.state.epoch} (max_epochs {max_epochs})")
 
 
+#: Where a bundle keeps the weights of its declared variant (the model zoo's convention), relative to it.
+BUNDLE_WEIGHTS: str = "models/model.pt"
+
+
+class MissingWeightsError(FileNotFoundError):
+    """No weights file where a bundle config loads one; the message says how to get it."""
+
+
+def load_weights(network: torch.nn.Module, path: str | os.PathLike, key: str = MODEL_KEY) -> torch.nn.Module:
+    """Load the weights at ``path`` (a state dict, or a checkpoint with ``key``) into ``network``; returns it.
+
+    What ``inference.json`` and ``evaluate.json`` call at ``initialize`` (``torch.load(weights_only=True)``;
+    a DDP ``module.`` prefix and a DDP wrapper around ``network`` are both handled).
+
+    Raises:
+        MissingWeightsError: ``path`` does not exist (the message says how to get weights).
+        ValueError: the file holds no network state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingWeightsError(
+            f"{path}: no weights. train.json installs the best weights as {BUNDLE_WEIGHTS} under bundle_root "
+            "when it finishes; or install a run's: `xray2mri bundle install-weights RUN_DIR --bundle BUNDLE`; "
+            "or give a weights file: --weights PATH"
+        )
+    _unwrap(network).load_state_dict(model_state(load_checkpoint(path), key=key))
+    return network
+
+
+class LoadWeights:
+    """Load network weights when the engine starts (train.json's ``init_from``: stage 2 from a stage-1 run).
+
+    The weights-only counterpart of MONAI's ``CheckpointLoader``, reading with
+    ``weights_only=True`` whatever the MONAI version (see :func:`load_weights`).
+
+    Args:
+        load_path: a state dict or a checkpoint with a ``"model"`` entry.
+        network: the network to load into (a DDP wrapper is unwrapped).
+        enabled: ``False`` makes the handler do nothing.
+    """
+
+    def __init__(self, load_path: str | os.PathLike | None, network: torch.nn.Module, enabled: bool = True) -> None:
+        self.load_path = load_path
+        self.network = network
+        self.enabled = bool(enabled) and load_path is not None
+
+    def attach(self, engine: Engine) -> None:
+        if self.enabled:
+            engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        load_weights(self.network, self.load_path)
+        engine.logger.info(f"loaded network weights from {self.load_path}")
+
+
+def _install(checkpoint: str | os.PathLike, dest: str | os.PathLike, key: str = MODEL_KEY) -> Path:
+    return save_atomic(model_state(load_checkpoint(checkpoint), key=key), dest)
+
+
 def install_weights(
     checkpoint: str | os.PathLike, bundle_dir: str | os.PathLike, key: str = MODEL_KEY
 ) -> Path:
@@ -247,5 +313,41 @@ def install_weights(
     Returns:
         the path written.
     """
-    state = model_state(load_checkpoint(checkpoint), key=key)
-    return save_atomic(state, Path(bundle_dir) / "models" / "model.pt")
+    return _install(checkpoint, Path(bundle_dir) / BUNDLE_WEIGHTS, key)
+
+
+class InstallWeights:
+    """When training completes, install the best weights as the bundle's ``models/model.pt`` (rank 0, atomically).
+
+    Attach to the trainer (train.json: ``"path": "@weights"``, i.e. ``<bundle_root>/models/model.pt``),
+    so ``inference.json`` runs right after ``train.json``. The file is written only when ``best``
+    saved a checkpoint in this run (or the run it resumed): a run without validation installs
+    nothing (logged) rather than weights nobody chose. Under ``torchrun`` only rank 0 writes.
+
+    Args:
+        best: the evaluator's :class:`BestCheckpoint` (its file and whether it saved).
+        path: where the weights go (a zoo-style state dict).
+        enabled: ``False`` makes the handler do nothing (train.json's ``install_weights`` switch:
+            off for runs that must not replace the bundle's weights, e.g. another variant or seed).
+    """
+
+    def __init__(self, best: BestCheckpoint, path: str | os.PathLike, enabled: bool = True) -> None:
+        self.best = best
+        self.path = Path(path)
+        self.enabled = bool(enabled)
+
+    def attach(self, engine: Engine) -> None:
+        if self.enabled:
+            engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if not is_main_process():
+            return
+        if self.best.best_epoch < 0 or not self.best.path.is_file():
+            engine.logger.warning(f"no best checkpoint saved (validation never ran?): {self.path} not installed")
+            return
+        _install(self.best.path, self.path)
+        engine.logger.info(
+            f"installed the best weights ({self.best.metric_name}={self.best.best_metric:.4f}, epoch "
+            f"{self.best.best_epoch}) as {self.path}"
+        )

@@ -26,6 +26,13 @@ logger = logging.getLogger(__name__)
 
 #: Key under which the prediction travels through the task's data dict.
 PREDICTION_KEY = "xray2mri_prediction"
+#: Why a NIfTI image is refused (what a DICOMweb datastore hands over) and what to do instead.
+NIFTI_REFUSAL = (
+    "{image}: a NIfTI image; xray2mri needs the radiograph's DICOM file. MONAI Label's DICOMweb datastore "
+    "converts studies to NIfTI, which loses the VOI LUT, MONOCHROME1 inversion, imager pixel spacing and "
+    "laterality the model's preprocessing reads: serve a studies folder of the DICOM files (--studies DIR), "
+    "or run `xray2mri predict` on them"
+)
 
 
 class GenerateMri(BasicInferTask):
@@ -73,15 +80,13 @@ class GenerateMri(BasicInferTask):
 
     def predictor(self, device: Any = "cpu") -> Any:
         """The bundle's :class:`~xray2mri.pipeline.serving.predict.Predictor`, built once per device (thread-safe)."""
-        from xray2mri.pipeline.serving.export import verify_bundle_weights
         from xray2mri.pipeline.serving.predict import Predictor
 
         with self._lock:
             if self._predictor is None or str(self._predictor_device) != str(device):
                 if self.random_weights:
                     logger.warning("xray2mri: serving RANDOM weights; the generated volumes mean nothing")
-                else:  # an exported bundle's weights must match its metadata's SHA-256 (refused otherwise)
-                    verify_bundle_weights(self.bundle_dir, [self.path[0]])
+                # an exported bundle is verified file by file when the predictor opens it (refused otherwise)
                 self._predictor = Predictor.from_bundle(self.bundle_dir, device=device, random_init=self.random_weights)
                 self._predictor_device = device
             return self._predictor
@@ -99,11 +104,28 @@ class GenerateMri(BasicInferTask):
         return []
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: Any = "cpu") -> dict[str, Any]:
-        """Generate the volume of the radiograph at ``data["image"]`` (a path MONAI Label resolved from its datastore)."""
+        """Generate the volume of the radiograph at ``data["image"]`` (a path MONAI Label resolved from its datastore).
+
+        A radiograph the bundle cannot use (not DICOM, unreadable, no usable geometry) is
+        refused with HTTP 422 and the reason in the response's ``detail``, not a bare 500. A
+        NIfTI image is refused on purpose: MONAI Label's DICOMweb datastore hands studies over
+        converted to NIfTI, which drops what the radiograph chain reads from the DICOM (VOI
+        LUT, MONOCHROME1, imager pixel spacing, laterality), so the volume would be generated
+        from a differently scaled, possibly mirrored, image.
+        """
+        from fastapi import HTTPException
+
+        from xray2mri.transforms.errors import InputError
+
         image = data.get("image")
         if not isinstance(image, (str, os.PathLike)):
-            raise ValueError(f"xray2mri expects a radiograph file (DICOM) as image, got {type(image).__name__}")
-        data[PREDICTION_KEY] = self.predictor(device).predict(image)
+            raise HTTPException(422, f"xray2mri expects a radiograph file (DICOM) as image, got {type(image).__name__}")
+        if str(image).lower().endswith((".nii", ".nii.gz")):
+            raise HTTPException(422, NIFTI_REFUSAL.format(image=Path(image).name))
+        try:
+            data[PREDICTION_KEY] = self.predictor(device).predict(image)
+        except InputError as exc:
+            raise HTTPException(422, f"xray2mri cannot use this radiograph: {exc}") from exc
         return data
 
     def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[str, dict[str, Any]]:
