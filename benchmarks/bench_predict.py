@@ -10,7 +10,7 @@ in a background thread while the next one is read, and prints the wall time per 
 on one CPU core. Measure the target as stated: ``taskset -c 0 python benchmarks/bench_predict.py --threads 1``.
 
 The radiograph is ``--input`` when given, else a synthetic DX written to a temporary folder
-at the demo cohort's detector size and pitch (``xray2mri.pipeline.data.synth.presets``). The
+(a knee of the demo cohort: its detector size and pitch, ``xray2mri.pipeline.data.synth.presets``). The
 weights are the bundle's ``models/model.pt`` when it exists, else the network's random
 initial weights of the same configuration (``--random-init`` forces that): the timing is of
 the pipeline, not of the model's quality, and the output says which weights were used.
@@ -30,24 +30,23 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 TARGET_S = 0.1
 STAGES = ("load_preprocess", "forward", "write")
 
 
-def synthetic_radiograph(path: Path, shape: tuple[int, int], pixel_mm: float, seed: int = 0) -> Path:
-    """Write a 12-bit DX DICOM of smooth structure plus noise (marked synthetic) with the cohort's DX writer."""
-    from xray2mri.pipeline.data.synth.dicom_writer import MAX_LOG_ATTENUATION, write_dx
+def synthetic_radiograph(path: Path, preset: str = "demo", seed: int = 0) -> Path:
+    """A SYNTHETIC knee radiograph of the cohort (``preset`` size), copied to ``path``.
 
-    rows, cols = shape
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:rows, 0:cols] / max(rows, cols)
-    img = 1500 + 1200 * np.exp(-((x - 0.5) ** 2 + (y - 0.5) ** 2) / 0.05) + rng.normal(0, 30, shape)
-    # no magnification (source-to-knee = source-to-detector): pixel_mm is the spacing at the knee
-    write_dx(path, img / (4095 / MAX_LOG_ATTENUATION), subject="BENCHMARK", laterality="L",
-             imager_pixel_mm=pixel_mm, sid_mm=1000.0, sod_mm=1000.0)
+    A knee, not a blob: prediction finds the knee (``LocateKneed``) and refuses images without one.
+    """
+    import shutil
+
+    from xray2mri.pipeline.data.synth.cohort import generate_cohort
+
+    cohort = generate_cohort(path.parent / "cohort", 1, seed=seed, preset=preset, workers=1, progress=False)
+    shutil.copy(next(cohort.glob("SYN*/SYN*_xray.dcm")), path)
     return path
 
 
@@ -82,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             source, what = Path(args.input), args.input
         else:
             preset = PRESETS["demo"]
-            source = synthetic_radiograph(tmp_path / "bench.dcm", preset.xray_shape, preset.xray_pixel_mm)
+            source = synthetic_radiograph(tmp_path / "bench.dcm", preset.name)
             what = (
                 f"synthetic DX {preset.xray_shape[0]}x{preset.xray_shape[1]} at {preset.xray_pixel_mm} mm "
                 "(demo cohort detector), left knee"

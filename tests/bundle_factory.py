@@ -2,7 +2,8 @@
 
 A tiny bundle is the real bundle (its configs, and docs and LICENSE when ``whole``) with tiny
 sizes and a tiny network written into the configs, and random weights of that network saved as
-``models/model.pt``; a tiny radiograph is a 64 x 64 DX DICOM at 0.5 mm (the bundle's 32 mm field).
+``models/model.pt``; a test radiograph is a DX DICOM of an analytic knee at 0.5 mm, which the
+bundle's knee finder places and crops to the tiny bundle's 32 mm field.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 import xray_factory
 
@@ -29,7 +29,10 @@ TINY_NET = {
     "gen_channels": [4],
     "gen_strides": [2, 1],
 }
-ROWS = COLS = 64  # radiographs of 64 x 64 px at 0.5 mm: a 32 mm field, the tiny bundle's
+ROWS = COLS = 64  # the tiny bundle's 32 mm field at 0.5 mm
+#: Size (px, 0.5 mm) of the test radiographs and their knee's joint centre (row, col).
+KNEE_ROWS, KNEE_COLS = 360, 300
+KNEE_CENTRE = (170, 150)
 
 
 def make_tiny_bundle(bundle: Path, seed: int = 0, whole: bool = True, sizes: dict | None = None) -> Path:
@@ -58,11 +61,21 @@ def make_tiny_bundle(bundle: Path, seed: int = 0, whole: bool = True, sizes: dic
     return bundle
 
 
-def write_dx(path: Path, laterality: str | None = "R", marker_cols: slice = slice(4, 20), **tags) -> Path:
-    """A 64 x 64 DX knee radiograph (0.5 mm) with a bright block in ``marker_cols`` (image columns)."""
-    pixels = np.full((ROWS, COLS), 400, dtype=np.uint16)
-    pixels[20:44, marker_cols] = 3500
-    pixels += np.arange(COLS, dtype=np.uint16)[None, :]  # all values distinct-ish, no flat image
+def write_dx(
+    path: Path, laterality: str | None = "R", marker_cols: slice = slice(4, 20), fibula: bool = True, **tags
+) -> Path:
+    """A DX knee radiograph (analytic knee, 0.5 mm pixels) with a bright block in ``marker_cols``.
+
+    The knee's joint centre is at :data:`KNEE_CENTRE`; the block lies above the joint line,
+    inside the tiny bundle's 32 mm field around it, at ``marker_cols`` of that field's 64
+    columns. The fibula is on the side ``laterality`` says (right when None); ``fibula=False``
+    draws a knee symmetric about its centre column.
+    """
+    r, c = KNEE_CENTRE
+    att = xray_factory.knee_attenuation(KNEE_ROWS, KNEE_COLS, 0.5, KNEE_CENTRE, side=laterality or "R", fibula=fibula)
+    pixels = xray_factory.to_stored(att)
+    field = slice(c - COLS // 2, c + COLS // 2)
+    pixels[r - COLS // 2 + 4: r - COLS // 2 + 20, field][:, marker_cols] = 4095  # saturated, as burned in
     ds = xray_factory.make_radiograph(pixels, imager_spacing=(0.5, 0.5), laterality=laterality, **tags)
     ds.PatientID = "PAT-0042"
     path.parent.mkdir(parents=True, exist_ok=True)

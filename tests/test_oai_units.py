@@ -22,12 +22,12 @@ from xray2mri.pipeline.data.oai.grades import (
     read_readings,
 )
 from xray2mri.pipeline.data.oai.index import OaiIndexError, SeriesRecord, read_index, read_indexes
-from xray2mri.pipeline.data.oai.localiser import localise_knees
 from xray2mri.pipeline.data.oai.synth_tree import participant_knees, render_bilateral
 from xray2mri.pipeline.data.synth.presets import SynthPreset
 from xray2mri.transforms.errors import InputError, XrayInputError
 from xray2mri.transforms.geometry import MIRRORED_KEY
 from xray2mri.transforms.knee_crop import CropKnee, CropKneed, crop_box_for
+from xray2mri.transforms.locate_knee import NoKneeFound, locate_knees
 
 HEADER = '"Folder","ParticipantID","StudyDate","Barcode","StudyDescription","SeriesDescription"\n'
 
@@ -288,13 +288,13 @@ def test_left_crop_mirrored_shows_its_own_anatomy():
 
 
 def test_localiser_reports_what_it_cannot_place():
-    flat = np.zeros((200, 300))
-    assert all(f.centre is None and f.reason for f in localise_knees(flat, (1.0, 1.0)))
+    with pytest.raises(NoKneeFound, match="blank"):
+        locate_knees(np.zeros((200, 300)), (1.0, 1.0))
     legs = np.zeros((200, 300))
-    legs[:, 20:280] = 1.0  # one block of soft tissue: no gap between the legs
+    legs[:, 20:280] = 1.0  # soft tissue and a bone block, but no joint space anywhere
     legs[80:120, 60:100] = 3.0
-    findings = localise_knees(legs, (1.0, 1.0))
-    assert [f.reason for f in findings] == ["no soft-tissue gap between the legs"] * 2
+    with pytest.raises(NoKneeFound, match="no knee found: no joint space"):
+        locate_knees(legs, (1.0, 1.0))
 
 
 def test_localiser_finds_a_single_knee():
@@ -303,6 +303,7 @@ def test_localiser_finds_a_single_knee():
     radiograph = render_bilateral(participant_knees(5, 2), pre, np.random.default_rng(2), drr_spacing_mm=3.0)
     half = radiograph.image.shape[1] // 2
     spacing = (pre.xray_pixel_mm / radiograph.magnification,) * 2
-    finding, = localise_knees(radiograph.image[:, half:], spacing, knees=1)
+    finding, = locate_knees(radiograph.image[:, half:], spacing)
     row, col = radiograph.centres["L"]
     assert np.hypot((finding.centre[0] - row) * spacing[0], (finding.centre[1] + half - col) * spacing[1]) < 5.0
+    assert finding.side == "L" and finding.side_source == "anatomy"  # no tags: the fibula is lateral

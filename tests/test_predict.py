@@ -59,7 +59,7 @@ def test_round_trip_nifti_and_dicom(tiny_bundle, tmp_path, capsys):
     expected = Predictor.from_bundle(tiny_bundle).predict(dcm).volume
 
     assert _predict("--bundle", str(tiny_bundle), "--input", str(dcm), "--output", str(tmp_path / "nii")) == 0
-    assert _files(tmp_path / "nii") == ["knee01_mri_synthetic.nii.gz", "knee01_preview.png"]
+    assert _files(tmp_path / "nii") == ["knee01_mri_synthetic.json", "knee01_mri_synthetic.nii.gz", "knee01_preview.png"]
     img = nib.load(tmp_path / "nii" / "knee01_mri_synthetic.nii.gz")
     assert img.shape == tuple(TINY_SIZES["mri_shape"])
     np.testing.assert_allclose(img.header.get_zooms(), TINY_SIZES["mri_spacing"])
@@ -72,7 +72,8 @@ def test_round_trip_nifti_and_dicom(tiny_bundle, tmp_path, capsys):
     args = ["--bundle", str(tiny_bundle), "--input", str(dcm), "--output", str(tmp_path / "dcm"), "--format", "dicom"]
     assert _predict(*args) == 0
     series = tmp_path / "dcm" / "knee01_mri_synthetic"
-    assert sorted(p.name for p in (tmp_path / "dcm").iterdir()) == ["knee01_mri_synthetic", "knee01_preview.png"]
+    assert sorted(p.name for p in (tmp_path / "dcm").iterdir()) == [
+        "knee01_mri_synthetic", "knee01_mri_synthetic.json", "knee01_preview.png"]
     assert len(list(series.iterdir())) == TINY_SIZES["mri_shape"][0]
     # read back by the project's loader (canonical PIL, RAS affine) and by SimpleITK (LPS)
     from_dicom, from_nifti = LoadMri()(series), LoadMri()(tmp_path / "nii" / "knee01_mri_synthetic.nii.gz")
@@ -116,7 +117,8 @@ class _Unproject(torch.nn.Module):
 def test_left_knee_is_mirrored_back(tiny_bundle, tmp_path):
     """Outputs of left knees are mirrored back: the volume's columns run like the radiograph's."""
     shape = TINY_SIZES["mri_shape"]
-    right, left = _dx(tmp_path / "r.dcm", "R"), _dx(tmp_path / "l.dcm", "L")
+    # knees symmetric about their centre column: the same crop whatever the tag says
+    right, left = _dx(tmp_path / "r.dcm", "R", fibula=False), _dx(tmp_path / "l.dcm", "L", fibula=False)
     predictor = Predictor.from_bundle(tiny_bundle)
 
     predictor.network = _ColumnRamp(shape)  # the network always answers the same asymmetric volume
@@ -162,10 +164,13 @@ def test_bad_folder_keeps_the_good_ones(tiny_bundle, tmp_path, capsys):
     assert any("chest.dcm" in w and "LL" in w for w in warnings)
     assert "predicted 3 of 6" in captured.out and "rejected 3" in captured.out
     assert _files(out) == [
+        "chest_mri_synthetic.json",
         "chest_mri_synthetic.nii.gz",
         "chest_preview.png",
+        "good_mri_synthetic.json",
         "good_mri_synthetic.nii.gz",
         "good_preview.png",
+        "series2/IM0001_mri_synthetic.json",
         "series2/IM0001_mri_synthetic.nii.gz",
         "series2/IM0001_preview.png",
     ]  # nothing for the rejected files, no temporary files
@@ -252,7 +257,10 @@ def test_predict_and_inference_json_take_the_same_files_and_agree(tiny_bundle, t
     wf.finalize()
     volumes = ["top_mri_synthetic.nii.gz", "visit1/001_mri_synthetic.nii.gz", "visit2/001_mri_synthetic.nii.gz"]
     assert [f for f in _files(tmp_path / "p") if f.endswith(".nii.gz")] == volumes
-    assert _files(tmp_path / "i") == volumes
+    assert [f for f in _files(tmp_path / "i") if f.endswith(".nii.gz")] == volumes
+    sidecars = [v.replace(".nii.gz", ".json") for v in volumes]  # both write the same sidecars beside them
+    assert [f for f in _files(tmp_path / "i") if f.endswith(".json")] == sidecars
+    assert [f for f in _files(tmp_path / "p") if f.endswith(".json")] == sidecars
     for name in volumes:
         by_predict, by_bundle = nib.load(tmp_path / "p" / name), nib.load(tmp_path / "i" / name)
         np.testing.assert_allclose(by_bundle.affine, by_predict.affine)
@@ -266,10 +274,10 @@ def test_a_write_error_in_a_folder_is_reported_for_its_file_only(tiny_bundle, tm
         _dx(inp / name)
     real_preview = writers.write_preview_png
 
-    def preview_fails_for_b(volume, affine, path, title=""):
+    def preview_fails_for_b(volume, affine, path, title="", **panel):
         if Path(path).name.startswith("b_"):
             raise OSError(28, "No space left on device")
-        return real_preview(volume, affine, path, title)
+        return real_preview(volume, affine, path, title, **panel)
 
     monkeypatch.setattr(writers, "write_preview_png", preview_fails_for_b)
     assert _predict("--bundle", str(tiny_bundle), "--input", str(inp), "--output", str(out)) == 1
@@ -277,4 +285,5 @@ def test_a_write_error_in_a_folder_is_reported_for_its_file_only(tiny_bundle, tm
     (line,) = [r for r in captured.err.splitlines() if ": rejected: " in r]
     assert line.startswith(f"{inp / 'b.dcm'}: rejected: ") and "No space left" in line
     assert "predicted 2 of 3" in captured.out
-    assert _files(out) == ["a_mri_synthetic.nii.gz", "a_preview.png", "c_mri_synthetic.nii.gz", "c_preview.png"]
+    assert _files(out) == ["a_mri_synthetic.json", "a_mri_synthetic.nii.gz", "a_preview.png",
+                           "c_mri_synthetic.json", "c_mri_synthetic.nii.gz", "c_preview.png"]

@@ -208,3 +208,78 @@ def encode(ds: Dataset, transfer_syntax: str, tmp_dir: str | os.PathLike) -> Dat
     if transfer_syntax in (JPEG2000_LOSSY, JPEG_LS_NEAR, JPEG_BASELINE):
         out.LossyImageCompression = "01"
     return out
+
+
+# --- anatomy-like test images for the knee finder (values: more attenuation = higher) ------------
+
+
+def _chord(x: np.ndarray, half_width: np.ndarray | float) -> np.ndarray:
+    """Path length through a cylinder of ``half_width`` at lateral offset ``x`` (0 outside)."""
+    return 2.0 * np.sqrt(np.clip(np.asarray(half_width, dtype=float) ** 2 - x**2, 0.0, None))
+
+
+def knee_attenuation(
+    rows: int, cols: int, spacing: float, centre: tuple[float, float], side: str = "R", seed: int = 0,
+    fibula: bool = True,
+) -> np.ndarray:
+    """An analytic AP knee (float, more attenuation = higher): soft tissue, femur, tibia, fibula.
+
+    The joint centre (the middle of the 5 mm joint space) is at ``centre`` (row, col, pixels);
+    the fibula (unless ``fibula`` is False: a knee symmetric about its centre column) is lateral:
+    on the image's left for a right knee (the patient faces the viewer).
+    """
+    y, x = np.mgrid[0:rows, 0:cols].astype(float)
+    y = (y - centre[0]) * spacing  # mm, + inferior
+    x = (x - centre[1]) * spacing  # mm, + towards the image's right
+    soft = _chord(x, 60.0 + 10.0 * np.clip(-y / 150.0, 0.0, 1.0))
+    femur_hw = 15.0 + 23.0 * np.clip((y + 70.0) / 40.0, 0.0, 1.0)
+    femur = np.where(y < -2.5, _chord(x, femur_hw), 0.0)
+    tibia_hw = 14.0 + 22.0 * np.clip((70.0 - y) / 45.0, 0.0, 1.0)
+    tibia = np.where(y > 2.5, _chord(x, tibia_hw), 0.0)
+    lateral = -1.0 if side == "R" else 1.0
+    fibula_path = np.where((y > 15.0) & (y < 200.0), _chord(x - lateral * (tibia_hw + 8.0), 6.0), 0.0)
+    bone = femur + tibia + (fibula_path if fibula else 0.0)
+    rng = np.random.default_rng(seed)
+    return 1.0 + 0.02 * soft + 0.05 * bone + rng.normal(0.0, 0.03, soft.shape)
+
+
+def chest_attenuation(rows: int, cols: int, spacing: float, seed: int = 0) -> np.ndarray:
+    """A chest-like PA view: a wide torso, darker lungs, a spine and horizontal ribs."""
+    y, x = np.mgrid[0:rows, 0:cols].astype(float)
+    y = (y - rows / 2) * spacing
+    x = (x - cols / 2) * spacing
+    torso = _chord(x, 170.0) * (np.abs(y) < 0.48 * rows * spacing)
+    lungs = sum(_chord(x - s * 75.0, 60.0) * (np.abs(y + 20.0) < 110.0) for s in (-1, 1))
+    spine = _chord(x, 18.0)
+    ribs = np.zeros_like(x)
+    for k in range(10):
+        centre_row = -130.0 + 26.0 * k + 0.08 * x**2 / 10.0
+        ribs += 12.0 * (np.abs(y - centre_row) < 5.0) * (np.abs(x) < 150.0)
+    rng = np.random.default_rng(seed)
+    return 1.0 + 0.02 * torso - 0.015 * lungs + 0.05 * (spine + ribs) + rng.normal(0.0, 0.03, x.shape)
+
+
+def hand_attenuation(rows: int, cols: int, spacing: float, seed: int = 0) -> np.ndarray:
+    """A hand-like PA view: a palm and five fingers, each with thin bones separated by joint gaps."""
+    y, x = np.mgrid[0:rows, 0:cols].astype(float)
+    y = y * spacing  # mm from the top (finger tips)
+    x = (x - cols / 2) * spacing
+    soft = np.zeros_like(x)
+    bone = np.zeros_like(x)
+    for k, offset in enumerate((-40.0, -20.0, 0.0, 20.0, 40.0)):
+        top = 20.0 + 8.0 * abs(k - 2)
+        finger = (y > top) & (y < 130.0)
+        soft += _chord(x - offset, 9.0) * finger
+        for start in np.arange(top + 5.0, 200.0, 28.0):
+            bone += _chord(x - offset * (1 - 0.3 * (start > 130)), 5.0) * ((y > start) & (y < start + 24.0))
+    soft += 30.0 * ((np.abs(x) < 50.0) & (y >= 130.0))  # a flat palm, 30 mm thick
+    rng = np.random.default_rng(seed)
+    return 1.0 + 0.02 * soft + 0.05 * bone + rng.normal(0.0, 0.03, x.shape)
+
+
+def to_stored(attenuation: np.ndarray, bits: int = 12) -> np.ndarray:
+    """Scale float values to unsigned ``bits``-bit stored values (the full range used)."""
+    a = np.asarray(attenuation, dtype=float)
+    top = 2**bits - 1
+    scaled = (a - a.min()) / max(float(a.max() - a.min()), 1e-12) * (0.9 * top) + 0.05 * top
+    return np.rint(scaled).astype(np.uint16)

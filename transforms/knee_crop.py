@@ -37,18 +37,29 @@ __all__ = ["DEFAULT_CROP_MM", "crop_box_for", "CropKnee", "CropKneed"]
 DEFAULT_CROP_MM: float = 140.0
 
 
-def crop_box_for(centre: Sequence[float], spacing: Sequence[float], size_mm: float = DEFAULT_CROP_MM) -> list[int]:
+def crop_box_for(
+    centre: Sequence[float], spacing: Sequence[float], size_mm: float = DEFAULT_CROP_MM,
+    shape: Sequence[int] | None = None,
+) -> list[int]:
     """Pixel box ``[row_start, col_start, row_end, col_end]`` (end exclusive) of a ``size_mm`` square.
 
     Args:
         centre: (row, col) of the joint centre, pixels (fractions allowed).
         spacing: (row, col) pixel spacing at the object, mm.
         size_mm: side of the square, mm.
+        shape: (rows, cols) of the image, if known: the box then has the image's parity (one pixel
+            more at most) and a start half-way between two pixels is rounded towards the image's
+            middle, so that a mirrored image gets exactly the mirrored box.
     """
     box = []
-    for c, s in zip(centre, spacing):
+    for axis, (c, s) in enumerate(zip(centre, spacing)):
         n = max(1, int(round(size_mm / float(s))))
-        start = int(math.floor(float(c) + 0.5 - n / 2.0))
+        if shape is not None and (n - int(shape[axis])) % 2:
+            n += 1  # the image's parity, so a box can sit exactly on its middle (and mirror onto itself)
+        x = float(c) - (n - 1) / 2.0
+        start = int(math.ceil(x - 0.5))  # the nearest start; a tie rounds down
+        if shape is not None and abs(x - math.floor(x) - 0.5) < 1e-9 and x + (n - 1) / 2.0 > (shape[axis] - 1) / 2.0:
+            start += 1  # a tie on the far half rounds up, mirroring the near half's rounding down
         box.append((start, start + n))
     return [box[0][0], box[1][0], box[0][1], box[1][1]]
 

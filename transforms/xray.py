@@ -287,7 +287,8 @@ class LoadXray(Transform):
     ("PixelSpacing", "ImagerPixelSpacing" or "fallback"), ``magnification``, ``laterality``
     ("L", "R" or None), ``photometric`` and ``presentation_lut_shape`` (as stored), ``inverted``,
     ``padding_pixels`` (how many were padding), ``modality``, ``body_part``,
-    ``view_position`` (empty strings when absent), ``transfer_syntax``, ``bits_stored``,
+    ``view_position``, ``patient_orientation`` (e.g. ``"L\\F"``) (empty strings when absent),
+    ``transfer_syntax``, ``bits_stored``,
     ``frame``, ``voi_lut_applied``, ``spatial_shape``, ``original_channel_dim`` and an
     ``affine`` ``diag(row_spacing, col_spacing, 1, 1)`` that MONAI's ``Spacing`` uses.
 
@@ -396,6 +397,7 @@ class LoadXray(Transform):
             "modality": _text(ds, "Modality"),
             "body_part": _text(ds, "BodyPartExamined"),
             "view_position": _text(ds, "ViewPosition"),
+            "patient_orientation": "\\".join(str(v) for v in (ds.get("PatientOrientation") or [])),
             "transfer_syntax": self._transfer_syntax(ds),
             "bits_stored": int(ds.BitsStored),
             "frame": frame or 0,

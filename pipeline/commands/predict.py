@@ -7,13 +7,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from xray2mri.pipeline.commands._help import ExampleHelpFormatter, with_example
 
 NOTES = """\
-outputs, per radiograph <stem> (sub-folders of a folder input are kept):
+outputs, per knee <stem> (sub-folders of a folder input are kept; a radiograph with two
+knees gives <name>_R and <name>_L, one knee <name>):
   <stem>_mri_synthetic.nii.gz   (--format nifti) or the DICOM MR series folder
-  <stem>_mri_synthetic/         (--format dicom), and <stem>_preview.png
+  <stem>_mri_synthetic/         (--format dicom), <stem>_mri_synthetic.json (sidecar: source,
+                                side, joint centre, crop box, spacing, locator confidence),
+                                and <stem>_preview.png (the knee's box on the radiograph)
+
+knees are found on each radiograph (one, or two on a bilateral view); a radiograph with no
+knee (a chest, a hand, a blank image) is rejected with the reason. --centre / --centres
+give the joint centres instead.
 
 every rejected file is printed on stderr as "<file>: rejected: <reason>", warnings
 (another body part or view) as "<file>: warning: <text>"; a summary line ends the run.
@@ -50,6 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="PatientID of DICOM output (default pseudonymise)",
     )
     parser.add_argument("--weights", default=None, help="weights file (default BUNDLE/models/model.pt)")
+    knees = parser.add_mutually_exclusive_group()
+    knees.add_argument("--centre", default=None, metavar="ROW,COL",
+                       help="joint centre in the radiograph's pixels, instead of finding the knee (one --input file)")
+    knees.add_argument("--centres", default=None, metavar="CSV",
+                       help="joint centres for a batch: CSV with columns file,row,col[,side], one row per knee")
+    parser.add_argument("--side", choices=("R", "L"), default=None, help="the side of the --centre knee")
     parser.set_defaults(func=run)
     return parser
 
@@ -58,12 +72,25 @@ def run(args: argparse.Namespace) -> int:
     """Run the prediction batch; returns the exit status documented in the epilog."""
     from tqdm.auto import tqdm
 
-    from xray2mri.pipeline.serving.predict import Predictor, predict_batch
+    from xray2mri.pipeline.serving.predict import Predictor, predict_batch, read_centres_csv
     from xray2mri.transforms.errors import InputError
 
     def echo(line: str) -> None:
         tqdm.write(line, file=sys.stderr)
 
+    centres = None
+    try:
+        if args.centres:
+            centres = read_centres_csv(args.centres)
+        elif args.centre:
+            if not Path(args.input).is_file():
+                print("xray2mri predict: --centre needs one --input file; use --centres CSV for a folder", file=sys.stderr)
+                return 2
+            row, col = (float(v) for v in args.centre.split(","))
+            centres = {str(Path(args.input)): [(row, col, args.side)]}
+    except (InputError, ValueError) as exc:
+        print(f"xray2mri predict: bad joint centres: {exc}", file=sys.stderr)
+        return 2
     try:
         predictor = Predictor.from_bundle(args.bundle, device=args.device, weights=args.weights)
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
@@ -71,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         result = predict_batch(
-            predictor, args.input, args.output, fmt=args.format, patient_id=args.patient_id, echo=echo
+            predictor, args.input, args.output, fmt=args.format, patient_id=args.patient_id, echo=echo,
+            centres=centres,
         )
     except InputError as exc:
         print(f"xray2mri predict: {exc}", file=sys.stderr)

@@ -7,6 +7,10 @@ voxel spacing; :meth:`Predictor.from_bundle` builds one from a bundle folder (it
 :func:`~xray2mri.pipeline.serving.bundle.open_bundle`). :func:`predict_batch`
 runs it over one file or a folder and writes the outputs with :mod:`xray2mri.pipeline.serving.writers`.
 
+Knees. The bundle's preprocessing finds the knee(s) (``LocateKneed``) and crops the bundle's field
+around each joint centre; :meth:`Predictor.predict_knees` returns one :class:`Prediction` per knee,
+whose ``facts`` become the JSON sidecar (:mod:`xray2mri.pipeline.serving.sidecar`).
+
 Output geometry. The network produces a (1, D, H, W) volume in the canonical frame of
 :mod:`xray2mri.transforms.geometry` (axcodes ``"PIL"``: A->P, S->I, R->L) whose (H, W) grid
 covers the preprocessed radiograph's field of view. The written volume keeps that frame at
@@ -20,7 +24,9 @@ Batch behaviour (what the ``xray2mri predict`` command relies on): every regular
 folder is tried (recursively; names with or without extension; hidden names skipped);
 a file that cannot be used (not DICOM, no pixel data, colour, ...) is rejected with the
 reason from its :class:`~xray2mri.transforms.errors.XrayInputError` and the batch goes on;
-a radiograph of another body part or view is processed with a warning taken from its tags.
+an image on which no knee is found (a chest, a hand, an MRI slice, a blank image) is rejected
+with the knee finder's reason; a knee radiograph whose tags name another body part or view is
+processed with a warning taken from its tags. A radiograph with two knees gives two outputs.
 Outputs are written atomically, and a volume whose preview fails is removed, so no partial
 output is ever left behind. :func:`predict_batch` writes each radiograph's outputs in a
 background thread (:class:`~xray2mri.pipeline.serving.write_queue.BackgroundWriter`) while the
@@ -31,7 +37,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -61,6 +67,9 @@ __all__ = [
     "input_error_reason",
     "prediction_outputs",
     "save_prediction",
+    "knee_stem",
+    "choose_knee",
+    "read_centres_csv",
     "predict_batch",
     "OUTPUT_FORMATS",
     "NIFTI_SUFFIX",
@@ -87,6 +96,10 @@ class Prediction:
         warnings: notes on the input (other body part or view), taken from its DICOM tags.
         header: the radiograph's DICOM header (no pixels), for the DICOM writer; None if unreadable.
         timings: seconds spent per stage (``load_preprocess``, ``forward``; ``write`` once saved).
+        facts: where the knee was found and what was made (the JSON sidecar's content,
+            :func:`~xray2mri.pipeline.serving.sidecar.knee_facts`).
+        radiograph: a thumbnail of the whole source radiograph (rows, cols) for the preview, or None.
+        thumbnail_scale: thumbnail pixels per source pixel (row, col).
     """
 
     source: Path
@@ -96,6 +109,14 @@ class Prediction:
     warnings: list[str] = field(default_factory=list)
     header: Any = None
     timings: dict[str, float] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
+    radiograph: np.ndarray | None = None
+    thumbnail_scale: tuple[float, float] = (1.0, 1.0)
+
+    @property
+    def side(self) -> str:
+        """The knee's side (``"R"``, ``"L"``, or ``""`` when unknown)."""
+        return str(self.facts.get("side", ""))
 
 
 def input_error_reason(exc: BaseException) -> str | None:
@@ -186,48 +207,137 @@ class Predictor:
         preprocess = bundle.preprocessing()
         return cls(network, preprocess, bundle.setting("mri_spacing"), device=device, image_key=bundle.image_key)
 
-    @torch.inference_mode()
-    def predict(self, path: str | os.PathLike) -> Prediction:
-        """Generate the MRI volume of one radiograph.
+    def _preprocess(self, path: Path, centre: Sequence[float] | None, side: str | None) -> tuple[list[dict], Any]:
+        """The preprocessed item of each knee, and the loaded radiograph (for the preview) or None.
 
-        Raises:
-            XrayInputError: the file cannot be used as a radiograph (the reason says why).
+        The chain runs in two parts around its knee finder (``LocateKneed``), so the whole
+        radiograph is seen once, before cropping, without loading it twice.
         """
-        path = Path(path)
-        t0 = time.perf_counter()
+        from xray2mri.transforms.locate_knee import LocateKneed
+
+        item: dict[str, Any] = {self.image_key: str(path)}
+        if centre is not None:
+            item["centre"] = [float(c) for c in centre]
+        if side is not None:
+            item["side"] = side
+        transforms = list(getattr(self.preprocess, "transforms", []))
+        split = next((i for i, t in enumerate(transforms) if isinstance(t, LocateKneed)), None)
+        loaded = None
         try:
-            item = self.preprocess({self.image_key: str(path)})
+            if split is None:
+                out = self.preprocess(item)
+            else:
+                item = self.preprocess(item, end=split)
+                loaded = item.get(self.image_key)
+                out = self.preprocess(item, start=split)
         except Exception as exc:
             reason = input_error_reason(exc)
             if reason is None:
                 raise
             raise XrayInputError(path, reason) from exc
-        xray = item[self.image_key]
-        meta = dict(getattr(xray, "meta", {}) or {})
-        mirrored = bool(meta.get(MIRRORED_KEY, item.get(MIRRORED_KEY, False)))
+        return (list(out) if isinstance(out, (list, tuple)) else [out]), loaded
+
+    @torch.inference_mode()
+    def predict_knees(
+        self, path: str | os.PathLike, centre: Sequence[float] | None = None, side: str | None = None
+    ) -> list[Prediction]:
+        """Generate the MRI volume of every knee on one radiograph (patient right first).
+
+        Args:
+            path: the radiograph file.
+            centre: (row, col) of the joint centre in the radiograph's pixels, instead of searching.
+            side: ``"R"``/``"L"``: only that knee (of a bilateral radiograph), or the side of ``centre``.
+
+        Raises:
+            XrayInputError: the file cannot be used as a radiograph, or no knee is found on it
+                (the reason says why).
+        """
+        path = Path(path)
+        t0 = time.perf_counter()
+        items, loaded = self._preprocess(path, centre, side)
         header = _read_header(path)
+        thumbnail, scale = _thumbnail(loaded)
         t1 = time.perf_counter()
+        predictions = []
+        for item in items:
+            t_start = time.perf_counter()
+            xray = item[self.image_key]
+            meta = dict(getattr(xray, "meta", {}) or {})
+            mirrored = bool(meta.get(MIRRORED_KEY, item.get(MIRRORED_KEY, False)))
+            batch = torch.as_tensor(xray, dtype=torch.float32).unsqueeze(0).to(self.device)
+            out = self.network(batch)
+            if isinstance(out, dict):
+                out = out["mri"]
+            volume = torch.as_tensor(out)[0, 0].float().clamp(0.0, 1.0).cpu()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            volume_np = _mirror_back(volume, mirrored).numpy()
+            from xray2mri.pipeline.serving.sidecar import knee_facts
 
-        batch = torch.as_tensor(xray, dtype=torch.float32).unsqueeze(0).to(self.device)
-        out = self.network(batch)
-        if isinstance(out, dict):
-            out = out["mri"]
-        volume = torch.as_tensor(out)[0, 0].float().clamp(0.0, 1.0).cpu()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        t2 = time.perf_counter()
+            predictions.append(Prediction(
+                source=path,
+                volume=np.ascontiguousarray(volume_np, dtype=np.float32),
+                affine=canonical_affine(volume_np.shape, self.mri_spacing),
+                mirrored=mirrored,
+                warnings=_input_warnings(meta, header),
+                header=header,
+                timings={"load_preprocess": (t1 - t0) / len(items), "forward": time.perf_counter() - t_start},
+                facts=knee_facts(meta, path, mirrored),
+                radiograph=thumbnail,
+                thumbnail_scale=scale,
+            ))
+        return predictions
 
-        volume_np = _mirror_back(volume, mirrored).numpy()
-        affine = canonical_affine(volume_np.shape, self.mri_spacing)
-        return Prediction(
-            source=path,
-            volume=np.ascontiguousarray(volume_np, dtype=np.float32),
-            affine=affine,
-            mirrored=mirrored,
-            warnings=_input_warnings(meta, header),
-            header=header,
-            timings={"load_preprocess": t1 - t0, "forward": t2 - t1},
-        )
+    def predict(
+        self, path: str | os.PathLike, centre: Sequence[float] | None = None, side: str | None = None
+    ) -> Prediction:
+        """Generate the MRI volume of the one knee of a radiograph (or the knee ``side`` of a bilateral one).
+
+        Raises:
+            XrayInputError: as :meth:`predict_knees`, and when two knees are found but no
+                ``side`` was asked for (use :meth:`predict_knees` for both).
+        """
+        predictions = self.predict_knees(path, centre=centre, side=side)
+        if len(predictions) > 1:
+            sides = ", ".join(p.side or "?" for p in predictions)
+            raise XrayInputError(path, f"{len(predictions)} knees found ({sides}): ask for one with side=R or "
+                                       "side=L, or use predict_knees for all")
+        return predictions[0]
+
+
+def choose_knee(predictions: Sequence[Prediction], side: str | None = None) -> tuple[Prediction, str]:
+    """The knee a one-volume client (MONAI Label) gets, and a note saying which and why.
+
+    ``side`` ``"R"``/``"L"`` asks for that knee; without it, a radiograph with two knees gives
+    the patient's right knee (the note names both, so the client can ask for the other).
+
+    Raises:
+        XrayInputError: the knee asked for is not among those found.
+    """
+    from xray2mri.transforms.laterality import normalise_side
+
+    wanted = normalise_side(side)
+    found = ", ".join(p.side or "?" for p in predictions)
+    if wanted is not None:
+        chosen = [p for p in predictions if p.side == wanted]
+        if not chosen:
+            raise XrayInputError(predictions[0].source if predictions else None,
+                                 f"no {wanted} knee on this radiograph (found: {found})")
+        return chosen[0], f"the {wanted} knee, as asked (knees found: {found})"
+    if len(predictions) == 1:
+        return predictions[0], f"the one knee found ({found})"
+    return predictions[0], f"knees found: {found}; returned the first ({predictions[0].side}); ask for side=L or R"
+
+
+def _thumbnail(image: Any, largest: int = 512) -> tuple[np.ndarray | None, tuple[float, float]]:
+    """A (rows, cols) float32 thumbnail of at most ``largest`` pixels a side, and its scale (thumb px per px)."""
+    if image is None:
+        return None, (1.0, 1.0)
+    arr = torch.as_tensor(image).detach().float().cpu()
+    arr = arr[0] if arr.ndim == 3 else arr
+    step = max(1, int(np.ceil(max(arr.shape) / largest)))
+    small = torch.nn.functional.avg_pool2d(arr[None, None], step, ceil_mode=True)[0, 0] if step > 1 else arr
+    return small.numpy().astype(np.float32), (small.shape[0] / arr.shape[0], small.shape[1] / arr.shape[1])
 
 
 
@@ -252,11 +362,14 @@ def _read_header(path: Path) -> Any:
 def _input_warnings(meta: dict, header: Any) -> list[str]:
     """Warnings for a radiograph the model was not made for: BodyPartExamined, ViewPosition, no laterality."""
     notes = []
-    if not meta.get("laterality"):
+    side, source = str(meta.get("knee_side", meta.get("laterality")) or ""), str(meta.get("side_source") or "")
+    if not side:
         notes.append(
-            "no ImageLaterality/Laterality: treated as a right knee (not mirrored); "
-            "a left knee will come out mirrored"
+            "no ImageLaterality/Laterality and the fibula not seen: side unknown, treated as a right knee "
+            "(not mirrored); a left knee will come out mirrored"
         )
+    elif source == "anatomy":
+        notes.append(f"no ImageLaterality/Laterality: side {side} taken from the anatomy (the fibula is lateral)")
     body_part = str(meta.get("body_part") or _tag(header, "BodyPartExamined")).strip()
     view = str(meta.get("view_position") or _tag(header, "ViewPosition")).strip()
     if body_part and body_part.upper() != _EXPECTED_BODY_PART:
@@ -273,30 +386,54 @@ def prediction_outputs(
     fmt: Literal["nifti", "dicom"] = "nifti",
     patient_id: writers.PatientIdPolicy = "pseudonymise",
 ) -> list[OutputJob]:
-    """The outputs of one prediction, as jobs that each write one file or folder atomically when called:
-    the volume (NIfTI file or DICOM series folder), then its PNG preview.
+    """The outputs of one prediction (one knee), as jobs that each write one file or folder atomically when
+    called: the volume (NIfTI file or DICOM series folder, whose DerivationDescription carries the knee's
+    facts), its JSON sidecar ``<output stem>.json``, then its PNG preview (the knee's box on the radiograph).
 
     Nothing is written here; run the list with :func:`~xray2mri.pipeline.serving.write_queue.write_all_or_none`
     (as :func:`save_prediction` does) or a :class:`~xray2mri.pipeline.serving.write_queue.BackgroundWriter`.
     """
+    from xray2mri.pipeline.serving.sidecar import description_line, sidecar_path
+
     if fmt not in OUTPUT_FORMATS:
         raise ValueError(f"format must be one of {OUTPUT_FORMATS}, got {fmt!r}")
     base = Path(output_dir) / stem
-    title = f"{prediction.source.name}" + (" (left knee, mirrored back)" if prediction.mirrored else "")
+    side = {"R": "right", "L": "left"}.get(prediction.side, "side unknown")
+    title = f"{prediction.source.name}: {side} knee" + (" (mirrored back)" if prediction.mirrored else "")
     volume, affine = prediction.volume, prediction.affine
+    volume_path = Path(f"{base}{NIFTI_SUFFIX}" if fmt == "nifti" else f"{base}{DICOM_SUFFIX}")
     if fmt == "nifti":
         def write_volume() -> Path:
-            return writers.write_nifti(volume, affine, f"{base}{NIFTI_SUFFIX}")
+            return writers.write_nifti(volume, affine, volume_path)
     else:
+        note = description_line(prediction.facts) if prediction.facts else ""
+
         def write_volume() -> Path:
             return writers.write_dicom_series(
-                volume, affine, f"{base}{DICOM_SUFFIX}", source=prediction.header, patient_id=patient_id
+                volume, affine, volume_path, source=prediction.header, patient_id=patient_id, derivation_note=note
             )
 
-    def write_preview() -> Path:
-        return writers.write_preview_png(volume, affine, f"{base}{PREVIEW_SUFFIX}", title)
+    def write_sidecar() -> Path:
+        facts = {**prediction.facts, "output": volume_path.name, "warnings": list(prediction.warnings)}
+        return writers.write_sidecar(facts, sidecar_path(volume_path))
 
-    return [write_volume, write_preview]
+    box = prediction.facts.get("crop_box_px") or None
+    scale = prediction.thumbnail_scale
+    thumb_box = None if box is None else [box[0] * scale[0], box[1] * scale[1], box[2] * scale[0], box[3] * scale[1]]
+
+    def write_preview() -> Path:
+        return writers.write_preview_png(volume, affine, f"{base}{PREVIEW_SUFFIX}", title,
+                                         radiograph=prediction.radiograph, crop_box=thumb_box)
+
+    return [write_volume, write_sidecar, write_preview] if prediction.facts else [write_volume, write_preview]
+
+
+def knee_stem(stem: str | os.PathLike, prediction: Prediction) -> Path:
+    """``<stem>_<side>`` for a knee of a radiograph with two knees, else ``<stem>``."""
+    stem = Path(stem)
+    if int(prediction.facts.get("knees_found", 1)) > 1:
+        return stem.with_name(f"{stem.name}_{prediction.side or 'U'}")
+    return stem
 
 
 def save_prediction(
@@ -306,10 +443,10 @@ def save_prediction(
     fmt: Literal["nifti", "dicom"] = "nifti",
     patient_id: writers.PatientIdPolicy = "pseudonymise",
 ) -> list[Path]:
-    """Write the volume (NIfTI file or DICOM series folder) and its PNG preview now; returns their paths.
+    """Write the volume (NIfTI file or DICOM series folder), its JSON sidecar and PNG preview now; returns their paths.
 
-    Each is written atomically; if the preview fails, the volume just written is removed, so
-    a radiograph has either both outputs or none. The time taken is ``prediction.timings["write"]``.
+    Each is written atomically; if one fails, those already written are removed, so a knee has
+    all its outputs or none. The time taken is ``prediction.timings["write"]``.
     """
     t0 = time.perf_counter()
     paths = write_all_or_none(prediction_outputs(prediction, output_dir, stem, fmt, patient_id))
@@ -342,6 +479,60 @@ class BatchResult:
         )
 
 
+#: Columns of a ``--centres`` CSV (``side`` optional).
+CENTRES_COLUMNS: tuple[str, ...] = ("file", "row", "col", "side")
+
+#: A user's joint centre: (row, col) in the radiograph's pixels, and the knee's side or None.
+GivenCentre = tuple[float, float, str | None]
+
+
+def read_centres_csv(path: str | os.PathLike) -> dict[str, list[GivenCentre]]:
+    """Joint centres from a CSV with columns ``file,row,col[,side]`` (one row per knee), by file.
+
+    Raises:
+        InputError: unreadable file, a missing column or a bad value (names the line).
+    """
+    import csv
+
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            header = {(n or "").strip().lower(): n for n in reader.fieldnames or []}
+            missing = [c for c in CENTRES_COLUMNS[:3] if c not in header]
+            if missing:
+                raise InputError(path, f"missing column(s) {', '.join(missing)}; a centres CSV has file,row,col[,side]")
+            rows = [(reader.line_num, row) for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise InputError(path, f"cannot read the centres CSV ({err})") from err
+    from xray2mri.transforms.laterality import normalise_side
+
+    centres: dict[str, list[GivenCentre]] = {}
+    for line, row in rows:
+        cell = {c: (row.get(header[c]) or "").strip() for c in CENTRES_COLUMNS if c in header}
+        try:
+            centre = (float(cell["row"]), float(cell["col"]), normalise_side(cell.get("side")))
+        except ValueError as err:
+            raise InputError(f"{path}:{line}", f"row and col must be numbers ({err})") from err
+        if cell.get("side") and centre[2] is None:
+            raise InputError(f"{path}:{line}", f"side {cell['side']!r} is not L or R")
+        centres.setdefault(cell["file"], []).append(centre)
+    return centres
+
+
+def _given_centres(centres: Mapping[str, list[GivenCentre]], path: Path, root: Path | None) -> list[GivenCentre]:
+    """The centres ``centres`` gives for ``path`` (keyed by path, path under the input folder, or file name)."""
+    for key, value in centres.items():
+        candidate = Path(key)
+        if candidate.is_absolute() and candidate.resolve() == path.resolve():
+            return value
+        if root is not None and (root / candidate).resolve() == path.resolve():
+            return value
+        if key in (str(path), path.name):
+            return value
+    return []
+
+
 def predict_batch(
     predictor: Predictor,
     input_path: str | os.PathLike,
@@ -350,15 +541,19 @@ def predict_batch(
     patient_id: writers.PatientIdPolicy = "pseudonymise",
     echo: Callable[[str], None] | None = None,
     progress: bool | None = None,
+    centres: Mapping[str, list[GivenCentre]] | None = None,
 ) -> BatchResult:
-    """Predict every radiograph of ``input_path`` (a file or a folder) into ``output_dir``.
+    """Predict every knee of every radiograph of ``input_path`` (a file or a folder) into ``output_dir``.
 
+    Each knee gets its outputs (:func:`prediction_outputs`) under :func:`knee_stem`: a bilateral
+    radiograph gives ``<stem>_R_...`` and ``<stem>_L_...``. ``centres`` (e.g. from
+    :func:`read_centres_csv`, or one ``--centre``) replace the knee finder for the files they name.
     A rejected file is reported through ``echo`` as ``"<file>: rejected: <reason>"`` and a
     warning as ``"<file>: warning: <text>"``, as they happen. ``progress`` shows a tqdm bar for
     folders (``None``: only on a terminal). Errors other than bad input (e.g. a full disk)
-    are reported per file the same way, and the batch goes on. Each file's outputs
-    (:func:`prediction_outputs`) are written, all or none, in a background thread while the
-    next file is predicted; ``result.written`` keeps the input order.
+    are reported per file the same way, and the batch goes on. Each file's outputs, every knee's,
+    are written all or none in a background thread while the next file is predicted;
+    ``result.written`` keeps the input order.
     """
     from tqdm.auto import tqdm
 
@@ -372,15 +567,25 @@ def predict_batch(
         files, desc="predict", unit="file", disable=(root is None) or (None if progress is None else not progress)
     )
     # Network on the main thread, writing on a background one: each radiograph's outputs (a list
-    # of write jobs, all or none) are written while the next radiograph is loaded and predicted.
+    # of write jobs, every knee's, all or none) are written while the next radiograph is predicted.
     with BackgroundWriter() as writer:
         for path in bar:
             try:
-                prediction = predictor.predict(path)
-                for note in prediction.warnings:
+                given = _given_centres(centres or {}, path, root)
+                if given:
+                    predictions = [p for row, col, side in given for p in predictor.predict_knees(path, (row, col), side)]
+                else:
+                    predictions = predictor.predict_knees(path)
+                for note in dict.fromkeys(n for p in predictions for n in p.warnings):
                     result.warnings.append((path, note))
                     say(f"{path}: warning: {note}")
-                writer.submit(path, prediction_outputs(prediction, output_dir, output_stem(path, root), fmt, patient_id))
+                stem = output_stem(path, root)
+                jobs: list[OutputJob] = []
+                for prediction in predictions:
+                    if len(given) > 1:  # several given centres: name each knee by its side
+                        prediction.facts["knees_found"] = len(given)
+                    jobs += prediction_outputs(prediction, output_dir, knee_stem(stem, prediction), fmt, patient_id)
+                writer.submit(path, jobs)
             except Exception as exc:  # one bad file must not stop a batch; report it like a rejection
                 _reject(result, path, exc, say)
             for done in writer.finished():

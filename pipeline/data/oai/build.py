@@ -2,9 +2,9 @@
 
 The steps, each in its own module: read the indexes (:mod:`.index`), pair radiographs with
 MRI series (:mod:`.pairing`), place each knee on its radiograph (a user CSV of centres, else
-the built-in :mod:`.localiser`), join the grades (:mod:`.grades`), split by participant
+the knee finder of :mod:`xray2mri.transforms.locate_knee`), join the grades (:mod:`.grades`), split by participant
 (:func:`xray2mri.pipeline.data.manifests.make_datalist`). Only index files and DICOM headers are
-read, except by the localiser, which needs the radiograph's pixels.
+read, except by the knee finder, which needs the radiograph's pixels.
 
 Items carry, besides the manifest's ``subject``, ``side``, ``xray``, ``mri``, ``visit`` and
 ``grade``: ``crop_box`` (``[row_start, col_start, row_end, col_end]`` in the stored
@@ -48,7 +48,6 @@ from .grades import (
 )
 from .grades import REASONS as GRADE_REASONS
 from .index import OaiIndexError, SeriesRecord, read_indexes
-from .localiser import localise_knees
 from .pairing import Pair, PairingResult, Unpaired
 
 #: Columns of a CSV of joint centres (e.g. the output of an existing knee localiser).
@@ -149,20 +148,23 @@ def _radiograph_header(root: Path, record: SeriesRecord) -> _Radiograph | str:
 
 
 def _localise(root: Path, xray: _Radiograph, bilateral: bool) -> dict[str, tuple[tuple[float, float] | None, str]]:
-    """side -> (centre or None, reason) from the built-in localiser."""
+    """side -> (centre or None, reason) from the knee finder the bundle uses (:class:`LocateKnee`).
+
+    A bilateral radiograph's knees get their sides from the image (PatientOrientation, position);
+    a single-knee radiograph's one knee serves the side its series was indexed for.
+    """
+    from xray2mri.transforms.locate_knee import LocateKnee
     from xray2mri.transforms.xray import LoadXray
 
     try:
         image = LoadXray()(root / xray.file)
+        knees = LocateKnee()(image)
     except manifests.InputError as err:
-        return {side: (None, f"cannot load the pixels: {err.reason}") for side in ("R", "L")}
-    findings = localise_knees(image[0].numpy(), xray.spacing, knees=2 if bilateral else 1)
-    if not bilateral:
-        f = findings[0]
-        return {side: (f.centre, f.reason) for side in ("R", "L")}
-    left_is = "L" if xray.columns_left_to_right else "R"  # the knee on the image's left
-    right_is = "R" if left_is == "L" else "L"
-    return {left_is if f.position == "image-left" else right_is: (f.centre, f.reason) for f in findings}
+        return {side: (None, err.reason) for side in ("R", "L")}
+    if not bilateral and len(knees) == 1:
+        return {side: (knees[0].centre, "") for side in ("R", "L")}
+    found = {k.side: (k.centre, "") for k in knees if k.side}
+    return {side: found.get(side, (None, f"no {side} knee found on the radiograph")) for side in ("R", "L")}
 
 
 def _mri_problem(root: Path, record: SeriesRecord) -> str:

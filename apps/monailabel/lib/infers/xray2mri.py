@@ -33,6 +33,8 @@ NIFTI_REFUSAL = (
     "laterality the model's preprocessing reads: serve a studies folder of the DICOM files (--studies DIR), "
     "or run `xray2mri predict` on them"
 )
+#: Key of the note saying which knee was returned.
+NOTE_KEY = "xray2mri_knee_note"
 
 
 class GenerateMri(BasicInferTask):
@@ -104,7 +106,12 @@ class GenerateMri(BasicInferTask):
         return []
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: Any = "cpu") -> dict[str, Any]:
-        """Generate the volume of the radiograph at ``data["image"]`` (a path MONAI Label resolved from its datastore).
+        """Generate the volume of one knee of the radiograph at ``data["image"]`` (a path MONAI Label resolved).
+
+        The knees are found as ``xray2mri predict`` finds them; the request's ``side`` (``"R"``/``"L"``)
+        picks the knee of a bilateral radiograph, else the patient's right knee is returned
+        (:func:`~xray2mri.pipeline.serving.predict.choose_knee`; the response's ``knee_note`` names both).
+        A radiograph with no knee is refused with HTTP 422 and the knee finder's reason.
 
         A radiograph the bundle cannot use (not DICOM, unreadable, no usable geometry) is
         refused with HTTP 422 and the reason in the response's ``detail``, not a bare 500. A
@@ -115,6 +122,7 @@ class GenerateMri(BasicInferTask):
         """
         from fastapi import HTTPException
 
+        from xray2mri.pipeline.serving.predict import choose_knee
         from xray2mri.transforms.errors import InputError
 
         image = data.get("image")
@@ -123,7 +131,8 @@ class GenerateMri(BasicInferTask):
         if str(image).lower().endswith((".nii", ".nii.gz")):
             raise HTTPException(422, NIFTI_REFUSAL.format(image=Path(image).name))
         try:
-            data[PREDICTION_KEY] = self.predictor(device).predict(image)
+            predictions = self.predictor(device).predict_knees(image)
+            data[PREDICTION_KEY], data[NOTE_KEY] = choose_knee(predictions, data.get("side"))
         except InputError as exc:
             raise HTTPException(422, f"xray2mri cannot use this radiograph: {exc}") from exc
         return data
@@ -150,5 +159,7 @@ class GenerateMri(BasicInferTask):
             "mirrored_to_canonical": bool(pred.mirrored),
             "warnings": list(pred.warnings),
             "source": os.fspath(pred.source),
+            "knee": dict(pred.facts),
+            "knee_note": data.get(NOTE_KEY, ""),
         }
         return name, result

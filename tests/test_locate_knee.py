@@ -1,0 +1,265 @@
+"""Finding the knees: LocateKnee(d) on synthetic radiographs, and predict / inference.json per knee.
+
+Bilateral radiographs come from the SYNTHETIC OAI-layout tree (its ``known_centres.csv`` holds the
+true joint centres), long-leg fields from a cohort radiograph reframed by
+:func:`xray2mri.pipeline.data.synth.framing.long_leg_field`, and the images that must be refused
+(chest-like, hand-like, blank) from ``tests/xray_factory.py``. Predictions use a tiny bundle
+(random weights): what is checked is where the knees are and what is written, not the volumes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import torch
+import xray_factory
+from bundle_factory import make_tiny_bundle
+from bundle_factory import write_dx as _dx
+from monai.data import MetaTensor
+
+from xray2mri.pipeline import cli
+from xray2mri.pipeline.data.oai.synth_tree import write_oai_tree
+from xray2mri.pipeline.data.synth.dicom_writer import write_dx as write_synth_dx
+from xray2mri.pipeline.data.synth.framing import long_leg_field
+from xray2mri.pipeline.data.synth.presets import SynthPreset
+from xray2mri.pipeline.serving.predict import Predictor
+from xray2mri.transforms.augment import RandShiftCropCentred
+from xray2mri.transforms.errors import XrayInputError
+from xray2mri.transforms.locate_knee import LocateKnee, LocateKneed, NoKneeFound, locate_knees
+from xray2mri.transforms.xray import LoadXray
+
+TINY = SynthPreset(name="tiny", mri_shape=(16, 16, 16), mri_spacing_mm=8.0, supersample=1,
+                   xray_shape=(0, 0), xray_pixel_mm=0.8)
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory) -> Path:
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "bundle", whole=False)
+
+
+@pytest.fixture(scope="module")
+def bilateral(tmp_path_factory) -> tuple[Path, dict[str, tuple[float, float]]]:
+    """One SYNTHETIC bilateral PA radiograph of the OAI-layout tree and its known centres by side."""
+    root = tmp_path_factory.mktemp("oai") / "tree"
+    write_oai_tree(root, 1, seed=4, visits=("00m",), preset=TINY, awkward=False, drr_spacing_mm=3.0)
+    truth = json.loads((root / "oai_truth.json").read_text())
+    known = {row["side"]: (float(row["row"]), float(row["col"]))
+             for row in csv.DictReader(open(root / "known_centres.csv"))}
+    path = root / truth["centres"][0]["xray"]
+    flat = root.parent / "bilateral.dcm"  # a plain file name, as a user's radiograph
+    flat.write_bytes(path.read_bytes())
+    return flat, known
+
+
+def _mm(a, b, spacing) -> float:
+    return float(np.hypot((a[0] - b[0]) * spacing[0], (a[1] - b[1]) * spacing[1]))
+
+
+def test_bilateral_radiograph_gives_two_knees_with_sides_and_centres(bilateral, tiny_bundle, tmp_path, capsys):
+    """predict on a bilateral PA view: <stem>_R and <stem>_L outputs, sidecars within 5 mm of the truth."""
+    path, known = bilateral
+    out = tmp_path / "out"
+    assert cli.main(["predict", "--bundle", str(tiny_bundle), "--input", str(path), "--output", str(out)]) == 0
+    assert "predicted 1 of 1" in capsys.readouterr().out
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"bilateral_{s}_{suffix}" for s in ("L", "R") for suffix in
+                     ("mri_synthetic.json", "mri_synthetic.nii.gz", "preview.png")]
+    spacing = LoadXray()(path).meta["spacing"]
+    for side in ("R", "L"):
+        facts = json.loads((out / f"bilateral_{side}_mri_synthetic.json").read_text())
+        assert facts["side"] == side and facts["side_source"] == "position"
+        assert facts["synthetic"] is True and facts["source"] == str(path) and facts["xray2mri_version"]
+        assert facts["output"] == f"bilateral_{side}_mri_synthetic.nii.gz"
+        assert _mm(facts["joint_centre_px"], known[side], spacing) < 5.0
+        np.testing.assert_allclose(facts["pixel_spacing_mm"], spacing)
+        assert facts["spacing_source"] == "ImagerPixelSpacing" and 0 < facts["locator_confidence"] <= 1
+        r0, c0, r1, c1 = facts["crop_box_px"]
+        assert (r1 - r0) * spacing[0] == pytest.approx(facts["field_mm"], abs=spacing[0])
+        assert abs((r0 + r1) / 2 - facts["joint_centre_px"][0]) <= 1 and abs((c0 + c1) / 2 - facts["joint_centre_px"][1]) <= 1
+        assert facts["mirrored_to_canonical"] == (side == "L")
+    # the patient's right knee is on the image's left (PatientOrientation L\F)
+    right = json.loads((out / "bilateral_R_mri_synthetic.json").read_text())["joint_centre_px"]
+    left = json.loads((out / "bilateral_L_mri_synthetic.json").read_text())["joint_centre_px"]
+    assert right[1] < left[1]
+
+
+def test_inference_json_and_predict_give_the_same_volumes(bilateral, tiny_bundle, tmp_path):
+    """The bundle's inference.json (python -m monai.bundle run) and Predictor agree knee for knee."""
+    from monai.bundle import run
+
+    path, _ = bilateral
+    out = tmp_path / "bundle_run"
+    run(run_id="run", config_file=str(tiny_bundle / "configs" / "inference.json"), bundle_root=str(tiny_bundle),
+        input=str(path), output_dir=str(out), logging_file=False)
+    predictions = Predictor.from_bundle(tiny_bundle).predict_knees(path)
+    assert [p.side for p in predictions] == ["R", "L"]
+    for p in predictions:
+        img = nib.load(out / f"bilateral_{p.side}_mri_synthetic.nii.gz")
+        np.testing.assert_allclose(np.asarray(img.dataobj), p.volume, atol=1e-5)
+        np.testing.assert_allclose(img.affine, p.affine, atol=1e-6)
+        facts = json.loads((out / f"bilateral_{p.side}_mri_synthetic.json").read_text())
+        assert facts["joint_centre_px"] == p.facts["joint_centre_px"] and facts["side"] == p.side
+
+
+def test_long_leg_field_with_the_knee_off_centre(tiny_cohort, tmp_path):
+    """A cohort knee placed off centre in a 700 mm field with a side marker and a collimation edge."""
+    meta = json.loads((tiny_cohort / "SYN0001" / "SYN0001_meta.json").read_text())
+    knee = LoadXray()(tiny_cohort / "SYN0001" / "SYN0001_xray.dcm")
+    spacing = knee.meta["spacing"]
+    image = knee[0].numpy()
+    centre = ((image.shape[0] - 1) / 2, (image.shape[1] - 1) / 2)  # the cohort's knees are centred
+    framed = long_leg_field(image, centre, spacing[0], np.random.default_rng(1))
+    assert framed.image.shape[0] * spacing[0] > 650 and abs(framed.centre[0] - framed.image.shape[0] / 2) > 20
+    path = tmp_path / "longleg.dcm"
+    xray = meta["xray"]
+    scaled = framed.image / float(xray["stored_units_per_neper"])  # back to log attenuation
+    write_synth_dx(path, scaled, subject="SYNTHETIC", laterality="U", imager_pixel_mm=xray["imager_pixel_spacing_mm"],
+                   sid_mm=xray["sid_mm"], sod_mm=xray["sod_mm"])  # "U": no side stated
+    loaded = LoadXray()(path)
+    (found,) = LocateKnee()(loaded)
+    assert _mm(found.centre, framed.centre, loaded.meta["spacing"]) < 5.0
+    assert found.side == meta["side"] and found.side_source == "anatomy"  # no tag: the fibula is lateral
+
+
+@pytest.mark.parametrize("kind", ["chest", "hand", "blank"])
+def test_images_without_a_knee_are_refused_with_a_reason(kind, tiny_bundle, tmp_path, capsys):
+    """A chest-like, a hand-like and a blank radiograph: rejected with the reason, exit 2, no output."""
+    make = {
+        "chest": lambda: xray_factory.to_stored(xray_factory.chest_attenuation(700, 860, 0.5)),
+        "hand": lambda: xray_factory.to_stored(xray_factory.hand_attenuation(480, 400, 0.5)),
+        "blank": lambda: np.full((400, 400), 1200, dtype=np.uint16),
+    }[kind]
+    ds = xray_factory.make_radiograph(make(), imager_spacing=(0.5, 0.5))
+    path = xray_factory.save(ds, tmp_path / f"{kind}.dcm")
+    out = tmp_path / "out"
+    assert cli.main(["predict", "--bundle", str(tiny_bundle), "--input", str(path), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    (line,) = [e for e in err.splitlines() if ": rejected: " in e]
+    assert line.startswith(f"{path}: rejected: ")
+    assert ("blank" if kind == "blank" else "no knee found") in line
+    assert not out.exists() or not any(out.rglob("*"))
+
+
+def test_given_centre_and_centres_csv_replace_the_search(bilateral, tiny_bundle, tmp_path):
+    """--centre ROW,COL (one file) and --centres CSV (file,row,col,side) place the knees instead."""
+    path, known = bilateral
+    row, col = known["L"]
+    out = tmp_path / "one"
+    args = ["predict", "--bundle", str(tiny_bundle), "--input", str(path), "--output", str(out)]
+    assert cli.main([*args, "--centre", f"{row},{col}", "--side", "L"]) == 0
+    facts = json.loads((out / "bilateral_mri_synthetic.json").read_text())
+    assert facts["joint_centre_px"] == [round(row, 2), round(col, 2)] and facts["side"] == "L"
+    assert facts["side_source"] == "given" and facts["locator_confidence"] == 1.0
+
+    table = tmp_path / "centres.csv"
+    table.write_text("file,row,col,side\n" + "".join(f"{path.name},{r},{c},{s}\n" for s, (r, c) in known.items()))
+    out = tmp_path / "many"
+    assert cli.main(["predict", "--bundle", str(tiny_bundle), "--input", str(path.parent / "bilateral.dcm"),
+                     "--output", str(out), "--centres", str(table)]) == 0
+    for side, centre in known.items():
+        facts = json.loads((out / f"bilateral_{side}_mri_synthetic.json").read_text())
+        assert facts["side"] == side and facts["joint_centre_px"] == [round(v, 2) for v in centre]
+
+
+def test_dicom_output_carries_the_knee_facts(tiny_bundle, tmp_path):
+    dcm = _dx(tmp_path / "knee.dcm", "L")
+    out = tmp_path / "out"
+    assert cli.main(["predict", "--bundle", str(tiny_bundle), "--input", str(dcm), "--output", str(out),
+                     "--format", "dicom"]) == 0
+    facts = json.loads((out / "knee_mri_synthetic.json").read_text())
+    ds = pydicom.dcmread(next((out / "knee_mri_synthetic").iterdir()))
+    assert "Knee L of knee.dcm" in ds.DerivationDescription
+    assert str(facts["crop_box_px"]) in ds.DerivationDescription and "synthetic" in ds.DerivationDescription
+
+
+def test_locate_kneed_routes_training_items():
+    """A datalist knee (side given) gets that knee as one item; a precomputed box passes; no side: every knee."""
+    image = xray_factory.to_stored(np.concatenate([
+        xray_factory.knee_attenuation(360, 300, 0.5, (170, 150), "R"),
+        xray_factory.knee_attenuation(360, 300, 0.5, (190, 150), "L")], axis=1)).astype(np.float32)
+    xray = MetaTensor(torch.from_numpy(image)[None], meta={"spacing": (0.5, 0.5), "filename_or_obj": "b.dcm",
+                                                          "patient_orientation": "L\\F", "laterality": None})
+    locate = LocateKneed("xray", field_mm=100.0)
+    both = locate({"xray": xray})
+    assert [k["side"] for k in both] == ["R", "L"]
+    assert _mm(both[0]["joint_centre_px"], (170, 150), (0.5, 0.5)) < 5 and _mm(both[1]["joint_centre_px"], (190, 450), (0.5, 0.5)) < 5
+    assert both[0]["xray"].meta["knee_side"] == "R" and both[1]["xray"].meta["knee_side"] == "L"
+    left = locate({"xray": xray, "side": "L"})
+    assert isinstance(left, dict) and left["crop_box"] == both[1]["crop_box"]
+    kept = locate({"xray": xray, "side": "R", "crop_box": [1, 2, 3, 4]})
+    assert kept["crop_box"] == [1, 2, 3, 4]
+    xray.meta["patient_orientation"] = "R\\F"  # stored mirrored: the image's left knee is the patient's left
+    mirrored = locate({"xray": xray})
+    assert [k["side"] for k in mirrored] == ["R", "L"] and mirrored[0]["crop_flip_columns"] is True
+    assert mirrored[0]["joint_centre_px"] == both[1]["joint_centre_px"]
+    with pytest.raises(XrayInputError, match="b.dcm: blank image"):
+        LocateKneed("xray")({"xray": MetaTensor(torch.zeros(1, 300, 300), meta={"spacing": (0.5, 0.5),
+                                                                                 "filename_or_obj": "b.dcm"})})
+
+
+def test_refusal_reasons_name_what_was_seen():
+    with pytest.raises(NoKneeFound, match="wide"):
+        locate_knees(xray_factory.chest_attenuation(700, 860, 0.5), (0.5, 0.5))
+    with pytest.raises(NoKneeFound, match="no knee found"):
+        locate_knees(xray_factory.hand_attenuation(480, 400, 0.5), (0.5, 0.5))
+
+
+def test_crop_shift_draws_once_per_item_within_the_limit():
+    shift = RandShiftCropCentred("xray", max_shift_mm=4.0, spacing=(1.0, 1.0), prob=1.0)
+    shift.set_random_state(3)
+    base = torch.zeros(1, 32, 32)
+    base[0, 16, 16] = 1.0
+    seen = set()
+    for _ in range(30):
+        moved = shift({"xray": base})["xray"]
+        (r, c), = (moved[0] == 1).nonzero().tolist()
+        assert np.hypot(r - 16, c - 16) <= 4.0 + 0.75  # within the radius (rounded to pixels)
+        assert (16 - r, 16 - c) == shift.shifter.shift_px  # a crop centred (dr, dc) off: content moved by -(dr, dc)
+        seen.add((r, c))
+    assert len(seen) > 5
+    off = RandShiftCropCentred("xray", prob=0.0)
+    assert off({"xray": base})["xray"] is base
+
+
+def test_one_volume_clients_choose_the_knee_of_a_bilateral_study(bilateral, tiny_bundle):
+    """What the MONAI Label task returns (its run_inferer: predict_knees + choose_knee): the knee asked for
+    with ``side``, else the patient's right knee with a note naming both; one-knee predict refuses to guess."""
+    from xray2mri.pipeline.serving.predict import choose_knee
+
+    path, _ = bilateral
+    predictor = Predictor.from_bundle(tiny_bundle)
+    knees = predictor.predict_knees(path)
+    left, note = choose_knee(knees, "L")
+    assert left.side == "L" and left.mirrored and "L knee, as asked" in note
+    first, note = choose_knee(knees)
+    assert first.side == "R" and "R, L" in note and "side=L" in note
+    with pytest.raises(XrayInputError, match="2 knees found"):
+        predictor.predict(path)
+    np.testing.assert_allclose(predictor.predict(path, side="L").volume, left.volume)
+
+
+def test_a_failed_sidecar_leaves_no_output_of_any_knee(bilateral, tiny_bundle, tmp_path, monkeypatch, capsys):
+    """Volume, sidecar and preview come together: the second knee's failure removes the first knee's files too."""
+    from xray2mri.pipeline.serving import writers
+
+    path, _ = bilateral
+    real_write = writers.write_sidecar
+    calls = []
+
+    def fail_second(facts, where):
+        calls.append(where)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_write(facts, where)
+
+    monkeypatch.setattr(writers, "write_sidecar", fail_second)
+    out = tmp_path / "out"
+    assert cli.main(["predict", "--bundle", str(tiny_bundle), "--input", str(path), "--output", str(out)]) == 2
+    assert "No space left" in capsys.readouterr().err and len(calls) == 2
+    assert not any(p.is_file() for p in out.rglob("*"))

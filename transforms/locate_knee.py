@@ -1,0 +1,718 @@
+"""Find the knee(s) on a frontal knee radiograph: joint centre, side, confidence and crop box.
+
+One knee (an AP/PA knee view, a tight crop, a long-leg view) or two (a bilateral PA/AP view,
+OAI's standard) are found the same way at training, in ``inference.json``, in ``xray2mri
+predict`` and in the MONAI Label task: :class:`LocateKneed` before :class:`~.knee_crop.CropKneed`.
+
+How (:func:`locate_knees`, on a copy of the image brought to about 1 mm pixels):
+
+1. refuse a blank image (no structure above the noise);
+2. drop what is not anatomy: flat bright bands at the border (collimation, unexposed
+   detector) and small isolated bright blobs away from the body (burned-in markers and text);
+3. three-class Otsu thresholds split air, soft tissue and bone;
+4. legs are the bands of columns holding body, split at the soft-tissue gap between them (or,
+   when the legs touch, at the bone-free columns between the two knees);
+5. per leg, every row is scored as a joint line: a horizontal dark band in the bone (the joint
+   space between femoral condyles and tibial plateau) beside the leg's bone axis. The best
+   rows are checked for a knee's anatomy: bone 50-130 mm wide and solid just above and just
+   below the band (condyles, plateau: a hand's fingers or a chest's ribs are not), and a shaft
+   narrower than the knee where the image reaches it (so an ankle, a hip or the ribs of a chest
+   do not pass). The strongest row that passes is the joint line; the joint centre's column
+   is the middle of the bone beside it. A leg with no such row has no knee.
+
+Sides. A knee's side (patient left/right) comes from, in order: the caller (a datalist's
+``side``), the image's ImageLaterality/Laterality for a single knee, its position for two knees
+(the patient's right knee is on the image's left unless PatientOrientation says the columns run
+towards the patient's right, ``R\\F``), and the anatomy for a single knee without tags (the
+fibula is lateral). ``side_source`` records which.
+
+A radiograph where no knee is found is refused with :class:`~.errors.XrayInputError` and the
+reason of each leg, never guessed. Accuracy: ``benchmarks/bench_locate_knee.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Transform
+from scipy import ndimage
+from scipy.ndimage import gaussian_filter, gaussian_filter1d, uniform_filter1d
+
+from .errors import XrayInputError
+from .knee_crop import crop_box_for
+from .laterality import normalise_side
+
+__all__ = [
+    "otsu2",
+    "LocatorParams",
+    "KneeLocation",
+    "NoKneeFound",
+    "otsu3",
+    "locate_knees",
+    "columns_run_to_patient_right",
+    "LocateKnee",
+    "LocateKneed",
+    "KNEE_META_KEYS",
+]
+
+#: Meta keys LocateKnee writes on the image of each knee (and LocateKneed on each item).
+KNEE_META_KEYS: tuple[str, ...] = (
+    "joint_centre_px", "knee_side", "side_source", "locator_confidence", "knee_crop_box_px",
+    "knee_field_mm", "source_spacing_mm", "knees_found",
+)
+
+
+@dataclass(frozen=True)
+class LocatorParams:
+    """Thresholds of the knee finder (the bundle config passes its own through :class:`LocateKnee`).
+
+    Attributes:
+        grid_mm: pixel size (mm) the image is brought to before searching.
+        band_offset_mm: distance above and below a row compared with it when scoring a dark band.
+        min_contrast: smallest accepted dark-band score (relative to the bone-soft tissue contrast).
+        knee_width_mm: (min, max) width of the bone just above and below the joint line.
+        min_plateau_fill: share of the tibial plateau's extent its widest run of bone must cover (one solid
+            bone; a hand's separate metacarpals are not).
+        max_shaft_ratio: a shaft's widest solid run (60-95 mm from the joint line) is at most this share of the knee's width.
+        max_leg_width_mm: a body band wider than this is split between two legs or refused.
+        min_confidence: knees found with a lower confidence are refused.
+        tight_crop_mm: an image smaller than this both ways is a tight crop around one knee (soft
+            tissue and bone, no air): its thresholds split those two only.
+    """
+
+    grid_mm: float = 1.0
+    band_offset_mm: float = 4.0
+    min_contrast: float = 0.03
+    knee_width_mm: tuple[float, float] = (50.0, 130.0)
+    min_plateau_fill: float = 0.7
+    max_shaft_ratio: float = 0.75
+    max_leg_width_mm: float = 240.0
+    min_confidence: float = 0.2
+    tight_crop_mm: float = 150.0
+
+
+@dataclass
+class KneeLocation:
+    """One knee found on a radiograph (pixels of the source image, as stored).
+
+    Attributes:
+        centre: (row, col) of the joint centre.
+        side: ``"R"``, ``"L"`` or None (unknown).
+        side_source: how the side was decided: ``"given"``, ``"tag"``, ``"position"``, ``"anatomy"`` or ``""``.
+        confidence: 0..1, how clearly the joint space and a knee's shape were seen (1 for a given centre).
+        crop_box: ``[row0, col0, row1, col1]`` (end exclusive) of the field of view around the centre.
+        flip_columns: the stored columns run patient left -> right (PatientOrientation ``R\\F``).
+        position: ``"image-left"``, ``"image-right"`` or ``"single"``.
+    """
+
+    centre: tuple[float, float]
+    side: str | None
+    side_source: str
+    confidence: float
+    crop_box: list[int] = field(default_factory=list)
+    flip_columns: bool = False
+    position: str = "single"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        d = asdict(self)
+        d["centre"] = [float(v) for v in self.centre]
+        return d
+
+
+class NoKneeFound(ValueError):
+    """No knee on the image; ``reason`` says what was seen instead."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+def otsu3(values: np.ndarray, bins: int = 96) -> tuple[float, float]:
+    """Two thresholds splitting ``values`` into three classes with the largest between-class variance."""
+    lo, hi = np.percentile(values, (0.5, 99.5))
+    hist, edges = np.histogram(np.clip(values, lo, hi), bins=bins, range=(lo, hi + 1e-9))
+    p = hist / max(hist.sum(), 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w = np.concatenate([[0.0], np.cumsum(p)])
+    m = np.concatenate([[0.0], np.cumsum(p * centres)])
+    best, pair = -1.0, (centres[bins // 3], centres[2 * bins // 3])
+    for i in range(1, bins - 1):
+        j = np.arange(i + 1, bins)
+        w0, w1, w2 = w[i], w[j] - w[i], w[-1] - w[j]
+        m0, m1, m2 = m[i], m[j] - m[i], m[-1] - m[j]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            var = np.where((w0 > 0) & (w1 > 0) & (w2 > 0), m0**2 / w0 + m1**2 / w1 + m2**2 / w2, -1.0)
+        k = int(np.argmax(var))
+        if var[k] > best:
+            best, pair = float(var[k]), (float(edges[i]), float(edges[j[k]]))
+    return pair
+
+
+def otsu2(values: np.ndarray, bins: int = 96) -> float:
+    """The threshold splitting ``values`` into two classes with the largest between-class variance."""
+    lo, hi = np.percentile(values, (0.5, 99.5))
+    hist, edges = np.histogram(np.clip(values, lo, hi), bins=bins, range=(lo, hi + 1e-9))
+    p = hist / max(hist.sum(), 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(p)
+    m0 = np.cumsum(p * centres)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = np.where((w0 > 0) & (w0 < 1), (m0[-1] * w0 - m0) ** 2 / (w0 * (1 - w0)), -1.0)
+    return float(edges[int(np.argmax(var)) + 1])
+
+
+def columns_run_to_patient_right(patient_orientation: Any) -> bool:
+    """True when PatientOrientation's row direction is ``R`` (stored columns run patient left -> right)."""
+    if patient_orientation is None:
+        return False
+    values = [patient_orientation] if isinstance(patient_orientation, str) else list(patient_orientation)
+    if len(values) == 1 and "\\" in str(values[0]):
+        values = str(values[0]).split("\\")
+    return bool(values) and str(values[0]).strip().upper().startswith("R")
+
+
+# --------------------------------------------------------------------------------------------
+# the search, on a ~1 mm grid
+
+
+def _odd(n: float) -> int:
+    """The odd window size nearest ``n`` (at least 1): an odd window is centred, so results mirror with the image."""
+    k = max(1, int(round(n)))
+    return k if k % 2 else k + 1
+
+
+def _block_mean(image: np.ndarray, factors: tuple[int, int]) -> np.ndarray:
+    fr, fc = factors
+    h, w = image.shape[0] // fr, image.shape[1] // fc
+    return image[: h * fr, : w * fc].reshape(h, fr, w, fc).mean(axis=(1, 3), dtype=np.float64)
+
+
+def _border_bands(v: np.ndarray, mm: float) -> np.ndarray:
+    """Mask of flat bright bands along the borders (collimation, unexposed detector)."""
+    mask = np.zeros(v.shape, dtype=bool)
+    limit = int(0.35 * min(v.shape))
+    for axis in (0, 1):
+        lines = v if axis == 0 else v.T
+        mean, std = lines.mean(axis=1), lines.std(axis=1)
+        flat_bright = (mean > 0.6) & (std < 0.06)
+        for forward in (True, False):
+            n = 0
+            order = range(len(flat_bright)) if forward else range(len(flat_bright) - 1, -1, -1)
+            for i in order:
+                if not flat_bright[i] or n >= limit:
+                    break
+                n += 1
+            if n:
+                sl = slice(0, n) if forward else slice(len(flat_bright) - n, None)
+                if axis == 0:
+                    mask[sl, :] = True
+                else:
+                    mask[:, sl] = True
+    return mask
+
+
+def _runs(row: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of the True runs of a 1-D mask (end exclusive)."""
+    padded = np.concatenate([[False], row, [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(padded))
+    return list(zip(edges[::2], edges[1::2]))
+
+
+@dataclass
+class _Leg:
+    c0: int
+    c1: int
+
+
+def _find_legs(body: np.ndarray, bone: np.ndarray, mm: tuple[float, float], p: LocatorParams) -> list[_Leg]:
+    """Column bands of the legs: split at soft-tissue gaps, and at bone-free columns when too wide."""
+    profile = uniform_filter1d(body.mean(axis=0), _odd(10 / mm[1]))
+    peak = profile.max(initial=0.0)
+    if peak <= 0:
+        return []
+    inside = profile > 0.25 * peak
+    bands = [(a, b) for a, b in _runs(inside) if (b - a) * mm[1] >= 30.0]
+    legs: list[_Leg] = []
+    for a, b in bands:
+        # a gap inside the band: a dip of the body profile well below the legs on both sides
+        splits = [a]
+        if (b - a) * mm[1] > 0.6 * p.max_leg_width_mm:
+            seg = profile[a:b]
+            lo, hi = int(0.25 * seg.size), int(0.75 * seg.size)
+            k = lo + int(np.argmin(seg[lo:hi]))
+            left, right = seg[:k].max(initial=0.0), seg[k:].max(initial=0.0)
+            if seg[k] < 0.6 * min(left, right):
+                splits.append(a + k)
+            elif (b - a) * mm[1] > p.max_leg_width_mm:
+                bone_profile = uniform_filter1d(bone[:, a:b].mean(axis=0), _odd(10 / mm[1]))
+                k = lo + int(np.argmin(bone_profile[lo:hi]))
+                if bone_profile[k] < 0.25 * bone_profile.max(initial=0.0):
+                    splits.append(a + k)
+        splits.append(b)
+        legs += [_Leg(s, e) for s, e in zip(splits[:-1], splits[1:])]
+    return [leg for leg in legs if leg.c1 - leg.c0 >= 2]
+
+
+def _extent(mask_row: np.ndarray) -> tuple[int, int, float]:
+    """(first, last, fill) of the True values in a row (fill: share of first..last that is True)."""
+    hits = np.flatnonzero(mask_row)
+    if hits.size == 0:
+        return 0, -1, 0.0
+    first, last = int(hits[0]), int(hits[-1])
+    return first, last, float(hits.size) / (last - first + 1)
+
+
+def _soft_tissue_around(row: int, bone: np.ndarray, body: np.ndarray, mm: tuple[float, float]) -> bool:
+    """Whether the bone beside joint line ``row`` has soft tissue around it (or runs off the image).
+
+    A knee's bones lie inside the leg's soft tissue; a slab whose every body pixel counts as bone
+    (a thick palm taken for bone, a block) does not.
+    """
+    h, w = bone.shape
+    margins = []
+    for r in (row + int(round(d / mm[0])) for d in (-10.0, -6.0, 6.0, 10.0)):
+        if not 0 <= r < h:
+            continue
+        b, t = np.flatnonzero(bone[r]), np.flatnonzero(body[r])
+        if b.size == 0 or t.size == 0:
+            continue
+        if b[0] == 0 or b[-1] == w - 1:
+            return True  # the bone runs off the image (a tight crop)
+        margins.append(((b[0] - t[0]) + (t[-1] - b[-1])) * mm[1])
+    return bool(margins) and float(np.median(margins)) >= 6.0
+
+
+def _knee_at(row: int, bone: np.ndarray, axis_col: float, mm: tuple[float, float], p: LocatorParams):
+    """Check a knee's anatomy around joint line ``row`` of one leg; (ok, reason, col, width, fill)."""
+    h, w = bone.shape
+    reach = int(round(75 / mm[1]))
+    c0, c1 = max(0, int(np.floor(axis_col - reach))), min(w, int(np.ceil(axis_col + reach)) + 1)
+
+    def rows_stats(start_mm: float, end_mm: float):
+        rows = [row + int(round(v / mm[0])) for v in np.arange(start_mm, end_mm + 1e-6, mm[0])]
+        rows = [r for r in rows if 0 <= r < h]
+        if not rows:
+            return None
+        stats = [_extent(bone[r, c0:c1]) for r in rows]
+        gap = max(1, int(round(3.0 / mm[1])))  # runs bridge gaps under 3 mm (trabecular texture)
+        closed = [ndimage.binary_closing(bone[r, c0:c1], np.ones(gap + 1, bool)) | bone[r, c0:c1] for r in rows]
+        runs = [max((e - s for s, e in _runs(c)), default=0) * mm[1] for c in closed]
+        widths = [(b - a + 1) * mm[1] for a, b, _ in stats if b >= a]
+        mids = [c0 + (a + b) / 2 for a, b, _ in stats if b >= a]
+        # solidity: the widest run of bone over the bone's extent (one plateau, not separate rays)
+        fills = [run / ((b - a + 1) * mm[1]) for (a, b, _), run in zip(stats, runs) if b >= a]
+        if len(widths) < max(1, len(rows) // 2):
+            return 0.0, 0.0, axis_col, 0.0
+        return float(np.median(widths)), float(np.median(fills)), float(np.median(mids)), float(np.median(runs))
+
+    above, below = rows_stats(-12.0, -4.0), rows_stats(4.0, 12.0)
+    if above is None or below is None:
+        return False, "joint line at the image border", axis_col, 0.0, 0.0
+    lo, hi = p.knee_width_mm
+    for name, (width, *_) in (("above", above), ("below", below)):
+        if not lo <= width <= hi:
+            return False, f"bone {name} the dark band is {width:.0f} mm wide (a knee: {lo:.0f}-{hi:.0f} mm)", \
+                axis_col, width, 0.0
+    if below[1] < p.min_plateau_fill:
+        return False, f"bone below the band is broken up ({below[1]:.0%} solid; a tibial plateau is solid)", \
+            axis_col, below[0], below[1]
+    knee_width = min(above[0], below[0])
+    for name, sign in (("femoral", -1.0), ("tibial", 1.0)):
+        inside = [row + sign * v / mm[0] for v in (60.0, 95.0)]
+        if sum(0 <= r < h for r in np.linspace(*inside, 8)) < 4:
+            continue  # the image ends before the shaft (a tight crop): not checked
+        shaft = rows_stats(-95.0, -60.0) if sign < 0 else rows_stats(60.0, 95.0)
+        if shaft is None or shaft[0] == 0.0:
+            continue
+        if shaft[3] > p.max_shaft_ratio * knee_width:
+            return False, f"no {name} shaft narrower than the joint ({shaft[3]:.0f} vs {knee_width:.0f} mm)", \
+                axis_col, knee_width, below[1]
+    col = (above[2] + below[2]) / 2
+    return True, "", col, knee_width, below[1]
+
+
+def _one_knee(leg: np.ndarray, bone: np.ndarray, body: np.ndarray, t_air: float, t_bone: float,
+              mm: tuple[float, float], p: LocatorParams) -> tuple[tuple[float, float] | None, str, float]:
+    """((row, col) in ``leg`` pixels or None, reason, confidence) for the knee in one leg's columns."""
+    if bone.sum() * mm[0] * mm[1] < 400:
+        return None, "no bone found", 0.0
+    rows_with_bone = bone.any(axis=1)
+    # the bone axis per row: the middle of the bone, smoothed along the leg
+    mids = np.full(leg.shape[0], np.nan)
+    for r in np.flatnonzero(rows_with_bone):
+        a, b, _ = _extent(bone[r])
+        mids[r] = (a + b) / 2
+    valid = np.isfinite(mids)
+    axis = np.interp(np.arange(leg.shape[0]), np.flatnonzero(valid), mids[valid])
+    axis = uniform_filter1d(axis, _odd(30 / mm[0]))
+
+    k = max(1, int(round(p.band_offset_mm / mm[0])))
+    inner, outer = int(round(6 / mm[1])), int(round(30 / mm[1]))
+    contrast = max(t_bone - t_air, 1e-6)
+    h, w = leg.shape
+    score = np.zeros(h)
+    cols = np.arange(w)[None, :]
+    offset = cols - axis[:, None]
+    for lo, hi in ((-outer, -inner), (inner, outer)):
+        band = (offset >= lo) & (offset <= hi)
+        n = np.maximum(band.sum(axis=1), 1)
+        prof = (leg * band).sum(axis=1) / n
+        prof = gaussian_filter1d(prof, 0.7)
+        up = np.concatenate([np.full(k, np.nan), prof[:-k]])
+        down = np.concatenate([prof[k:], np.full(k, np.nan)])
+        score += np.minimum(up - prof, down - prof) / contrast
+    score = np.nan_to_num(score / 2, nan=-np.inf)
+    # rows beside bone (the joint space itself may hold none)
+    near_bone = ndimage.binary_dilation(rows_with_bone, iterations=k + 2)
+    score[~near_bone] = -np.inf
+    # candidate rows: local maxima of the score, strongest first
+    is_peak = (score >= np.roll(score, 1)) & (score >= np.roll(score, -1)) & np.isfinite(score)
+    candidates = sorted(np.flatnonzero(is_peak & (score >= p.min_contrast)), key=lambda r: -score[r])[:12]
+    if not candidates:
+        best = float(np.max(score[np.isfinite(score)], initial=0.0))
+        return None, f"no joint space found (contrast {best:.3f} < {p.min_contrast})", 0.0
+    first_reason = ""
+    for row in candidates:
+        ok, reason, col, width, fill = _knee_at(int(row), bone, float(axis[row]), mm, p)
+        if ok and not _soft_tissue_around(int(row), bone, body, mm):
+            ok, reason = False, "bone fills the body beside the dark band (no soft tissue around it: not a knee)"
+        if not ok:
+            first_reason = first_reason or reason
+            continue
+        a, b, c = score[row - 1], score[row], score[row + 1] if row + 1 < h else -np.inf
+        denom = a - 2 * b + c
+        row_f = row + (0.5 * (a - c) / denom if np.isfinite(denom) and denom < 0 else 0.0)
+        confidence = float(np.clip(score[row] / (4 * p.min_contrast), 0.0, 1.0)) * float(np.clip(fill, 0.0, 1.0))
+        return (float(row_f), float(col)), "", confidence
+    return None, f"no knee: {first_reason}", 0.0
+
+
+def _fibula_side(leg: np.ndarray, body: np.ndarray, centre: tuple[float, float], mm: tuple[float, float]) -> str:
+    """``"image-left"``/``"image-right"``: the side of the fibula, 35-75 mm below the joint line.
+
+    Across the lower leg each bone's border is a rise of brightness going inwards from the skin:
+    the medial side has one (the tibia), the lateral side two (the fibula, then the tibia). Per
+    row, the rises stronger than a quarter of the strongest are counted on each side of the joint
+    centre's column; the side with more of them in most rows is the fibula's. Empty when unclear.
+    """
+    h, w = leg.shape
+    c = int(round(centre[1]))
+    votes = {"image-left": 0, "image-right": 0}
+    rows = list(range(max(0, int(centre[0] + 35 / mm[0])), min(h, int(centre[0] + 75 / mm[0]))))
+    for r in rows:
+        inside = np.flatnonzero(body[r])
+        if inside.size < 10 or not inside[0] < c < inside[-1]:
+            continue
+        prof = gaussian_filter1d(leg[r], 1.0 / mm[1])
+        grad = np.gradient(prof)
+        left = grad[inside[0] + 2: c]  # rising towards the centre: positive
+        right = -grad[c: inside[-1] - 1]
+        strongest = max(left.max(initial=0.0), right.max(initial=0.0))
+        if strongest <= 0:
+            continue
+
+        def rises(g: np.ndarray, floor: float = 0.25 * strongest) -> int:
+            peaks = (g[1:-1] > g[:-2]) & (g[1:-1] >= g[2:]) & (g[1:-1] > floor)
+            return int(peaks.sum())
+
+        n_left, n_right = rises(left), rises(right)
+        if n_left > n_right:
+            votes["image-left"] += 1
+        elif n_right > n_left:
+            votes["image-right"] += 1
+    best = max(votes, key=votes.get)
+    other = "image-right" if best == "image-left" else "image-left"
+    return best if votes[best] >= max(3, 0.4 * len(rows)) and votes[other] <= 0.35 * votes[best] else ""
+
+
+def locate_knees(
+    image: np.ndarray,
+    spacing: Sequence[float],
+    *,
+    patient_orientation: Any = None,
+    laterality: str | None = None,
+    field_mm: float = 160.0,
+    params: LocatorParams | None = None,
+) -> list[KneeLocation]:
+    """Every knee on a frontal knee radiograph, patient right first.
+
+    Args:
+        image: 2-D array (rows, cols) or (1, rows, cols), more attenuation = higher value
+            (as :class:`~.xray.LoadXray` gives).
+        spacing: (row, col) pixel spacing in mm.
+        patient_orientation: the image's PatientOrientation (e.g. ``["L", "F"]``); ``R`` first
+            means the stored columns run towards the patient's right.
+        laterality: ImageLaterality/Laterality of the image (``"L"``/``"R"``; others mean none).
+        field_mm: side of the square crop box around each joint centre.
+        params: thresholds (:class:`LocatorParams`).
+
+    Returns:
+        one :class:`KneeLocation` per knee found (one or two).
+
+    Raises:
+        NoKneeFound: no knee on the image (blank, or no leg with a knee's joint); the reason says why.
+    """
+    p = params or LocatorParams()
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim == 3 and img.shape[0] == 1:
+        img = img[0]
+    if img.ndim != 2:
+        raise ValueError(f"expected a 2-D radiograph, got shape {img.shape}")
+    if not np.isfinite(img).all():
+        raise NoKneeFound("the image holds non-finite values")
+    factors = tuple(max(1, int(round(p.grid_mm / float(s)))) for s in spacing)
+    small = _block_mean(img, factors)
+    mm = (float(spacing[0]) * factors[0], float(spacing[1]) * factors[1])
+    if min(small.shape[0] * mm[0], small.shape[1] * mm[1]) < 60:
+        raise NoKneeFound(f"the image covers {small.shape[0] * mm[0]:.0f} x {small.shape[1] * mm[1]:.0f} mm, "
+                          "too small to hold a knee")
+    lo, hi = np.percentile(small, (1.0, 99.5))
+    if hi - lo <= 1e-9 * max(1.0, abs(hi)):
+        raise NoKneeFound("blank image (every pixel has the same value)")
+    v = np.clip((small - lo) / (hi - lo), 0.0, 1.0)
+    smooth = gaussian_filter(v, 4.0 / min(mm))
+    if np.percentile(smooth, 99) - np.percentile(smooth, 1) < 0.25:
+        raise NoKneeFound("blank image (no structure above the noise)")
+    v = gaussian_filter(v, 0.7)
+    # what is not anatomy: collimation bands, then burned-in markers (small blobs apart from the body)
+    excluded = _border_bands(v, min(mm))
+    valid = v[~excluded]
+    if valid.size < 0.2 * v.size:
+        raise NoKneeFound("no exposed field (the image is collimation or unexposed)")
+    tight = max(v.shape[0] * mm[0], v.shape[1] * mm[1]) < p.tight_crop_mm
+    if tight:  # a tight crop around one knee: no air to speak of, soft tissue and bone only
+        t_air, t_bone = float(np.percentile(valid, 0.5)), otsu2(valid)
+    else:
+        t_air, t_bone = otsu3(valid)
+    body = (v > t_air) & ~excluded
+    labels, n = ndimage.label(body)
+    if n:
+        areas = ndimage.sum_labels(body, labels, index=np.arange(1, n + 1)) * mm[0] * mm[1]
+        keep = np.concatenate([[False], areas >= max(3000.0, 0.05 * areas.max())])
+        body = keep[labels]
+    bone = (v > t_bone) & body
+    legs = _find_legs(body, bone, mm, p)
+    if not legs:
+        raise NoKneeFound("no leg found (no band of soft tissue)")
+
+    flip = columns_run_to_patient_right(patient_orientation)
+    found: list[tuple[float, float, float, np.ndarray, int]] = []
+    reasons = []
+    for leg in legs:
+        width_mm = (leg.c1 - leg.c0) * mm[1]
+        if width_mm > p.max_leg_width_mm:
+            reasons.append(f"body {width_mm:.0f} mm wide without a gap (a knee is at most "
+                           f"{p.max_leg_width_mm:.0f} mm: a chest, pelvis or abdomen?)")
+            continue
+        leg_body = body[:, leg.c0:leg.c1]
+        leg_v = v[:, leg.c0:leg.c1]
+        # the bone threshold of this leg alone (exposure varies across a bilateral field: heel effect),
+        # then lower ones: in a tight crop the leg is nearly all bone and Otsu splits bone from bone
+        t_leg = max(t_air, otsu2(leg_v[leg_body])) if leg_body.sum() > 100 else t_bone
+        best: tuple = (None, "", 0.0, None)
+        for t in (t_leg, t_air + 0.6 * (t_leg - t_air)):
+            leg_bone = (leg_v > t) & leg_body
+            centre, reason, confidence = _one_knee(leg_v, leg_bone, leg_body, t_air, t, mm, p)
+            if centre is not None and confidence > best[2] + (0.1 if best[0] is not None else 0.0):
+                best = (centre, "", confidence, leg_bone)
+            elif best[0] is None and not best[1]:
+                best = (None, reason, 0.0, None)
+            if best[2] >= 0.95:
+                break
+        centre, reason, confidence, leg_bone = best
+        if centre is None:
+            reasons.append(reason)
+            continue
+        if confidence < p.min_confidence:
+            reasons.append(f"knee-like joint only faintly seen (confidence {confidence:.2f} < {p.min_confidence})")
+            continue
+        found.append((centre[0], centre[1] + leg.c0, confidence, (v[:, leg.c0:leg.c1], leg_body), leg.c0))
+    two_legs = len(legs) == 2 and all((leg.c1 - leg.c0) * mm[1] <= p.max_leg_width_mm for leg in legs)
+    if not found:
+        unique = list(dict.fromkeys(reasons))
+        raise NoKneeFound("no knee found: " + "; ".join(unique))
+    if len(found) > 2:  # keep the two clearest
+        found = sorted(sorted(found, key=lambda f: -f[2])[:2], key=lambda f: f[1])
+
+    knees = []
+    side_tag = normalise_side(laterality)
+    for i, (row, col, confidence, leg_bone, c0) in enumerate(found):
+        centre = ((row + 0.5) * factors[0] - 0.5, (col + 0.5) * factors[1] - 0.5)
+        if len(found) == 2 or two_legs:
+            image_left = i == 0 if len(found) == 2 else c0 == legs[0].c0
+            position = "image-left" if image_left else "image-right"
+            side, source = ("R" if (position == "image-left") != flip else "L"), "position"
+        else:
+            position = "single"
+            if side_tag:
+                side, source = side_tag, "tag"
+            else:
+                fib = _fibula_side(leg_bone[0], leg_bone[1], (row, col - c0), mm)
+                side, source = (None, "") if not fib else (("R" if (fib == "image-left") != flip else "L"), "anatomy")
+        knees.append(KneeLocation(
+            centre=(float(centre[0]), float(centre[1])), side=side, side_source=source,
+            confidence=round(float(confidence), 3), crop_box=crop_box_for(centre, spacing, field_mm, img.shape),
+            flip_columns=flip, position=position,
+        ))
+    order = {"R": 0, "L": 1, None: 2}
+    return sorted(knees, key=lambda k: order[k.side])
+
+
+# --------------------------------------------------------------------------------------------
+# the transforms
+
+
+class LocateKnee(Transform):
+    """Find every knee of a loaded radiograph ``(1, H, W)``; returns one :class:`KneeLocation` per knee.
+
+    The image's meta (from :class:`~.xray.LoadXray`) gives the spacing, the laterality and the
+    PatientOrientation; ``knees_found`` (how many) is recorded in it.
+
+    Args:
+        field_mm: side of the square crop box around each joint centre (the bundle's field of view).
+        params: thresholds (:class:`LocatorParams`), or their fields as keyword arguments
+            (a bundle config passes them as a dict).
+
+    Raises:
+        XrayInputError: no knee found (names the file and the reason), or no spacing in the meta.
+
+    Example::
+
+        xray = LoadXray()("bilateral_pa.dcm")
+        right, left = LocateKnee(field_mm=160)(xray)   # patient right first
+        right.centre, right.crop_box, right.confidence
+    """
+
+    def __init__(self, field_mm: float = 160.0, params: LocatorParams | Mapping[str, Any] | None = None) -> None:
+        if not field_mm > 0:
+            raise ValueError(f"field_mm must be positive, got {field_mm}")
+        self.field_mm = float(field_mm)
+        if isinstance(params, Mapping):
+            params = LocatorParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+        self.params = params or LocatorParams()
+
+    def __call__(
+        self, img: Any, centre: Sequence[float] | None = None, side: str | None = None
+    ) -> list[KneeLocation]:
+        """The knees of ``img``; a given ``centre`` (row, col) replaces the search (one knee, of ``side``)."""
+        meta = img.meta if isinstance(img, MetaTensor) else {}
+        name = meta.get("filename_or_obj")
+        spacing = meta.get("spacing")
+        if spacing is None:
+            raise XrayInputError(name, "no pixel spacing in the image meta; load it with LoadXray")
+        spacing = tuple(float(s) for s in spacing)
+        orientation = meta.get("patient_orientation")
+        flip = columns_run_to_patient_right(orientation)
+        if centre is not None:
+            given = normalise_side(side)
+            tag = normalise_side(meta.get("laterality"))
+            knee_side, source = (given, "given") if given else ((tag, "tag") if tag else (None, ""))
+            c = (float(centre[0]), float(centre[1]))
+            knees = [KneeLocation(c, knee_side, source, 1.0, crop_box_for(c, spacing, self.field_mm, img.shape[-2:]),
+                                  flip)]
+        else:
+            arr = img.detach().cpu().numpy() if hasattr(img, "detach") else np.asarray(img)
+            try:
+                knees = locate_knees(arr, spacing, patient_orientation=orientation, laterality=meta.get("laterality"),
+                                     field_mm=self.field_mm, params=self.params)
+            except NoKneeFound as exc:
+                raise XrayInputError(name, exc.reason) from exc
+        if isinstance(img, MetaTensor):
+            img.meta["knees_found"] = len(knees)
+        return knees
+
+    def knee_meta(self, knee: KneeLocation, img: Any) -> dict[str, Any]:
+        """The meta entries (:data:`KNEE_META_KEYS`) recording one knee on its image."""
+        meta = img.meta if isinstance(img, MetaTensor) else {}
+        return {
+            "joint_centre_px": [float(v) for v in knee.centre],
+            "knee_side": knee.side or "",
+            "side_source": knee.side_source,
+            "locator_confidence": float(knee.confidence),
+            "knee_crop_box_px": [int(v) for v in knee.crop_box],
+            "knee_field_mm": self.field_mm,
+            "source_spacing_mm": [float(s) for s in meta.get("spacing", ())],
+            "knees_found": int(meta.get("knees_found", 1)),
+        }
+
+
+class LocateKneed(MapTransform):
+    """Dictionary version of :class:`LocateKnee`: one item per knee, ready for :class:`~.knee_crop.CropKneed`.
+
+    Each knee's item is a shallow copy of the input with ``side``, ``crop_box``,
+    ``crop_flip_columns`` and the entries of :data:`KNEE_META_KEYS`; its image (a MetaTensor
+    sharing the pixels, with its own meta) carries the same entries in its meta, so writers
+    and sidecars can read them after cropping and preprocessing.
+
+    Which knees: an item whose ``side_key`` names a side (a datalist's knee) gets that knee
+    only, returned as one dict; an item without a side gets every knee found, returned as a
+    list (one item per knee, patient right first), which MONAI's ``Compose`` maps the next
+    transforms over and ``list_data_collate`` flattens, as with MONAI's multi-sample crops.
+    An item that already holds ``box_key`` (a datalist with precomputed boxes) passes unchanged.
+    An item's ``centre_key`` ((row, col) pixels, e.g. from ``--centre``) replaces the search.
+
+    Args:
+        keys: the radiograph key (one).
+        field_mm, params: as :class:`LocateKnee`.
+        side_key, box_key, flip_key, centre_key: item keys.
+        allow_missing_keys: do not fail when the key is absent.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        field_mm: float = 160.0,
+        params: LocatorParams | Mapping[str, Any] | None = None,
+        side_key: str = "side",
+        box_key: str = "crop_box",
+        flip_key: str = "crop_flip_columns",
+        centre_key: str = "centre",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"LocateKneed locates on one radiograph key, got {self.keys}")
+        self.locator = LocateKnee(field_mm=field_mm, params=params)
+        self.side_key, self.box_key, self.flip_key, self.centre_key = side_key, box_key, flip_key, centre_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any] | list[dict[Hashable, Any]]:
+        d = dict(data)
+        if d.get(self.box_key) is not None:
+            return d
+        key = next(self.key_iterator(d), None)
+        if key is None:
+            return d
+        img = d[key]
+        wanted = normalise_side(d.get(self.side_key))
+        centre = d.get(self.centre_key)
+        knees = self.locator(img, centre=centre, side=wanted)
+        if wanted is not None and centre is None:
+            chosen = [k for k in knees if k.side == wanted] or ([knees[0]] if len(knees) == 1 and knees[0].side is None
+                                                                 else [])
+            if not chosen:
+                name = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
+                sides = ", ".join(k.side or "unknown" for k in knees)
+                raise XrayInputError(name, f"no {wanted} knee found (found: {sides})")
+            knees = chosen[:1]
+        items = []
+        for knee in knees:
+            item = dict(d)
+            extra = self.locator.knee_meta(knee, img)
+            if isinstance(img, MetaTensor):
+                image = MetaTensor(img.as_tensor(), meta=copy.copy(img.meta),
+                                   applied_operations=list(img.applied_operations))
+                image.meta.update(extra)
+                item[key] = image
+            item.update(extra)
+            item[self.side_key] = knee.side if knee.side else d.get(self.side_key)
+            item[self.box_key] = list(knee.crop_box)
+            item[self.flip_key] = bool(knee.flip_columns)
+            items.append(item)
+        return items[0] if wanted is not None else items
