@@ -1,0 +1,1 @@
+"""Data stage: the synthetic cohort (``synth``), datalists (``manifests``) and the OAI import (``oai``)."""
