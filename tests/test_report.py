@@ -211,7 +211,10 @@ def test_report_end_to_end_writes_every_file_and_judges_the_quality_bar(fake_run
         ]
     )  # fmt: skip
     assert status == 0
-    assert "report.md" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "report.md" in captured.out
+    # progress while it works (stderr): loading each split, then measuring the cases
+    assert "load training" in captured.err and "load test" in captured.err and "measure" in captured.err
     for name in ("metrics_per_subject.csv", "summary.json", "report.md"):
         assert (out / name).is_file()
     with open(out / "metrics_per_subject.csv") as f:
@@ -390,3 +393,15 @@ def test_grade_figure_keeps_subjects_without_a_grade(tmp_path, monkeypatch):
     grade_distributions(tmp_path / "g.png", rows, ["model", BASELINE_NAMES["mean"]], "acquired data")
     assert ticks and all(t == ["KL 0", "KL 2", "no grade"] for t in ticks)
     assert (tmp_path / "g.png").stat().st_size > 1000
+
+
+def test_report_no_progress_prints_no_bars(fake_run, capsys):
+    root = fake_run["root"]
+    status = _run_cli(
+        ["report", "--datalist", str(fake_run["datalist"]), "--base-dir", str(root / "cohort"),
+         "--predictions", f"good model={root / 'good'}", "--bundle", str(fake_run["bundle"]),
+         "--out", str(root / "report_quiet"), "--montages", "0", "--no-progress"]
+    )
+    assert status == 0
+    err = capsys.readouterr().err
+    assert "load training" not in err and "measure" not in err

@@ -46,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--montages", type=int, default=3, help="number of per-subject montages (default 3)")
     p.add_argument("--override", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                    help="extra bundle override for the evaluate.json run, e.g. --override num_workers 0")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars while the report loads and measures")
     p.set_defaults(func=run)
 
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         summary = evaluate_bundle(
             args.bundle, args.datalist, args.base_dir, args.out, split=args.split, weights=args.weights,
             criteria=args.criteria, name=args.name, overrides=dict(args.override), train_log=args.train_log,
-            seed=args.seed, n_montage=args.montages,
+            seed=args.seed, n_montage=args.montages, progress=not args.no_progress,
         )
     except (InputError, StepError, FileNotFoundError) as err:
         print(f"xray2mri evaluate: {err}", file=sys.stderr)

@@ -74,6 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--montages", type=int, default=3, help="number of per-subject montage figures (default 3)"
     )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars while loading and measuring")
     p.set_defaults(func=run)
 
 
@@ -96,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
             criteria=criteria,
             seed=args.seed,
             n_montage=args.montages,
+            progress=not args.no_progress,
         )
     except (InputError, argparse.ArgumentTypeError) as err:
         print(f"xray2mri report: {err}", file=sys.stderr)

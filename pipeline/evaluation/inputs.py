@@ -119,16 +119,20 @@ def load_split(
     preprocess: Preprocess,
     keys: Sequence[str] = ("xray", "mri"),
     optional_keys: Sequence[str] = (),
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Every item of ``split`` run through ``preprocess``; ``keys`` come back as numpy arrays.
 
     ``optional_keys`` (e.g. ``labels``) are loaded too for the items that list them. Each returned
     dict holds ``subject``, ``side``, ``grade``, ``visit`` (``None`` when not listed), the item's resolved paths
-    under ``<key>_path`` and the preprocessed arrays (channel kept).
+    under ``<key>_path`` and the preprocessed arrays (channel kept). ``progress`` shows a bar (stderr).
     """
+    from tqdm.auto import tqdm
+
     wanted = [*keys, *optional_keys]
     out = []
-    for item in manifests.load_datalist(datalist, split, base_dir):
+    items = manifests.load_datalist(datalist, split, base_dir)
+    for item in tqdm(items, desc=f"load {split}", unit="case", disable=not progress):
         resolved = {k: v for k, v in item.items() if k not in manifests.PATH_KEYS or k in wanted}
         try:
             processed = preprocess(resolved)
@@ -190,11 +194,13 @@ def load_cases(
     base_dir: str | os.PathLike,
     preprocess: Preprocess,
     split: str = "test",
+    progress: bool = False,
 ) -> list[Case]:
     """The cases of a datalist split through ``preprocess``: label maps where listed, synthetic JSW truth
     where a meta JSON is there, grades from the manifest (the meta JSON's for a synthetic cohort)."""
     cases = []
-    for rec in load_split(datalist, base_dir, split, preprocess, keys=("xray", "mri"), optional_keys=("labels",)):
+    for rec in load_split(datalist, base_dir, split, preprocess, keys=("xray", "mri"), optional_keys=("labels",),
+                           progress=progress):
         subject = str(rec["subject"])
         meta = read_meta(rec["mri_path"], subject) or {}
         grade = rec.get("grade") if rec.get("grade") is not None else meta.get("grade")

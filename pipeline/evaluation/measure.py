@@ -179,6 +179,7 @@ def evaluate_cases(
     spacing: Sequence[float],
     jsw_kwargs: Mapping[str, Any] | None = None,
     ssim_win_size: int = M.SSIM_WIN_SIZE,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """One row per (case, method) with every metric, plus a row per case for the ground-truth MRI's JSW.
 
@@ -191,7 +192,9 @@ def evaluate_cases(
     line_kw = {k: v for k, v in jsw_kwargs.items() if k in _LINE_KEYS}
     gap_kw = {k: v for k, v in jsw_kwargs.items() if k not in _LINE_KEYS}
     rows: list[dict[str, Any]] = []
-    for case in cases:
+    from tqdm.auto import tqdm
+
+    for case in tqdm(cases, desc="measure", unit="case", disable=not progress):
         gt = clip01(case.mri)
         lines = jsw_lines(case, legend, spacing, **line_kw)
         base = {"subject": case.subject, "grade": case.grade, "side": case.side}

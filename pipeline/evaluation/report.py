@@ -82,6 +82,7 @@ def build_report(
     n_montage: int = 3,
     jsw_kwargs: Mapping[str, Any] | None = None,
     ssim_win_size: int = M.SSIM_WIN_SIZE,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Measure the models in ``predictions`` (name -> predictions folder) and both baselines on
     ``inputs.cases``, judge the models on ``criteria`` (:func:`~.summary.load_criteria`; none: no quality bar), then write the report
@@ -89,7 +90,9 @@ def build_report(
     baselines = Baselines([x[None] for x in inputs.train_xrays], inputs.train_mris, inputs.train_ids)
     methods: dict[str, Method] = {name: prediction_reader(p) for name, p in predictions.items()}
     methods.update(baseline_methods(baselines))
-    rows = evaluate_cases(inputs.cases, methods, inputs.legend, inputs.spacing, jsw_kwargs, ssim_win_size)
+    rows = evaluate_cases(
+        inputs.cases, methods, inputs.legend, inputs.spacing, jsw_kwargs, ssim_win_size, progress=progress
+    )
     summary = summarize_rows(
         rows, list(predictions), criteria.criteria if criteria else (), seed=seed, n_boot=n_boot, data=inputs.data
     )
@@ -185,17 +188,18 @@ def report_from_files(
     train_log: str | os.PathLike | None = None,
     split: str = "test",
     configs: Sequence[str] = (),
+    progress: bool = False,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """The whole evaluation from a datalist, a cohort folder, prediction folders and the bundle.
 
     The training split (for the baselines) and ``split`` (the cases) go through the bundle's own
     preprocessing (:func:`~.inputs.bundle_preprocessing`, with ``configs`` laid over train.json and
-    evaluate.json); ``kwargs`` go to :func:`build_report` (``criteria``, ``seed``, ``n_montage`` ...).
+    evaluate.json); ``progress`` shows bars (stderr) while loading and measuring; ``kwargs`` go to :func:`build_report` (``criteria``, ``seed``, ``n_montage`` ...).
     """
     preprocess, sizes = bundle_preprocessing(bundle_dir, configs=configs)
-    train = load_split(datalist, base_dir, "training", preprocess, keys=("xray", "mri"))
-    cases = load_cases(datalist, base_dir, preprocess, split)
+    train = load_split(datalist, base_dir, "training", preprocess, keys=("xray", "mri"), progress=progress)
+    cases = load_cases(datalist, base_dir, preprocess, split, progress=progress)
     spacing = tuple(float(s) for s in np.broadcast_to(np.asarray(sizes["mri_spacing"], float), (3,)))
     inputs = ReportInputs(
         cases=cases,
@@ -206,4 +210,4 @@ def report_from_files(
         spacing=spacing,  # type: ignore[arg-type]
         data=describe_data(datalist, base_dir, split),
     )
-    return build_report(inputs, predictions, out_dir, train_log=train_log, **kwargs)
+    return build_report(inputs, predictions, out_dir, train_log=train_log, progress=progress, **kwargs)

@@ -55,12 +55,12 @@ import numpy as np
 import pydicom
 
 from xray2mri.pipeline.data.synth.dicom_writer import PHOTOMETRICS, write_dx
-from xray2mri.pipeline.dicom_mr import write_mr_series as write_mr_series_file
 from xray2mri.pipeline.data.synth.drr import expose, line_integrals
 from xray2mri.pipeline.data.synth.mri_render import draw_mri_params, render_mri
 from xray2mri.pipeline.data.synth.phantom import KneeParams, draw_params, render_labels
 from xray2mri.pipeline.data.synth.presets import SynthPreset, get_preset
 from xray2mri.pipeline.data.synth.tissues import attenuation_lut
+from xray2mri.pipeline.dicom_mr import write_mr_series as write_mr_series_file
 from xray2mri.transforms.geometry import canonical_affine
 
 from . import layout, pairing
