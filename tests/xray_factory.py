@@ -220,13 +220,16 @@ def _chord(x: np.ndarray, half_width: np.ndarray | float) -> np.ndarray:
 
 def knee_attenuation(
     rows: int, cols: int, spacing: float, centre: tuple[float, float], side: str = "R", seed: int = 0,
-    fibula: bool = True,
+    fibula: bool = True, limb_lift: float = 0.0,
 ) -> np.ndarray:
     """An analytic AP knee (float, more attenuation = higher): soft tissue, femur, tibia, fibula.
 
     The joint centre (the middle of the 5 mm joint space) is at ``centre`` (row, col, pixels);
     the fibula (unless ``fibula`` is False: a knee symmetric about its centre column) is lateral:
-    on the image's left for a right knee (the patient faces the viewer).
+    on the image's left for a right knee (the patient faces the viewer). ``limb_lift`` brightens
+    the soft tissue of thigh and calf from 30 mm off the joint line on (full at 80 mm), as thicker
+    limbs and a real radiograph's processing (unsharp masking, LUTs) do: at 2.5 the soft tissue
+    beside the shafts is as bright as the knee's bone.
     """
     y, x = np.mgrid[0:rows, 0:cols].astype(float)
     y = (y - centre[0]) * spacing  # mm, + inferior
@@ -240,7 +243,8 @@ def knee_attenuation(
     fibula_path = np.where((y > 15.0) & (y < 200.0), _chord(x - lateral * (tibia_hw + 8.0), 6.0), 0.0)
     bone = femur + tibia + (fibula_path if fibula else 0.0)
     rng = np.random.default_rng(seed)
-    return 1.0 + 0.02 * soft + 0.05 * bone + rng.normal(0.0, 0.03, soft.shape)
+    lift = limb_lift * np.clip((np.abs(y) - 30.0) / 50.0, 0.0, 1.0) * np.clip(soft / 60.0, 0.0, 1.0)
+    return 1.0 + 0.02 * soft + 0.05 * bone + lift + rng.normal(0.0, 0.03, soft.shape)
 
 
 def chest_attenuation(rows: int, cols: int, spacing: float, seed: int = 0) -> np.ndarray:

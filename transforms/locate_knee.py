@@ -17,7 +17,8 @@ How (:func:`locate_knees`, on a copy of the image brought to about 1 mm pixels):
    rows are checked for a knee's anatomy: bone 50-130 mm wide and solid just above and just
    below the band (condyles, plateau: a hand's fingers or a chest's ribs are not), and a shaft
    narrower than the knee where the image reaches it (so an ankle, a hip or the ribs of a chest
-   do not pass). The strongest row that passes is the joint line; the joint centre's column
+   do not pass; each shaft is thresholded among its own rows' pixels, since the soft tissue of a
+   real thigh or calf is often as bright as the knee's bone). The strongest row that passes is the joint line; the joint centre's column
    is the middle of the bone beside it. A leg with no such row has no knee.
 
 Sides. A knee's side (patient left/right) comes from, in order: the caller (a datalist's
@@ -289,20 +290,42 @@ def _soft_tissue_around(row: int, bone: np.ndarray, body: np.ndarray, mm: tuple[
     return bool(margins) and float(np.median(margins)) >= 6.0
 
 
-def _knee_at(row: int, bone: np.ndarray, axis_col: float, mm: tuple[float, float], p: LocatorParams):
-    """Check a knee's anatomy around joint line ``row`` of one leg; (ok, reason, col, width, fill)."""
+def _shaft_bone(rows: list[int], leg: np.ndarray, bone: np.ndarray, c0: int, c1: int) -> np.ndarray:
+    """The bone of a shaft's rows, thresholded among those rows' own pixels (a mask of ``rows`` x ``c0:c1``).
+
+    Thigh and calf are thicker than the knee, and a real radiograph's processing (unsharp masking,
+    LUTs) lifts their soft tissue further, so the knee's bone threshold takes the soft tissue beside a
+    shaft for bone and the shaft looks as wide as the leg. The shaft is brighter than the soft tissue
+    of its own rows: Otsu's split of those rows' leg pixels separates them. The threshold is only ever
+    raised (never below the knee's), so bone seen at the knee's threshold is all the shaft can be.
+    """
+    sub_bone = bone[rows, c0:c1]
+    values = leg[rows, c0:c1][sub_bone]
+    if values.size < 50 or np.ptp(values) <= 1e-9:
+        return sub_bone
+    return sub_bone & (leg[rows, c0:c1] > otsu2(values))
+
+
+def _knee_at(row: int, bone: np.ndarray, axis_col: float, mm: tuple[float, float], p: LocatorParams,
+             leg: np.ndarray | None = None):
+    """Check a knee's anatomy around joint line ``row`` of one leg; (ok, reason, col, width, fill).
+
+    ``leg`` (the leg's intensities) lets the shafts be measured with their own bone threshold
+    (:func:`_shaft_bone`); without it they are measured on ``bone``.
+    """
     h, w = bone.shape
     reach = int(round(75 / mm[1]))
     c0, c1 = max(0, int(np.floor(axis_col - reach))), min(w, int(np.ceil(axis_col + reach)) + 1)
 
-    def rows_stats(start_mm: float, end_mm: float):
+    def rows_stats(start_mm: float, end_mm: float, shaft: bool = False):
         rows = [row + int(round(v / mm[0])) for v in np.arange(start_mm, end_mm + 1e-6, mm[0])]
         rows = [r for r in rows if 0 <= r < h]
         if not rows:
             return None
-        stats = [_extent(bone[r, c0:c1]) for r in rows]
+        mask = _shaft_bone(rows, leg, bone, c0, c1) if shaft and leg is not None else bone[rows, c0:c1]
+        stats = [_extent(m) for m in mask]
         gap = max(1, int(round(3.0 / mm[1])))  # runs bridge gaps under 3 mm (trabecular texture)
-        closed = [ndimage.binary_closing(bone[r, c0:c1], np.ones(gap + 1, bool)) | bone[r, c0:c1] for r in rows]
+        closed = [ndimage.binary_closing(m, np.ones(gap + 1, bool)) | m for m in mask]
         runs = [max((e - s for s, e in _runs(c)), default=0) * mm[1] for c in closed]
         widths = [(b - a + 1) * mm[1] for a, b, _ in stats if b >= a]
         mids = [c0 + (a + b) / 2 for a, b, _ in stats if b >= a]
@@ -328,7 +351,7 @@ def _knee_at(row: int, bone: np.ndarray, axis_col: float, mm: tuple[float, float
         inside = [row + sign * v / mm[0] for v in (60.0, 95.0)]
         if sum(0 <= r < h for r in np.linspace(*inside, 8)) < 4:
             continue  # the image ends before the shaft (a tight crop): not checked
-        shaft = rows_stats(-95.0, -60.0) if sign < 0 else rows_stats(60.0, 95.0)
+        shaft = rows_stats(-95.0, -60.0, shaft=True) if sign < 0 else rows_stats(60.0, 95.0, shaft=True)
         if shaft is None or shaft[0] == 0.0:
             continue
         if shaft[3] > p.max_shaft_ratio * knee_width:
@@ -380,7 +403,7 @@ def _one_knee(leg: np.ndarray, bone: np.ndarray, body: np.ndarray, t_air: float,
         return None, f"no joint space found (contrast {best:.3f} < {p.min_contrast})", 0.0
     first_reason = ""
     for row in candidates:
-        ok, reason, col, width, fill = _knee_at(int(row), bone, float(axis[row]), mm, p)
+        ok, reason, col, width, fill = _knee_at(int(row), bone, float(axis[row]), mm, p, leg)
         if ok and not _soft_tissue_around(int(row), bone, body, mm):
             ok, reason = False, "bone fills the body beside the dark band (no soft tissue around it: not a knee)"
         if not ok:
