@@ -13,7 +13,8 @@ a knee not found counts as a miss; target: within 5 mm for >= 95 % of knees):
   each image's repository, commit, path and licence. The images are never committed: clone the
   repositories and give the folder holding them (``--real DIR``, or the ``XRAY2MRI_REAL_KNEES``
   environment variable; ``DIR/<repository path>`` or ``DIR/<owner>+<name>/<repository path>``);
-  the set is skipped, saying so, when absent.
+  the set is skipped, saying so, when absent. Its figures are given for all of it and per kind of
+  radiograph (:data:`REAL_KINDS`: bilateral, clinical long field, implant, tight crop).
 
 Usage::
 
