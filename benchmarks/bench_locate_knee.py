@@ -14,7 +14,8 @@ a knee not found counts as a miss; target: within 5 mm for >= 95 % of knees):
   repositories and give the folder holding them (``--real DIR``, or the ``XRAY2MRI_REAL_KNEES``
   environment variable; ``DIR/<repository path>`` or ``DIR/<owner>+<name>/<repository path>``);
   the set is skipped, saying so, when absent. Its figures are given for all of it and per kind of
-  radiograph (:data:`REAL_KINDS`: bilateral, clinical long field, implant, tight crop).
+  radiograph (:data:`REAL_KINDS`: bilateral PA fixed-flexion, bilateral standing AP, clinical long
+  field, implant, tight crop).
 
 Usage::
 
@@ -171,8 +172,8 @@ def _real_image(root: Path, row: dict) -> np.ndarray | None:
 
 
 #: kinds of real radiograph reported apart, first match of the marks' ``view`` text (lower case) wins
-REAL_KINDS = (("bilateral", "bilateral"), ("clinical", "clinical long field"), ("replacement", "implant"),
-              ("tight crop", "tight crop"))
+REAL_KINDS = (("fixed-flexion", "bilateral PA fixed-flexion"), ("bilateral standing", "bilateral standing AP"),
+              ("clinical", "clinical long field"), ("replacement", "implant"), ("tight crop", "tight crop"))
 
 
 def _real_kind(view: str) -> str:
