@@ -13,7 +13,9 @@ a knee not found counts as a miss; target: within 5 mm for >= 95 % of knees):
   each image's repository, commit, path and licence. The images are never committed: clone the
   repositories and give the folder holding them (``--real DIR``, or the ``XRAY2MRI_REAL_KNEES``
   environment variable; ``DIR/<repository path>`` or ``DIR/<owner>+<name>/<repository path>``);
-  the set is skipped, saying so, when absent.
+  the set is skipped, saying so, when absent. Its figures are given for all of it and per kind of
+  radiograph (:data:`REAL_KINDS`: bilateral PA fixed-flexion, bilateral standing AP, clinical long
+  field, implant, tight crop).
 
 Usage::
 
@@ -169,36 +171,54 @@ def _real_image(root: Path, row: dict) -> np.ndarray | None:
     return image
 
 
-def bench_real(root: Path | None) -> dict | None:
+#: kinds of real radiograph reported apart, first match of the marks' ``view`` text (lower case) wins
+REAL_KINDS = (("fixed-flexion", "bilateral PA fixed-flexion"), ("bilateral standing", "bilateral standing AP"),
+              ("clinical", "clinical long field"), ("replacement", "implant"), ("tight crop", "tight crop"))
+
+
+def _real_kind(view: str) -> str:
+    """The kind of a marked real radiograph (its row in the per-kind figures), from its ``view`` text."""
+    text = view.lower()
+    return next((kind for key, kind in REAL_KINDS if key in text), "other")
+
+
+def bench_real(root: Path | None) -> list[dict] | None:
     rows = list(csv.DictReader(open(MARKS, encoding="utf-8")))
     if root is None or not root.is_dir():
         print(f"real       skipped: no folder of real radiographs (give --real DIR or XRAY2MRI_REAL_KNEES); "
               f"{len(rows)} marked knees are listed in {MARKS.name} with their repositories")
         return None
-    errors, misses, wrong, absent = [], 0, 0, 0
+    stats = {kind: {"errors": [], "misses": 0, "wrong": 0} for kind in ["real", *dict.fromkeys(k for _, k in REAL_KINDS)]}
+    stats["other"] = {"errors": [], "misses": 0, "wrong": 0}
+    absent = 0
     for row in rows:
         image = _real_image(root, row)
         if image is None:
             absent += 1
             continue
         spacing = (float(row["pixel_spacing_mm"]),) * 2
+        groups = (stats["real"], stats[_real_kind(row["view"])])
         try:
             knees = locate_knees(image, spacing)
         except NoKneeFound as exc:
             print(f"  {row['id']}: not found ({exc.reason})")
-            misses += 1
+            for g in groups:
+                g["misses"] += 1
             continue
         known = (float(row["row"]), float(row["col"]))
         best = min(knees, key=lambda k: _error(k.centre, known, spacing))
-        errors.append(_error(best.centre, known, spacing))
-        print(f"  {row['id']}: {errors[-1]:.1f} mm ({row['view']})")
-        wrong += int(bool(row.get("side")) and best.side not in (None, row["side"]))
+        error = _error(best.centre, known, spacing)
+        print(f"  {row['id']}: {error:.1f} mm ({row['view']})")
+        for g in groups:
+            g["errors"].append(error)
+            g["wrong"] += int(bool(row.get("side")) and best.side not in (None, row["side"]))
     if absent:
         print(f"  {absent} listed image(s) not under {root}")
     if absent == len(rows):
         print(f"real       skipped: none of the {len(rows)} listed images is under {root}")
         return None
-    return _summary("real", errors, misses, wrong)
+    return [_summary(f"real: {kind}" if kind != "real" else "real", g["errors"], g["misses"], g["wrong"])
+            for kind, g in stats.items() if g["errors"] or g["misses"]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         draw_figure(Path(args.figure))
     real = bench_real(Path(args.real) if args.real else None)
     if real is not None:
-        results.append(real)
+        results += real
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     return 0

@@ -220,27 +220,34 @@ def _chord(x: np.ndarray, half_width: np.ndarray | float) -> np.ndarray:
 
 def knee_attenuation(
     rows: int, cols: int, spacing: float, centre: tuple[float, float], side: str = "R", seed: int = 0,
-    fibula: bool = True,
+    fibula: bool = True, limb_lift: float = 0.0, tilt_mm: float = 0.0,
 ) -> np.ndarray:
     """An analytic AP knee (float, more attenuation = higher): soft tissue, femur, tibia, fibula.
 
     The joint centre (the middle of the 5 mm joint space) is at ``centre`` (row, col, pixels);
     the fibula (unless ``fibula`` is False: a knee symmetric about its centre column) is lateral:
-    on the image's left for a right knee (the patient faces the viewer).
+    on the image's left for a right knee (the patient faces the viewer). ``limb_lift`` brightens
+    the soft tissue of thigh and calf from 30 mm off the joint line on (full at 80 mm), as thicker
+    limbs and a real radiograph's processing (unsharp masking, LUTs) do: at 2.5 the soft tissue
+    beside the shafts is as bright as the knee's bone. ``tilt_mm`` tilts the joint space about the
+    centre: the image-right compartment's joint line lies ``tilt_mm`` higher than the image-left one's
+    (a tilted plateau, varus/valgus, a rotated or flexed knee); the centre stays where it is.
     """
     y, x = np.mgrid[0:rows, 0:cols].astype(float)
     y = (y - centre[0]) * spacing  # mm, + inferior
     x = (x - centre[1]) * spacing  # mm, + towards the image's right
     soft = _chord(x, 60.0 + 10.0 * np.clip(-y / 150.0, 0.0, 1.0))
     femur_hw = 15.0 + 23.0 * np.clip((y + 70.0) / 40.0, 0.0, 1.0)
-    femur = np.where(y < -2.5, _chord(x, femur_hw), 0.0)
+    gap = -tilt_mm * np.clip(x / 50.0, -0.5, 0.5)  # the joint line's height (mm, + inferior) across the knee
+    femur = np.where(y < gap - 2.5, _chord(x, femur_hw), 0.0)
     tibia_hw = 14.0 + 22.0 * np.clip((70.0 - y) / 45.0, 0.0, 1.0)
-    tibia = np.where(y > 2.5, _chord(x, tibia_hw), 0.0)
+    tibia = np.where(y > gap + 2.5, _chord(x, tibia_hw), 0.0)
     lateral = -1.0 if side == "R" else 1.0
     fibula_path = np.where((y > 15.0) & (y < 200.0), _chord(x - lateral * (tibia_hw + 8.0), 6.0), 0.0)
     bone = femur + tibia + (fibula_path if fibula else 0.0)
     rng = np.random.default_rng(seed)
-    return 1.0 + 0.02 * soft + 0.05 * bone + rng.normal(0.0, 0.03, soft.shape)
+    lift = limb_lift * np.clip((np.abs(y) - 30.0) / 50.0, 0.0, 1.0) * np.clip(soft / 60.0, 0.0, 1.0)
+    return 1.0 + 0.02 * soft + 0.05 * bone + lift + rng.normal(0.0, 0.03, soft.shape)
 
 
 def chest_attenuation(rows: int, cols: int, spacing: float, seed: int = 0) -> np.ndarray:

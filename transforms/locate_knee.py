@@ -13,11 +13,13 @@ How (:func:`locate_knees`, on a copy of the image brought to about 1 mm pixels):
 4. legs are the bands of columns holding body, split at the soft-tissue gap between them (or,
    when the legs touch, at the bone-free columns between the two knees);
 5. per leg, every row is scored as a joint line: a horizontal dark band in the bone (the joint
-   space between femoral condyles and tibial plateau) beside the leg's bone axis. The best
+   space between femoral condyles and tibial plateau) on each side of the leg's bone axis (each
+   compartment's band may lie a few mm above or below the other's: the joint line is midway). The best
    rows are checked for a knee's anatomy: bone 50-130 mm wide and solid just above and just
    below the band (condyles, plateau: a hand's fingers or a chest's ribs are not), and a shaft
    narrower than the knee where the image reaches it (so an ankle, a hip or the ribs of a chest
-   do not pass). The strongest row that passes is the joint line; the joint centre's column
+   do not pass; each shaft is thresholded among its own rows' pixels, since the soft tissue of a
+   real thigh or calf is often as bright as the knee's bone). The strongest row that passes is the joint line; the joint centre's column
    is the middle of the bone beside it. A leg with no such row has no knee.
 
 Sides. A knee's side (patient left/right) comes from, in order: the caller (a datalist's
@@ -75,6 +77,8 @@ class LocatorParams:
     Attributes:
         grid_mm: pixel size (mm) the image is brought to before searching.
         band_offset_mm: distance above and below a row compared with it when scoring a dark band.
+        compartment_offset_mm: how far (up or down) each compartment's joint space may lie from the joint
+            line, which is midway between the two (tilted plateaus, varus/valgus, rotation, flexion).
         min_contrast: smallest accepted dark-band score (relative to the bone-soft tissue contrast).
         knee_width_mm: (min, max) width of the bone just above and below the joint line.
         min_plateau_fill: share of the tibial plateau's extent its widest run of bone must cover (one solid
@@ -88,6 +92,7 @@ class LocatorParams:
 
     grid_mm: float = 1.0
     band_offset_mm: float = 4.0
+    compartment_offset_mm: float = 4.0
     min_contrast: float = 0.03
     knee_width_mm: tuple[float, float] = (50.0, 130.0)
     min_plateau_fill: float = 0.7
@@ -289,20 +294,42 @@ def _soft_tissue_around(row: int, bone: np.ndarray, body: np.ndarray, mm: tuple[
     return bool(margins) and float(np.median(margins)) >= 6.0
 
 
-def _knee_at(row: int, bone: np.ndarray, axis_col: float, mm: tuple[float, float], p: LocatorParams):
-    """Check a knee's anatomy around joint line ``row`` of one leg; (ok, reason, col, width, fill)."""
+def _shaft_bone(rows: list[int], leg: np.ndarray, bone: np.ndarray, c0: int, c1: int) -> np.ndarray:
+    """The bone of a shaft's rows, thresholded among those rows' own pixels (a mask of ``rows`` x ``c0:c1``).
+
+    Thigh and calf are thicker than the knee, and a real radiograph's processing (unsharp masking,
+    LUTs) lifts their soft tissue further, so the knee's bone threshold takes the soft tissue beside a
+    shaft for bone and the shaft looks as wide as the leg. The shaft is brighter than the soft tissue
+    of its own rows: Otsu's split of those rows' leg pixels separates them. The threshold is only ever
+    raised (never below the knee's), so bone seen at the knee's threshold is all the shaft can be.
+    """
+    sub_bone = bone[rows, c0:c1]
+    values = leg[rows, c0:c1][sub_bone]
+    if values.size < 50 or np.ptp(values) <= 1e-9:
+        return sub_bone
+    return sub_bone & (leg[rows, c0:c1] > otsu2(values))
+
+
+def _knee_at(row: int, bone: np.ndarray, axis_col: float, mm: tuple[float, float], p: LocatorParams,
+             leg: np.ndarray | None = None):
+    """Check a knee's anatomy around joint line ``row`` of one leg; (ok, reason, col, width, fill).
+
+    ``leg`` (the leg's intensities) lets the shafts be measured with their own bone threshold
+    (:func:`_shaft_bone`); without it they are measured on ``bone``.
+    """
     h, w = bone.shape
     reach = int(round(75 / mm[1]))
     c0, c1 = max(0, int(np.floor(axis_col - reach))), min(w, int(np.ceil(axis_col + reach)) + 1)
 
-    def rows_stats(start_mm: float, end_mm: float):
+    def rows_stats(start_mm: float, end_mm: float, shaft: bool = False):
         rows = [row + int(round(v / mm[0])) for v in np.arange(start_mm, end_mm + 1e-6, mm[0])]
         rows = [r for r in rows if 0 <= r < h]
         if not rows:
             return None
-        stats = [_extent(bone[r, c0:c1]) for r in rows]
+        mask = _shaft_bone(rows, leg, bone, c0, c1) if shaft and leg is not None else bone[rows, c0:c1]
+        stats = [_extent(m) for m in mask]
         gap = max(1, int(round(3.0 / mm[1])))  # runs bridge gaps under 3 mm (trabecular texture)
-        closed = [ndimage.binary_closing(bone[r, c0:c1], np.ones(gap + 1, bool)) | bone[r, c0:c1] for r in rows]
+        closed = [ndimage.binary_closing(m, np.ones(gap + 1, bool)) | m for m in mask]
         runs = [max((e - s for s, e in _runs(c)), default=0) * mm[1] for c in closed]
         widths = [(b - a + 1) * mm[1] for a, b, _ in stats if b >= a]
         mids = [c0 + (a + b) / 2 for a, b, _ in stats if b >= a]
@@ -328,7 +355,7 @@ def _knee_at(row: int, bone: np.ndarray, axis_col: float, mm: tuple[float, float
         inside = [row + sign * v / mm[0] for v in (60.0, 95.0)]
         if sum(0 <= r < h for r in np.linspace(*inside, 8)) < 4:
             continue  # the image ends before the shaft (a tight crop): not checked
-        shaft = rows_stats(-95.0, -60.0) if sign < 0 else rows_stats(60.0, 95.0)
+        shaft = rows_stats(-95.0, -60.0, shaft=True) if sign < 0 else rows_stats(60.0, 95.0, shaft=True)
         if shaft is None or shaft[0] == 0.0:
             continue
         if shaft[3] > p.max_shaft_ratio * knee_width:
@@ -336,6 +363,17 @@ def _knee_at(row: int, bone: np.ndarray, axis_col: float, mm: tuple[float, float
                 axis_col, knee_width, below[1]
     col = (above[2] + below[2]) / 2
     return True, "", col, knee_width, below[1]
+
+
+def _band_row(score: np.ndarray, row: int, reach: int) -> float:
+    """The sub-pixel row of ``score``'s maximum within ``reach`` rows of ``row`` (a parabola through its neighbours)."""
+    lo, hi = max(0, row - reach), min(score.size, row + reach + 1)
+    r = lo + int(np.argmax(score[lo:hi]))
+    if not 0 < r < score.size - 1:
+        return float(r)
+    a, b, c = score[r - 1], score[r], score[r + 1]
+    denom = a - 2 * b + c
+    return r + (0.5 * (a - c) / denom if np.isfinite(denom) and denom < 0 else 0.0)
 
 
 def _one_knee(leg: np.ndarray, bone: np.ndarray, body: np.ndarray, t_air: float, t_bone: float,
@@ -357,9 +395,11 @@ def _one_knee(leg: np.ndarray, bone: np.ndarray, body: np.ndarray, t_air: float,
     inner, outer = int(round(6 / mm[1])), int(round(30 / mm[1]))
     contrast = max(t_bone - t_air, 1e-6)
     h, w = leg.shape
-    score = np.zeros(h)
     cols = np.arange(w)[None, :]
     offset = cols - axis[:, None]
+    # rows beside bone (the joint space itself may hold none)
+    near_bone = ndimage.binary_dilation(rows_with_bone, iterations=k + 2)
+    sides = []  # the dark-band score of each compartment (image-left, image-right of the bone axis)
     for lo, hi in ((-outer, -inner), (inner, outer)):
         band = (offset >= lo) & (offset <= hi)
         n = np.maximum(band.sum(axis=1), 1)
@@ -367,28 +407,33 @@ def _one_knee(leg: np.ndarray, bone: np.ndarray, body: np.ndarray, t_air: float,
         prof = gaussian_filter1d(prof, 0.7)
         up = np.concatenate([np.full(k, np.nan), prof[:-k]])
         down = np.concatenate([prof[k:], np.full(k, np.nan)])
-        score += np.minimum(up - prof, down - prof) / contrast
-    score = np.nan_to_num(score / 2, nan=-np.inf)
-    # rows beside bone (the joint space itself may hold none)
-    near_bone = ndimage.binary_dilation(rows_with_bone, iterations=k + 2)
-    score[~near_bone] = -np.inf
-    # candidate rows: local maxima of the score, strongest first
+        side = np.nan_to_num(np.minimum(up - prof, down - prof) / contrast, nan=-np.inf)
+        side[~near_bone] = -np.inf
+        sides.append(side)
+    # the two compartments' joint lines need not be level (a tilted plateau, varus/valgus, rotation,
+    # flexion): each side's band may sit up to compartment_offset_mm above or below the row
+    shift = int(round(p.compartment_offset_mm / mm[0]))
+    score = sum(ndimage.maximum_filter1d(side, 2 * shift + 1, mode="nearest") for side in sides) / 2
+    # candidate rows: local maxima of the score, strongest first, one per 2 * shift + 1 rows
     is_peak = (score >= np.roll(score, 1)) & (score >= np.roll(score, -1)) & np.isfinite(score)
-    candidates = sorted(np.flatnonzero(is_peak & (score >= p.min_contrast)), key=lambda r: -score[r])[:12]
+    candidates: list[int] = []
+    for r in sorted(np.flatnonzero(is_peak & (score >= p.min_contrast)), key=lambda r: -score[r]):
+        if all(abs(r - c) > shift for c in candidates):
+            candidates.append(int(r))
+    candidates = candidates[:12]
     if not candidates:
         best = float(np.max(score[np.isfinite(score)], initial=0.0))
         return None, f"no joint space found (contrast {best:.3f} < {p.min_contrast})", 0.0
     first_reason = ""
     for row in candidates:
-        ok, reason, col, width, fill = _knee_at(int(row), bone, float(axis[row]), mm, p)
+        ok, reason, col, width, fill = _knee_at(int(row), bone, float(axis[row]), mm, p, leg)
         if ok and not _soft_tissue_around(int(row), bone, body, mm):
             ok, reason = False, "bone fills the body beside the dark band (no soft tissue around it: not a knee)"
         if not ok:
             first_reason = first_reason or reason
             continue
-        a, b, c = score[row - 1], score[row], score[row + 1] if row + 1 < h else -np.inf
-        denom = a - 2 * b + c
-        row_f = row + (0.5 * (a - c) / denom if np.isfinite(denom) and denom < 0 else 0.0)
+        # the joint line: midway between the two compartments' dark bands near this row
+        row_f = float(np.mean([_band_row(side, row, shift) for side in sides]))
         confidence = float(np.clip(score[row] / (4 * p.min_contrast), 0.0, 1.0)) * float(np.clip(fill, 0.0, 1.0))
         return (float(row_f), float(col)), "", confidence
     return None, f"no knee: {first_reason}", 0.0
