@@ -1,7 +1,10 @@
 """The tissue table of the synthetic knee: label id, name, MRI signal, X-ray attenuation.
 
 This is the one place these facts live; the phantom, the MRI renderer, the DRR and the
-cohort legend (``DIR/tissues.json``) all read them from here.
+cohort legend (``DIR/tissues.json``) all read them from here. The tissue classes the network's
+optional tissue head predicts and the clinical readings use (:data:`TISSUE_CLASSES`: bones,
+cartilages, menisci, fluid, soft tissue, background) are defined here too, each gathering cohort
+tissues, so a label map becomes a class map in one place (:func:`to_classes`).
 
 MRI signal: relative signal (0..1) of a water-excitation 3-D DESS, the sequence of the OAI
 knee MRI: fat and marrow dark (fat suppressed), hyaline cartilage bright, joint fluid
@@ -104,6 +107,81 @@ BONE_LABELS: tuple[int, ...] = tuple(t.label for t in TISSUES if t.kind == "bone
 CARTILAGE_LABELS: tuple[int, ...] = tuple(t.label for t in TISSUES if t.kind == "cartilage")
 
 
+@dataclass(frozen=True)
+class TissueClass:
+    """One class of the tissue map the network's tissue head predicts and the clinical readings use.
+
+    Args:
+        index: class index (the channel of the head's output, the value of a class map).
+        name: class name (``dice_<name>`` in the evaluation summary).
+        tissues: the cohort tissues (names of :data:`TISSUES`) this class gathers.
+    """
+
+    index: int
+    name: str
+    tissues: tuple[str, ...]
+
+
+#: The tissue classes, index order. Cortex and subchondral sclerosis are one class: in the cohort's
+#: label map they are shared by every bone (a bone surface is where any bone class ends).
+TISSUE_CLASSES: tuple[TissueClass, ...] = (
+    TissueClass(0, "background", ("air",)),
+    TissueClass(1, "soft_tissue", ("skin", "fat", "muscle", "tendon_ligament")),
+    TissueClass(2, "cortical_bone", ("cortical_bone", "sclerotic_bone")),
+    TissueClass(3, "femur", ("femur",)),
+    TissueClass(4, "tibia", ("tibia",)),
+    TissueClass(5, "patella", ("patella",)),
+    TissueClass(6, "fibula", ("fibula",)),
+    TissueClass(7, "femoral_cartilage", ("femoral_cartilage",)),
+    TissueClass(8, "tibial_cartilage", ("tibial_cartilage",)),
+    TissueClass(9, "patellar_cartilage", ("patellar_cartilage",)),
+    TissueClass(10, "meniscus", ("meniscus",)),
+    TissueClass(11, "fluid", ("joint_fluid",)),
+)
+#: class name -> class index.
+CLASS_INDEX: dict[str, int] = {c.name: c.index for c in TISSUE_CLASSES}
+#: number of tissue classes (the tissue head's output channels).
+NUM_CLASSES: int = len(TISSUE_CLASSES)
+
+
+def class_lut(tissue_legend: dict[str, int] | None = None) -> np.ndarray:
+    """int64 array indexed by label id giving the tissue class index.
+
+    Args:
+        tissue_legend: the cohort's legend (tissue name -> label id, ``DIR/tissues.json``); default
+            this module's :data:`LABEL`. Label ids the legend does not name map to background.
+    Raises:
+        ValueError: the legend names a tissue no class gathers.
+    """
+    tissue_legend = dict(LABEL if tissue_legend is None else tissue_legend)
+    of_tissue = {t: c.index for c in TISSUE_CLASSES for t in c.tissues}
+    unknown = sorted(set(tissue_legend) - set(of_tissue))
+    if unknown:
+        raise ValueError(f"tissue legend names tissues no tissue class gathers: {unknown}")
+    lut = np.zeros(max(tissue_legend.values(), default=0) + 1, dtype=np.int64)
+    for name, label_id in tissue_legend.items():
+        lut[int(label_id)] = of_tissue[name]
+    return lut
+
+
+def to_classes(labels, tissue_legend: dict[str, int] | None = None) -> np.ndarray:
+    """A cohort label map (integer label ids) as a tissue-class map (int64 class indices, same shape).
+
+    Label ids above the legend's largest map to background (:func:`class_lut`).
+    """
+    lab = np.rint(np.asarray(labels)).astype(np.int64)
+    lut = class_lut(tissue_legend)
+    out = np.zeros_like(lab)
+    inside = (lab >= 0) & (lab < lut.size)
+    out[inside] = lut[lab[inside]]
+    return out
+
+
+def class_legend() -> dict[str, int]:
+    """Class name -> class index: a legend of class maps, in the form of ``tissues.json``."""
+    return dict(CLASS_INDEX)
+
+
 def legend() -> dict[str, int]:
     """Tissue name -> label id (the content of ``DIR/tissues.json``)."""
     return dict(LABEL)
@@ -120,3 +198,5 @@ def attenuation_lut() -> np.ndarray:
 
 
 assert [t.label for t in TISSUES] == list(range(len(TISSUES))), "labels must be 0..N-1 in order"
+assert [c.index for c in TISSUE_CLASSES] == list(range(NUM_CLASSES)), "classes must be 0..N-1 in order"
+assert sorted(t for c in TISSUE_CLASSES for t in c.tissues) == sorted(LABEL), "every tissue in exactly one class"
