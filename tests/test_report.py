@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 
 from xray2mri.pipeline.commands import report as report_cmd
+from xray2mri.pipeline.data.synth.tissues import to_classes
 from xray2mri.pipeline.demo import DEMO_CRITERIA
 from xray2mri.pipeline.evaluation import report as R
 from xray2mri.pipeline.evaluation import summary as S
 from xray2mri.pipeline.evaluation.baselines import BASELINE_NAMES
+from xray2mri.pipeline.evaluation.clinical import GT_LABELS, TISSUE_LABELS_SUFFIX
 from xray2mri.pipeline.evaluation.inputs import (
     bundle_preprocessing,
     load_cases,
@@ -24,6 +26,7 @@ from xray2mri.pipeline.evaluation.inputs import (
     read_training_log,
 )
 from xray2mri.pipeline.evaluation.measure import GT_CHECK
+from xray2mri.pipeline.evaluation.radiographic import RADIOGRAPHIC_NAME
 from xray2mri.transforms.errors import InputError
 
 SPACING = 2.0
@@ -156,6 +159,11 @@ def fake_run(tmp_path_factory):
             np.clip(c.xray + rng.normal(0, 0.01, c.xray.shape), 0, 1),
         ),
     )
+    for case in cases:  # the good model has a tissue head: its label map is the ground truth's class map
+        nib.save(
+            nib.Nifti1Image(to_classes(case.labels, LEGEND).astype(np.uint8), PIL_AFFINE),
+            root / "good" / "predictions" / f"{case.subject}{TISSUE_LABELS_SUFFIX}",
+        )
     _write_predictions(root / "bad", cases, lambda c: (np.full(c.mri.shape, 0.5), np.full(c.xray.shape, 0.5)))
     from torch.utils.tensorboard import SummaryWriter
 
@@ -220,6 +228,7 @@ def test_report_end_to_end_writes_every_file_and_judges_the_quality_bar(fake_run
     with open(out / "metrics_per_subject.csv") as f:
         rows = list(csv.DictReader(f))
     methods = {"good model", "bad model", BASELINE_NAMES["mean"], BASELINE_NAMES["nn"], GT_CHECK}
+    methods |= {GT_LABELS, RADIOGRAPHIC_NAME}  # the clinical readings' reference and the radiographic reading
     assert {r["method"] for r in rows} == methods and len(rows) == 3 * len(methods)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["synthetic_data"] is True and "data_range = 1.0" in summary["data_ranges"]["mri"]
@@ -238,6 +247,14 @@ def test_report_end_to_end_writes_every_file_and_judges_the_quality_bar(fake_run
         "rule": summary["quality_bar_headline"]["rule"],
     }
     assert bad["ssim3d"]["mean"] < good["ssim3d"]["mean"]
+    # clinical readings: the good model's tissue map is the truth; the bad model has no tissue head
+    assert good["dice_mean"]["mean"] == 1.0 and good["dice_femur"]["mean"] == 1.0
+    assert good["cartilage_thickness_abs_err_mm"]["mean"] == 0.0 and good["tissue_jsw_abs_err_mm"]["mean"] == 0.0
+    assert "dice_mean" not in bad and "cartilage_thickness_abs_err_mm" not in bad
+    assert 0.0 < summary["methods"][BASELINE_NAMES["nn"]]["dice_mean"]["mean"] <= 1.0
+    agree = summary["readings"]["agreement"]
+    assert agree["good model"]["jsw_medial_mm"]["bias"] == 0.0
+    assert "cartilage_thickness_medial_mm" not in agree[RADIOGRAPHIC_NAME]  # no radiographic counterpart
     # JSW measured on the ground-truth MRI matches the meta JSON (the measurement check)
     check = summary["methods"][GT_CHECK]
     assert check["jsw_abs_err_mm"]["mean"] < 0.5
@@ -246,7 +263,8 @@ def test_report_end_to_end_writes_every_file_and_judges_the_quality_bar(fake_run
     md = (out / "report.md").read_text()
     assert "Synthetic data" in md and "data_range = 1.0" in md
     pngs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert {"figures/metrics_by_grade.png", "figures/training_curves.png"} <= set(pngs)
+    assert {"figures/metrics_by_grade.png", "figures/training_curves.png", "figures/readings_bland_altman.png"} <= set(pngs)
+    assert "## Clinical readings from tissue maps" in md and "Tissue Dice" in md
     assert any(p.startswith("figures/montage_") for p in pngs)
     for rel in pngs:
         assert (out / rel).is_file() and (out / rel).stat().st_size > 1000

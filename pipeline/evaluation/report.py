@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 
 from xray2mri.pipeline.atomic import atomic_folder
+from xray2mri.pipeline.evaluation import clinical
 from xray2mri.pipeline.evaluation import metrics as M
+from xray2mri.pipeline.evaluation import readings as RD
 from xray2mri.pipeline.evaluation.baselines import Baselines, baseline_methods
 from xray2mri.pipeline.evaluation.figures import grade_distributions, montage, training_curves
 from xray2mri.pipeline.evaluation.inputs import (
@@ -39,7 +41,9 @@ from xray2mri.pipeline.evaluation.inputs import (
 )
 from xray2mri.pipeline.evaluation.markdown import render
 from xray2mri.pipeline.evaluation.measure import Case, Method, evaluate_cases
-from xray2mri.pipeline.evaluation.summary import SYNTHETIC_COHORT, BarCriteria, summarize_rows
+from xray2mri.pipeline.evaluation.radiographic import RADIOGRAPHIC_NAME, RadiographicJsw
+from xray2mri.pipeline.evaluation.readings_report import bland_altman, readings_section
+from xray2mri.pipeline.evaluation.summary import SYNTHETIC_COHORT, BarCriteria, summarize, summarize_rows
 
 __all__ = ["ReportInputs", "build_report", "write_report", "report_from_files", "xray2mri_version"]
 
@@ -57,7 +61,9 @@ class ReportInputs:
     """Everything :func:`build_report` needs, all in the canonical space.
 
     ``legend`` (tissue name -> label id) is ``None`` for a cohort without label maps; ``data`` says
-    what the data are (:func:`~.inputs.describe_data`; default the synthetic cohort).
+    what the data are (:func:`~.inputs.describe_data`; default the synthetic cohort). ``train_labels``
+    (the training label maps, ``None`` for a subject without one; empty: none loaded) give the
+    baselines' tissue maps and the radiographic reading's calibration.
     """
 
     cases: list[Case]
@@ -69,6 +75,30 @@ class ReportInputs:
     xray_spacing: tuple[float, float] | None = None
     data: dict[str, Any] = field(default_factory=lambda: dict(SYNTHETIC_COHORT))
     extra: dict[str, Any] = field(default_factory=dict)
+    train_labels: list[np.ndarray | None] = field(default_factory=list)
+
+
+def _readings(
+    inputs: ReportInputs, baselines: Baselines, predictions: Mapping[str, str | os.PathLike], n_boot: int, seed: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The clinical readings' rows and summary (:mod:`.clinical`); nothing without label maps."""
+    if not inputs.legend or not any(c.labels is not None for c in inputs.cases):
+        return [], {}
+    legend = inputs.legend
+    tissue: dict[str, clinical.TissueMethod] = {n: clinical.tissue_prediction_reader(p) for n, p in predictions.items()}
+    jsw_readers = {}
+    if inputs.train_labels and any(lab is not None for lab in inputs.train_labels):
+        tissue.update(clinical.tissue_baselines(baselines, inputs.train_labels, legend))
+        if inputs.xray_spacing is not None:
+            pairs = [(x, lab) for x, lab in zip(inputs.train_xrays, inputs.train_labels) if lab is not None]
+            truths = []
+            for _, lab in pairs:
+                r = RD.read_tissue_map(lab, inputs.spacing, tissue_legend=legend)
+                truths.append({c: r[f"jsw_{c}_mm"] for c in ("medial", "lateral")})
+            rad = RadiographicJsw(inputs.xray_spacing).fit([x for x, _ in pairs], truths)
+            jsw_readers[RADIOGRAPHIC_NAME] = lambda case: rad(case.xray)
+    rows = clinical.measure_readings(inputs.cases, tissue, legend, inputs.spacing, jsw_readers)
+    return rows, clinical.summarize_readings(rows, lambda v: summarize(v, n_boot=n_boot, seed=seed))
 
 
 def build_report(
@@ -96,6 +126,13 @@ def build_report(
     summary = summarize_rows(
         rows, list(predictions), criteria.criteria if criteria else (), seed=seed, n_boot=n_boot, data=inputs.data
     )
+    reading_rows, reading_summary = _readings(inputs, baselines, predictions, n_boot, seed)
+    if reading_rows:
+        for name, values in reading_summary["methods"].items():
+            if name in summary["methods"]:
+                summary["methods"][name].update(values)
+        summary["readings"] = reading_summary
+        rows = clinical.merge_rows(rows, reading_rows)
     if criteria:
         summary["quality_bar_name"] = criteria.name
     summary["xray2mri_version"] = xray2mri_version()
@@ -116,12 +153,18 @@ def build_report(
         "figures/metrics_by_grade.png",
         lambda path: grade_distributions(path, rows, list(methods), word),
     )
+    if reading_rows:
+        makers["Clinical readings: Bland-Altman against the ground-truth label maps"] = (
+            "figures/readings_bland_altman.png",
+            lambda path: bland_altman(path, rows, word),
+        )
     if curves:
         makers["Training curves"] = (
             "figures/training_curves.png",
             lambda path: training_curves(path, curves, word),
         )
-    write_report(out_dir, rows, summary, makers, log_note, list(predictions), inputs.legend)
+    write_report(out_dir, rows, summary, makers, log_note, list(predictions), inputs.legend,
+                 sections=readings_section(summary) if reading_rows else ())
     return summary
 
 
@@ -158,11 +201,13 @@ def write_report(
     log_note: str,
     model_names: Sequence[str],
     legend: Mapping[str, int] | None,
+    sections: Sequence[str] = (),
 ) -> Path:
     """Write ``metrics_per_subject.csv``, ``summary.json``, ``figures/*.png`` and ``report.md`` atomically.
 
     ``figure_makers`` maps a title to ``(relative png path, function(path))``; a figure function may
-    decline by not creating the file (the report then leaves it out).
+    decline by not creating the file (the report then leaves it out). ``sections`` (markdown lines) are
+    appended to ``report.md``.
     """
     out_dir = Path(out_dir)
     with atomic_folder(out_dir) as tmp:
@@ -175,7 +220,8 @@ def write_report(
             make(tmp / rel)
             if (tmp / rel).is_file():
                 written[title] = rel
-        (tmp / "report.md").write_text(render(summary, written, log_note, model_names, legend))
+        text = render(summary, written, log_note, model_names, legend)
+        (tmp / "report.md").write_text(text + ("\n" + "\n".join(sections) + "\n" if sections else ""))
     return out_dir / "report.md"
 
 
@@ -198,7 +244,8 @@ def report_from_files(
     evaluate.json); ``progress`` shows bars (stderr) while loading and measuring; ``kwargs`` go to :func:`build_report` (``criteria``, ``seed``, ``n_montage`` ...).
     """
     preprocess, sizes = bundle_preprocessing(bundle_dir, configs=configs)
-    train = load_split(datalist, base_dir, "training", preprocess, keys=("xray", "mri"), progress=progress)
+    train = load_split(datalist, base_dir, "training", preprocess, keys=("xray", "mri"), optional_keys=("labels",),
+                       progress=progress)
     cases = load_cases(datalist, base_dir, preprocess, split, progress=progress)
     spacing = tuple(float(s) for s in np.broadcast_to(np.asarray(sizes["mri_spacing"], float), (3,)))
     inputs = ReportInputs(
@@ -206,8 +253,12 @@ def report_from_files(
         train_xrays=[r["xray"].squeeze(0) for r in train],
         train_mris=[r["mri"].squeeze(0) for r in train],
         train_ids=[str(r["subject"]) for r in train],
+        train_labels=[
+            None if r.get("labels") is None else np.rint(r["labels"].squeeze(0)).astype(np.int16) for r in train
+        ],
         legend=read_legend(base_dir) if any(c.labels is not None for c in cases) else None,
         spacing=spacing,  # type: ignore[arg-type]
+        xray_spacing=tuple(float(s) for s in np.broadcast_to(np.asarray(sizes["xray_spacing"], float), (2,))),  # type: ignore[arg-type]
         data=describe_data(datalist, base_dir, split),
     )
     return build_report(inputs, predictions, out_dir, train_log=train_log, progress=progress, **kwargs)

@@ -1,0 +1,246 @@
+"""Clinical readings in the evaluation: tissue Dice and JSW / cartilage readings for every method.
+
+Where a test case has a ground-truth label map, every method that yields a tissue map is read with
+:func:`~xray2mri.pipeline.evaluation.readings.read_tissue_map` at the same places (the S->I lines found
+once per case on the ground-truth label map) and compared with the same readings on the ground-truth
+label map (the reference):
+
+* a model with a tissue head: its per-class probabilities (``<subject>_tissue_probs.nii.gz``, channel
+  first) or its label map (``<subject>_labels_pred.nii.gz``, class indices) in the predictions folder;
+  a model without (no such file) has no tissue readings;
+* nearest-neighbour retrieval: the retrieved training subject's label map;
+* the mean training volume: the mean one-hot class probabilities of the training label maps;
+* the radiographic reading (:mod:`~xray2mri.pipeline.evaluation.radiographic`, JSW only).
+
+Rows carry ``dice_<class>`` and ``dice_mean`` (classes present in the truth), every reading under
+``tissue_<reading>`` (``tissue_jsw_medial_mm`` ...; the intensity JSW keeps ``jsw_*``), its error
+against the ground-truth map's reading (``tissue_<reading>_err``) and ``cartilage_thickness_abs_err_mm``
+(mean over the medial and lateral compartments of the tibial cartilage's mean-thickness |error|) and
+``tissue_jsw_abs_err_mm``. :func:`agreement` gives per method and reading the bias, Bland-Altman limits,
+the correlation with the truth and the across-subject std of the method against the truth's.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xray2mri.pipeline.data.synth.tissues import NUM_CLASSES, TISSUE_CLASSES
+from xray2mri.pipeline.evaluation import metrics as M
+from xray2mri.pipeline.evaluation import readings as R
+from xray2mri.pipeline.evaluation.baselines import BASELINE_NAMES, Baselines
+from xray2mri.pipeline.evaluation.measure import Case, case_key
+from xray2mri.transforms.errors import InputError
+
+__all__ = [
+    "GT_LABELS",
+    "READ_KEYS",
+    "TISSUE_PROBS_SUFFIX",
+    "TISSUE_LABELS_SUFFIX",
+    "TissueMethod",
+    "tissue_prediction_reader",
+    "tissue_baselines",
+    "measure_readings",
+    "agreement",
+    "summarize_readings",
+    "merge_rows",
+]
+
+#: Row name of the ground-truth label map's readings (the reference).
+GT_LABELS = "ground-truth label map (readings reference)"
+#: Prediction files of a model with a tissue head, per subject.
+TISSUE_PROBS_SUFFIX = "_tissue_probs.nii.gz"
+TISSUE_LABELS_SUFFIX = "_labels_pred.nii.gz"
+#: The readings compared across methods (keys of :func:`readings.read_tissue_map`).
+READ_KEYS: tuple[str, ...] = (
+    "jsw_medial_mm",
+    "jsw_lateral_mm",
+    "cartilage_thickness_medial_mm",
+    "cartilage_thickness_lateral_mm",
+    "tibial_cartilage_min_medial_mm",
+    "tibial_cartilage_min_lateral_mm",
+    "femoral_cartilage_mean_medial_mm",
+    "femoral_cartilage_mean_lateral_mm",
+    "cartilage_volume_mm3",
+)
+
+#: A tissue method: case -> ``(C, D, H, W)`` class probabilities, a ``(D, H, W)`` class map, or ``None``
+#: (no tissue map for this case).
+TissueMethod = Callable[[Case], "np.ndarray | None"]
+
+
+def tissue_prediction_reader(pred_dir: str | os.PathLike) -> TissueMethod:
+    """A model's tissue maps from its predictions folder (``None`` for a case without one)."""
+    import nibabel as nib
+
+    folder = Path(pred_dir)
+    if (folder / "predictions").is_dir():
+        folder = folder / "predictions"
+
+    def read(case: Case) -> np.ndarray | None:
+        for suffix in (TISSUE_PROBS_SUFFIX, TISSUE_LABELS_SUFFIX):
+            path = folder / f"{case.subject}{suffix}"
+            if path.is_file():
+                try:
+                    a = np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)
+                except Exception as err:  # nibabel raises several types on corrupt files
+                    raise InputError(path, f"cannot read the tissue prediction: {err}") from err
+                if suffix == TISSUE_PROBS_SUFFIX and a.ndim == 4 and a.shape[-1] == NUM_CLASSES:
+                    a = np.moveaxis(a, -1, 0)  # NIfTI stores channels last
+                return a
+        return None
+
+    return read
+
+
+def tissue_baselines(
+    baselines: Baselines, train_labels: Sequence[np.ndarray | None], legend: Mapping[str, int]
+) -> dict[str, TissueMethod]:
+    """Both baselines' tissue maps: retrieval returns its neighbour's labels, the mean volume the mean
+    one-hot class probabilities of the training label maps (those that have one)."""
+    if len(train_labels) != len(baselines.train_mris):
+        raise ValueError(f"{len(train_labels)} training label maps for {len(baselines.train_mris)} training MRIs")
+    have = [lab for lab in train_labels if lab is not None]
+    if not have:
+        return {}
+    mean = np.zeros((NUM_CLASSES, *np.asarray(have[0]).squeeze().shape), dtype=np.float64)
+    for lab in have:
+        mean += R.class_probabilities(np.asarray(lab).squeeze(), legend)
+    mean = (mean / len(have)).astype(np.float32)
+
+    def nn(case: Case) -> np.ndarray | None:
+        lab = train_labels[baselines.neighbour(case.xray[None])]
+        return None if lab is None else R.class_probabilities(np.asarray(lab).squeeze(), legend)
+
+    return {BASELINE_NAMES["mean"]: lambda case: mean, BASELINE_NAMES["nn"]: nn}
+
+
+def _reading_row(readings: Mapping[str, float], truth: Mapping[str, float] | None) -> dict[str, float]:
+    row = {f"tissue_{k}": float(readings[k]) for k in READ_KEYS}
+    if truth is not None:
+        for k in READ_KEYS:
+            row[f"tissue_{k}_err"] = float(readings[k]) - float(truth[k])
+        row["tissue_jsw_abs_err_mm"] = float(
+            np.mean([abs(row[f"tissue_jsw_{c}_mm_err"]) for c in ("medial", "lateral")])
+        )
+        row["cartilage_thickness_abs_err_mm"] = float(
+            np.mean([abs(row[f"tissue_cartilage_thickness_{c}_mm_err"]) for c in ("medial", "lateral")])
+        )
+    return row
+
+
+def measure_readings(
+    cases: Sequence[Case],
+    methods: Mapping[str, TissueMethod],
+    legend: Mapping[str, int],
+    spacing: Sequence[float],
+    jsw_readers: Mapping[str, Callable[[Case], Mapping[str, float]]] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per (case with labels, method with a tissue map) plus the ground-truth map's row per case.
+
+    ``jsw_readers`` are methods that read JSW only (case -> ``{"medial": mm, "lateral": mm}``, e.g. the
+    radiographic reading); their rows carry ``tissue_jsw_*`` and ``tissue_jsw_abs_err_mm``.
+    """
+    rows: list[dict[str, Any]] = []
+    for case in cases:
+        if case.labels is None:
+            continue
+        lines = M.compartment_lines(case.labels, legend, spacing)
+        truth = R.read_tissue_map(case.labels, spacing, lines=lines, tissue_legend=legend)
+        base = {"subject": case.subject, "grade": case.grade, "side": case.side}
+        if case.visit is not None:
+            base["visit"] = case.visit
+        rows.append({**base, "method": GT_LABELS, **_reading_row(truth, None)})
+        for name, method in methods.items():
+            tissue = method(case)
+            if tissue is None:
+                continue
+            probs = R.class_probabilities(tissue)
+            if probs.shape[1:] != np.shape(case.labels):
+                raise ValueError(f"{name}, {case.subject}: tissue map {probs.shape[1:]} != labels {np.shape(case.labels)}")
+            row: dict[str, Any] = {**base, "method": name}
+            row.update(_reading_row(R.read_tissue_map(probs, spacing, lines=lines), truth))
+            dice = R.dice_per_class(probs, case.labels, legend)
+            present = {TISSUE_CLASSES[i].name for i in np.unique(R.class_map(R.class_probabilities(case.labels, legend)))}
+            for cls, value in dice.items():
+                row[f"dice_{cls}"] = value
+            row["dice_mean"] = float(np.nanmean([dice[c] for c in present]))
+            rows.append(row)
+        for name, reader in (jsw_readers or {}).items():
+            jsw = reader(case)
+            row = {**base, "method": name}
+            for c in ("medial", "lateral"):
+                row[f"tissue_jsw_{c}_mm"] = float(jsw.get(c, math.nan))
+                row[f"tissue_jsw_{c}_mm_err"] = row[f"tissue_jsw_{c}_mm"] - truth[f"jsw_{c}_mm"]
+            row["tissue_jsw_abs_err_mm"] = float(
+                np.mean([abs(row[f"tissue_jsw_{c}_mm_err"]) for c in ("medial", "lateral")])
+            )
+            rows.append(row)
+    return rows
+
+
+def agreement(rows: Sequence[Mapping[str, Any]], method: str, key: str) -> dict[str, float]:
+    """Agreement of one method's reading ``key`` (a :data:`READ_KEYS` name) with the ground-truth map's.
+
+    Returns ``bias`` (mean of method - truth), ``loa_low``/``loa_high`` (Bland-Altman 95 % limits of
+    agreement, bias -/+ 1.96 sd of the differences), ``mean_abs_err``, ``pearson_r`` (with the truth;
+    ``nan`` when either side has no spread), ``std_method`` and ``std_truth`` (across subjects, ddof=1)
+    and ``n`` (paired cases with both values finite).
+    """
+    truth = {case_key(r): r.get(f"tissue_{key}", math.nan) for r in rows if r["method"] == GT_LABELS}
+    pairs = [
+        (r.get(f"tissue_{key}", math.nan), truth.get(case_key(r), math.nan)) for r in rows if r["method"] == method
+    ]
+    a = np.array([p for p in pairs if math.isfinite(p[0]) and math.isfinite(p[1])], dtype=np.float64).reshape(-1, 2)
+    n = a.shape[0]
+    if n == 0:
+        return {"n": 0}
+    d = a[:, 0] - a[:, 1]
+    sd = float(d.std(ddof=1)) if n > 1 else 0.0
+    spread = n > 1 and np.ptp(a[:, 0]) > 0 and np.ptp(a[:, 1]) > 0
+    return {
+        "n": n,
+        "bias": float(d.mean()),
+        "loa_low": float(d.mean() - 1.96 * sd),
+        "loa_high": float(d.mean() + 1.96 * sd),
+        "mean_abs_err": float(np.abs(d).mean()),
+        "pearson_r": float(np.corrcoef(a[:, 0], a[:, 1])[0, 1]) if spread else math.nan,
+        "std_method": float(a[:, 0].std(ddof=1)) if n > 1 else math.nan,
+        "std_truth": float(a[:, 1].std(ddof=1)) if n > 1 else math.nan,
+    }
+
+
+def summarize_readings(
+    rows: Sequence[Mapping[str, Any]], summarize: Callable[[Sequence[float]], dict[str, Any]]
+) -> dict[str, Any]:
+    """Per method: every row key's summary (``summarize``: the report's mean/std/interval) and the
+    agreement (:func:`agreement`) of each reading. ``{"methods": {...}, "agreement": {...}}``."""
+    methods: dict[str, dict[str, Any]] = {}
+    agree: dict[str, dict[str, Any]] = {}
+    names = list(dict.fromkeys(r["method"] for r in rows))
+    for name in names:
+        mrows = [r for r in rows if r["method"] == name]
+        keys = sorted({k for r in mrows for k in r if k.startswith(("dice_", "tissue_", "cartilage_thickness_abs"))})
+        methods[name] = {k: summarize([r.get(k, math.nan) for r in mrows]) for k in keys}
+        if name != GT_LABELS:
+            agree[name] = {k: agreement(rows, name, k) for k in READ_KEYS if any(f"tissue_{k}" in r for r in mrows)}
+    return {"methods": methods, "agreement": agree}
+
+
+def merge_rows(rows: Sequence[Mapping[str, Any]], extra: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with each ``extra`` row's values added to the row of the same case and method; extra rows
+    without one (the ground-truth map's, a JSW-only method's) appended."""
+    out = [dict(r) for r in rows]
+    index = {(case_key(r), r["method"]): r for r in out}
+    for e in extra:
+        target = index.get((case_key(e), e["method"]))
+        if target is None:
+            out.append(dict(e))
+        else:
+            target.update({k: v for k, v in e.items() if k not in target})
+    return out

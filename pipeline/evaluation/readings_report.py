@@ -1,0 +1,110 @@
+"""The clinical readings' part of the report: the Bland-Altman figure and the markdown section.
+
+Reads the rows and the summary that :mod:`~xray2mri.pipeline.evaluation.clinical` makes (the summary's
+``readings`` entry); :mod:`~xray2mri.pipeline.evaluation.report` composes them into the report.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xray2mri.pipeline.data.synth.tissues import TISSUE_CLASSES
+from xray2mri.pipeline.evaluation.clinical import GT_LABELS, READ_KEYS
+from xray2mri.pipeline.evaluation.figures import _pyplot
+from xray2mri.pipeline.evaluation.measure import case_key
+
+__all__ = ["BLAND_ALTMAN_KEYS", "bland_altman", "readings_section"]
+
+#: Readings drawn in the Bland-Altman figure (one panel each).
+BLAND_ALTMAN_KEYS: tuple[str, ...] = READ_KEYS[:4]
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
+
+
+def bland_altman(path: Path, rows: Sequence[Mapping[str, Any]], data_word: str = "synthetic data") -> None:
+    """One panel per reading of :data:`BLAND_ALTMAN_KEYS`: per method, (method + truth)/2 against
+    method - truth for every case, with the bias and the 95 % limits of agreement as lines."""
+    plt = _pyplot()
+    methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != GT_LABELS]
+    truth = {k: {case_key(r): r.get(f"tissue_{k}") for r in rows if r["method"] == GT_LABELS} for k in BLAND_ALTMAN_KEYS}
+    fig, axes = plt.subplots(1, len(BLAND_ALTMAN_KEYS), figsize=(4.6 * len(BLAND_ALTMAN_KEYS), 4.0))
+    colours = plt.get_cmap("tab10").colors
+    drawn = False
+    for ax, key in zip(axes, BLAND_ALTMAN_KEYS):
+        for i, m in enumerate(methods):
+            pts = [
+                (r.get(f"tissue_{key}", math.nan), truth[key].get(case_key(r), math.nan))
+                for r in rows
+                if r["method"] == m
+            ]
+            a = np.array([p for p in pts if p[0] is not None and p[1] is not None], float).reshape(-1, 2)
+            a = a[np.isfinite(a).all(axis=1)]
+            if not a.size:
+                continue
+            d, mean = a[:, 0] - a[:, 1], a.mean(axis=1)
+            c = colours[i % 10]
+            ax.scatter(mean, d, s=12, color=c, label=m)
+            bias, sd = d.mean(), d.std(ddof=1) if d.size > 1 else 0.0
+            ax.axhline(bias, color=c, lw=1)
+            for s in (-1.96, 1.96):
+                ax.axhline(bias + s * sd, color=c, lw=0.8, ls="--")
+            drawn = True
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_title(key.replace("_", " "), fontsize=9)
+        ax.set_xlabel("(method + truth) / 2", fontsize=8)
+        ax.set_ylabel("method − truth", fontsize=8)
+        ax.grid(alpha=0.3)
+    if drawn:
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+        fig.suptitle(f"Readings against the ground-truth label maps: bias and 95 % limits ({data_word})", fontsize=10)
+        fig.tight_layout(rect=(0, 0.1, 1, 0.94))
+        fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def readings_section(summary: Mapping[str, Any]) -> list[str]:
+    """Markdown lines of the readings: agreement per method and reading, and tissue Dice per class."""
+    readings = summary.get("readings") or {}
+    agree = readings.get("agreement", {})
+    methods = readings.get("methods", {})
+    out = [
+        "## Clinical readings from tissue maps",
+        "",
+        "Read on tissue maps at the same S→I lines per case (found on the ground-truth label map): a model's "
+        "tissue head, the retrieved neighbour's label map, the mean training one-hot probabilities; the "
+        "radiographic baseline reads JSW on the input radiograph (linear calibration fitted on the training "
+        "split). Reference: the same readings on the ground-truth label map (voxel resolution of the label map). "
+        "JSW and thickness in mm, volume in mm³. Cells: mean |error|, bias [95 % limits of agreement], "
+        "Pearson r with the truth, across-subject std of the method / of the truth.",
+        "",
+        "| method | reading | mean abs. error | bias [limits] | r | std method / truth | n |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m, per_key in agree.items():
+        for key in READ_KEYS:
+            a = per_key.get(key)
+            if not a or not a.get("n"):
+                continue
+            out.append(
+                f"| {m} | {key} | {_fmt(a['mean_abs_err'])} | {_fmt(a['bias'])} [{_fmt(a['loa_low'])}, "
+                f"{_fmt(a['loa_high'])}] | {_fmt(a['pearson_r'])} | {_fmt(a['std_method'])} / "
+                f"{_fmt(a['std_truth'])} | {a['n']} |"
+            )
+    dice_methods = [m for m in methods if "dice_mean" in methods[m]]
+    if dice_methods:
+        names = [c.name for c in TISSUE_CLASSES]
+        out += ["", "**Tissue Dice** (mean over test cases; `dice_mean` over the classes present in each case)", ""]
+        out += ["| method | dice_mean | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+        for m in dice_methods:
+            cells = [_fmt(methods[m].get(f"dice_{n}", {}).get("mean")) for n in names]
+            out.append(f"| {m} | {_fmt(methods[m]['dice_mean']['mean'])} | " + " | ".join(cells) + " |")
+    out.append("")
+    return out
