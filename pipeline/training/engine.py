@@ -61,7 +61,8 @@ def prepare_batch(
     non_blocking: bool = False,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Inputs and targets of one iteration: ``(xray, {"xray": xray, "mri": mri})``.
+    """Inputs and targets of one iteration: ``(xray, {"xray": xray, "mri": mri})``, plus ``"labels"``
+    (tissue-class maps) when the batch has them.
 
     The radiograph is both the network's input and the target of its reconstruction head;
     the MRI is the target of the generator. Batches without ``"mri"`` (inference) give
@@ -82,6 +83,8 @@ def prepare_batch(
     targets = {"xray": xray}
     if "mri" in batchdata:
         targets["mri"] = _plain(batchdata["mri"], device, non_blocking, **kwargs)
+    if "labels" in batchdata:  # tissue-class maps, for the optional tissue head's loss term
+        targets["labels"] = _plain(batchdata["labels"], device, non_blocking, **kwargs)
     return xray, targets
 
 

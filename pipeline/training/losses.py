@@ -7,7 +7,13 @@ CAE's reconstruction error on the radiograph and the generator's error on the MR
           + mri_weight  * L_m(pred["mri"],  target["mri"])
           + ssim_weight * (1 - SSIM3D(pred["mri"], target["mri"]))
 
-with ``L_x``, ``L_m`` each L1 or MSE (mean over all elements). SSIM is MONAI's definition
+          + tissue_weight * DiceCE(pred["tissue_logits"], target["labels"])      (optional)
+
+with ``L_x``, ``L_m`` each L1 or MSE (mean over all elements). The tissue term is MONAI's
+:py:class:`monai.losses.DiceCELoss` (softmax over the tissue classes, the target's class indices
+one-hot encoded) on the network's optional tissue head; it is computed only when its weight is
+non-zero *and* the target holds ``labels`` (a batch from a datalist without label maps, e.g. OAI,
+trains the other terms alone). SSIM is MONAI's definition
 (:py:class:`monai.losses.SSIMLoss` with ``spatial_dims=3``, ``data_range=1.0`` since targets
 are normalised to [0, 1]: "valid" Gaussian or uniform window, SSIM map averaged per volume,
 ``1 - SSIM`` averaged over the batch), computed by :func:`ssim_loss_3d` with the window
@@ -32,6 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from monai.data import MetaTensor
+from monai.losses import DiceCELoss
 
 __all__ = ["HybridLoss", "POINTWISE_LOSSES", "ssim_loss_3d"]
 
@@ -108,6 +115,7 @@ class HybridLoss(nn.Module):
         xray_weight: weight of the radiograph reconstruction term (>= 0).
         mri_weight: weight of the MRI generation term (>= 0).
         ssim_weight: weight of the 3-D ``1 - SSIM`` term on the MRI (>= 0; 0 = off).
+        tissue_weight: weight of the tissue Dice + cross-entropy term (>= 0; 0 = off).
         xray_loss: ``"l1"`` or ``"mse"`` for the radiograph term.
         mri_loss: ``"l1"`` or ``"mse"`` for the MRI term.
         ssim_win_size: SSIM window (voxels per axis); must not exceed the volume's sides.
@@ -116,6 +124,8 @@ class HybridLoss(nn.Module):
         data_range: intensity range of the MRI for SSIM (1.0: targets in [0, 1]).
         xray_key: key of the radiograph in ``pred`` and ``target``.
         mri_key: key of the MRI in ``pred`` and ``target``.
+        tissue_key: key of the tissue logits in ``pred`` (B, C, D, H, W).
+        labels_key: key of the tissue-class map in ``target`` (B, 1, D, H, W), class indices.
 
     Raises:
         ValueError: a negative weight, all weights 0, or an unknown loss name.
@@ -133,6 +143,7 @@ class HybridLoss(nn.Module):
         xray_weight: float = 1.0,
         mri_weight: float = 1.0,
         ssim_weight: float = 0.0,
+        tissue_weight: float = 0.0,
         xray_loss: str = "l1",
         mri_loss: str = "l1",
         ssim_win_size: int = 7,
@@ -141,15 +152,22 @@ class HybridLoss(nn.Module):
         data_range: float = 1.0,
         xray_key: str = "xray",
         mri_key: str = "mri",
+        tissue_key: str = "tissue_logits",
+        labels_key: str = "labels",
     ) -> None:
         super().__init__()
-        weights = {"xray": float(xray_weight), "mri": float(mri_weight), "ssim": float(ssim_weight)}
+        weights = {
+            "xray": float(xray_weight),
+            "mri": float(mri_weight),
+            "ssim": float(ssim_weight),
+            "tissue": float(tissue_weight),
+        }
         negative = {k: w for k, w in weights.items() if w < 0}
         if negative:
             raise ValueError(f"HybridLoss weights must be >= 0, got {negative}")
         if not any(weights.values()):
             raise ValueError(
-                "HybridLoss needs at least one non-zero weight (xray_weight, mri_weight, ssim_weight)"
+                "HybridLoss needs at least one non-zero weight (xray_weight, mri_weight, ssim_weight, tissue_weight)"
             )
         for name, value in (("xray_loss", xray_loss), ("mri_loss", mri_loss)):
             if value not in POINTWISE_LOSSES:
@@ -159,6 +177,9 @@ class HybridLoss(nn.Module):
         self.mri_loss = mri_loss
         self.xray_key = xray_key
         self.mri_key = mri_key
+        self.tissue_key = tissue_key
+        self.labels_key = labels_key
+        self.dice_ce = DiceCELoss(to_onehot_y=True, softmax=True) if weights["tissue"] > 0 else None
         if ssim_kernel_type not in ("gaussian", "uniform"):
             raise ValueError(f"ssim_kernel_type must be 'gaussian' or 'uniform', got {ssim_kernel_type!r}")
         self.ssim_kwargs = {
@@ -172,7 +193,8 @@ class HybridLoss(nn.Module):
 
     @property
     def term_names(self) -> tuple[str, ...]:
-        """Keys ``last_terms`` holds after a call: the terms with a non-zero weight, then "total"."""
+        """Keys ``last_terms`` holds after a call: the terms with a non-zero weight, then "total"
+        (``tissue`` only for a batch with label maps)."""
         return (*(k for k, w in self.weights.items() if w > 0), "total")
 
     def forward(self, pred: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -197,6 +219,26 @@ class HybridLoss(nn.Module):
                 terms["mri"] = POINTWISE_LOSSES[self.mri_loss](p, t)
             if self.weights["ssim"] > 0:
                 terms["ssim"] = ssim_loss_3d(p, t, **self.ssim_kwargs)
+        if self.dice_ce is not None and self.labels_key in target:
+            if self.tissue_key not in pred:
+                raise KeyError(
+                    f"HybridLoss: tissue_weight > 0 but the prediction has no {self.tissue_key!r} entry "
+                    f"(keys: {sorted(pred)}); build the network with tissue_classes"
+                )
+            logits, labels = pred[self.tissue_key], target[self.labels_key]
+            logits = logits.as_tensor() if isinstance(logits, MetaTensor) else logits
+            labels = labels.as_tensor() if isinstance(labels, MetaTensor) else labels
+            if labels.dim() == logits.dim() - 1:
+                labels = labels.unsqueeze(1)
+            if labels.shape[2:] != logits.shape[2:]:
+                raise ValueError(
+                    f"HybridLoss: labels {tuple(labels.shape[2:])} and tissue logits {tuple(logits.shape[2:])} differ"
+                )
+            terms["tissue"] = self.dice_ce(logits.float(), labels.to(device=logits.device, dtype=torch.float32))
+        if not terms:
+            raise KeyError(
+                f"HybridLoss: only the tissue term has a weight, and the target has no {self.labels_key!r} entry"
+            )
         total = sum(self.weights[k] * v for k, v in terms.items())
         assert isinstance(total, torch.Tensor)  # at least one weight is non-zero
         self.last_terms = {k: float(v.detach()) for k, v in terms.items()}

@@ -13,6 +13,12 @@ The paper's network (Wang, Chetouani, Jennane, arXiv 2503.13555) on MONAI buildi
 brought to that layer's in-plane size and spread along the A-P (depth) axis (see
 :mod:`xray2mri.pipeline.training.networks.generator`): the natural inverse of an AP projection.
 
+Optional tissue head (``tissue_classes=N``): the generator's last layer outputs ``N`` more channels,
+the logits of the tissue classes (:data:`~xray2mri.pipeline.data.synth.tissues.TISSUE_CLASSES`), so
+the MRI and the tissue map share every generator layer and the head costs one layer's extra output
+channels. They come out as ``"tissue_logits"`` (B, N, D, H, W) in the dict form; the MRI-only form
+(``return_dict=False``) is unchanged. ``tissue_classes=0`` (default) builds today's network exactly.
+
 Output range: targets are normalised to [0, 1]. With ``output_act="sigmoid"`` (default)
 both outputs pass through a sigmoid, so they are in (0, 1) in training and inference alike.
 With ``output_act="none"`` they are left linear in training (no saturation, so an L1/MSE
@@ -104,8 +110,10 @@ class Xray2MRI(nn.Module):
         bias: convolution bias.
         output_act: ``"sigmoid"`` or ``"none"`` (identity in training, clamp to [0, 1] in eval
             mode); see the module docstring.
+        tissue_classes: channels of the optional tissue head (0: none); see the module docstring.
         return_dict: ``True``: forward returns ``{"xray": (B, in_channels, H, W), "mri":
-            (B, out_channels, D, H, W)}`` (training, evaluation). ``False``: the MRI tensor
+            (B, out_channels, D, H, W)}`` (training, evaluation), plus ``"tissue_logits"``
+            (B, tissue_classes, D, H, W) when the tissue head is on. ``False``: the MRI tensor
             alone, without running the CAE decoder (inference, TorchScript export,
             ``verify_net_in_out``). The flag changes no parameter: the ``state_dict`` keys are
             the same, so one checkpoint loads into both forms.
@@ -126,7 +134,7 @@ class Xray2MRI(nn.Module):
         infer.eval()(torch.rand(1, 1, 128, 128)).shape  # (1, 1, 64, 64, 64)
     """
 
-    __constants__ = ["return_dict", "geometry", "sigmoid_output", "in_channels", "xray_size"]
+    __constants__ = ["return_dict", "geometry", "sigmoid_output", "in_channels", "xray_size", "out_channels", "tissue_classes"]
 
     def __init__(
         self,
@@ -152,6 +160,7 @@ class Xray2MRI(nn.Module):
         dropout: float | None = None,
         bias: bool = True,
         output_act: str = "sigmoid",
+        tissue_classes: int = 0,
         return_dict: bool = True,
     ) -> None:
         super().__init__()
@@ -179,6 +188,9 @@ class Xray2MRI(nn.Module):
         self.output_act = output_act
         self.sigmoid_output = output_act == "sigmoid"
         self.return_dict = bool(return_dict)
+        if int(tissue_classes) < 0 or int(tissue_classes) == 1:
+            raise ValueError(f"tissue_classes must be 0 (no tissue head) or at least 2, got {tissue_classes}")
+        self.tissue_classes = int(tissue_classes)
 
         self.cae = XrayCAE(
             spatial_dims=2,
@@ -217,7 +229,7 @@ class Xray2MRI(nn.Module):
 
         up = math.prod(int(s) for s in gen_strides)
         self.start_shape: tuple[int, ...] = (int(gen_start_channels), *(m // up for m in self.mri_shape))
-        channels = (*(int(c) for c in gen_channels), self.out_channels)
+        channels = (*(int(c) for c in gen_channels), self.out_channels + self.tissue_classes)
         strides = tuple(int(s) for s in gen_strides)
         gen_kwargs = dict(
             latent_shape=latent_shape,
@@ -287,6 +299,12 @@ class Xray2MRI(nn.Module):
             mri = self.generator(z, _fill_skips(skips, self.generator.skip_channels))
         else:
             mri = self.generator(z)
+        if self.tissue_classes > 0:
+            tissue = mri[:, self.out_channels :]
+            mri = self._output(mri[:, : self.out_channels])
+            if self.return_dict:
+                return {"xray": self._output(self.cae.decode(levels[-1])), "mri": mri, "tissue_logits": tissue}
+            return mri
         mri = self._output(mri)
         if self.return_dict:
             return {"xray": self._output(self.cae.decode(levels[-1])), "mri": mri}
