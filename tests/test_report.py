@@ -255,6 +255,10 @@ def test_report_end_to_end_writes_every_file_and_judges_the_quality_bar(fake_run
     agree = summary["readings"]["agreement"]
     assert agree["good model"]["jsw_medial_mm"]["bias"] == 0.0
     assert "cartilage_thickness_medial_mm" not in agree[RADIOGRAPHIC_NAME]  # no radiographic counterpart
+    # self-consistency: the good model's tissue map is the ground truth's, so it reprojects as well as it
+    truth_ncc = summary["readings"]["methods"][GT_LABELS]["reprojection_ncc"]["mean"]
+    assert good["reprojection_ncc"]["mean"] == pytest.approx(truth_ncc)
+    assert good["reprojection_ncc"]["n"] == 3
     # JSW measured on the ground-truth MRI matches the meta JSON (the measurement check)
     check = summary["methods"][GT_CHECK]
     assert check["jsw_abs_err_mm"]["mean"] < 0.5

@@ -16,7 +16,8 @@ Rows carry ``dice_<class>`` and ``dice_mean`` (classes present in the truth), ev
 ``tissue_<reading>`` (``tissue_jsw_medial_mm`` ...; the intensity JSW keeps ``jsw_*``), its error
 against the ground-truth map's reading (``tissue_<reading>_err``) and ``cartilage_thickness_abs_err_mm``
 (mean over the medial and lateral compartments of the tibial cartilage's mean-thickness |error|) and
-``tissue_jsw_abs_err_mm``. :func:`agreement` gives per method and reading the bias, Bland-Altman limits,
+``tissue_jsw_abs_err_mm``, and ``reprojection_ncc`` (the tissue map projected with the project's DRR
+against the input radiograph, :mod:`~xray2mri.pipeline.evaluation.reprojection`). :func:`agreement` gives per method and reading the bias, Bland-Altman limits,
 the correlation with the truth and the across-subject std of the method against the truth's.
 """
 
@@ -35,6 +36,7 @@ from xray2mri.pipeline.evaluation import metrics as M
 from xray2mri.pipeline.evaluation import readings as R
 from xray2mri.pipeline.evaluation.baselines import BASELINE_NAMES, Baselines
 from xray2mri.pipeline.evaluation.measure import Case, case_key
+from xray2mri.pipeline.evaluation.reprojection import reprojection_ncc
 from xray2mri.transforms.errors import InputError
 
 __all__ = [
@@ -140,11 +142,15 @@ def measure_readings(
     legend: Mapping[str, int],
     spacing: Sequence[float],
     jsw_readers: Mapping[str, Callable[[Case], Mapping[str, float]]] | None = None,
+    xray_spacing: Sequence[float] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per (case with labels, method with a tissue map) plus the ground-truth map's row per case.
 
     ``jsw_readers`` are methods that read JSW only (case -> ``{"medial": mm, "lateral": mm}``, e.g. the
-    radiographic reading); their rows carry ``tissue_jsw_*`` and ``tissue_jsw_abs_err_mm``.
+    radiographic reading); their rows carry ``tissue_jsw_*`` and ``tissue_jsw_abs_err_mm``. With
+    ``xray_spacing`` (the preprocessed radiograph's pixel size), every tissue map's row (the ground
+    truth's too: the ceiling) carries ``reprojection_ncc`` against the case's radiograph
+    (:func:`~xray2mri.pipeline.evaluation.reprojection.reprojection_ncc`).
     """
     rows: list[dict[str, Any]] = []
     for case in cases:
@@ -155,7 +161,10 @@ def measure_readings(
         base = {"subject": case.subject, "grade": case.grade, "side": case.side}
         if case.visit is not None:
             base["visit"] = case.visit
-        rows.append({**base, "method": GT_LABELS, **_reading_row(truth, None)})
+        gt_row = {**base, "method": GT_LABELS, **_reading_row(truth, None)}
+        if xray_spacing is not None:
+            gt_row["reprojection_ncc"] = reprojection_ncc(case.labels, case.xray, spacing, xray_spacing, legend)
+        rows.append(gt_row)
         for name, method in methods.items():
             tissue = method(case)
             if tissue is None:
@@ -170,6 +179,8 @@ def measure_readings(
             for cls, value in dice.items():
                 row[f"dice_{cls}"] = value
             row["dice_mean"] = float(np.nanmean([dice[c] for c in present]))
+            if xray_spacing is not None:
+                row["reprojection_ncc"] = reprojection_ncc(probs, case.xray, spacing, xray_spacing)
             rows.append(row)
         for name, reader in (jsw_readers or {}).items():
             jsw = reader(case)
@@ -225,7 +236,9 @@ def summarize_readings(
     names = list(dict.fromkeys(r["method"] for r in rows))
     for name in names:
         mrows = [r for r in rows if r["method"] == name]
-        keys = sorted({k for r in mrows for k in r if k.startswith(("dice_", "tissue_", "cartilage_thickness_abs"))})
+        keys = sorted(
+            {k for r in mrows for k in r if k.startswith(("dice_", "tissue_", "cartilage_thickness_abs", "reprojection_"))}
+        )
         methods[name] = {k: summarize([r.get(k, math.nan) for r in mrows]) for k in keys}
         if name != GT_LABELS:
             agree[name] = {k: agreement(rows, name, k) for k in READ_KEYS if any(f"tissue_{k}" in r for r in mrows)}

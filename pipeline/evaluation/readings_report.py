@@ -106,5 +106,13 @@ def readings_section(summary: Mapping[str, Any]) -> list[str]:
         for m in dice_methods:
             cells = [_fmt(methods[m].get(f"dice_{n}", {}).get("mean")) for n in names]
             out.append(f"| {m} | {_fmt(methods[m]['dice_mean']['mean'])} | " + " | ".join(cells) + " |")
+    ncc_methods = [m for m in methods if "reprojection_ncc" in methods[m]]
+    if ncc_methods:
+        out += ["", "**Self-consistency** (`reprojection_ncc`: the tissue map projected with the project's DRR "
+                "against the input radiograph, normalised cross-correlation; the ground-truth map's row is the ceiling)",
+                "", "| method | reprojection_ncc | n |", "|---|---|---|"]
+        for m in ncc_methods:
+            s = methods[m]["reprojection_ncc"]
+            out.append(f"| {m} | {_fmt(s.get('mean'), 3)} | {s.get('n')} |")
     out.append("")
     return out

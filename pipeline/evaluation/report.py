@@ -97,7 +97,10 @@ def _readings(
                 truths.append({c: r[f"jsw_{c}_mm"] for c in ("medial", "lateral")})
             rad = RadiographicJsw(inputs.xray_spacing).fit([x for x, _ in pairs], truths)
             jsw_readers[RADIOGRAPHIC_NAME] = lambda case: rad(case.xray)
-    rows = clinical.measure_readings(inputs.cases, tissue, legend, inputs.spacing, jsw_readers)
+    isotropic = len({round(float(v), 6) for v in inputs.spacing}) == 1
+    rows = clinical.measure_readings(
+        inputs.cases, tissue, legend, inputs.spacing, jsw_readers, inputs.xray_spacing if isotropic else None
+    )
     return rows, clinical.summarize_readings(rows, lambda v: summarize(v, n_boot=n_boot, seed=seed))
 
 

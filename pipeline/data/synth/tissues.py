@@ -177,6 +177,13 @@ def to_classes(labels, tissue_legend: dict[str, int] | None = None) -> np.ndarra
     return out
 
 
+def class_attenuation_lut() -> np.ndarray:
+    """float32 array indexed by class index giving the class's linear attenuation (1/mm): the mean of
+    its tissues' (a class map projected with the DRR approximates the cohort's radiograph)."""
+    mu = {t.name: t.mu_per_mm for t in TISSUES}
+    return np.array([np.mean([mu[t] for t in c.tissues]) for c in TISSUE_CLASSES], dtype=np.float32)
+
+
 def class_legend() -> dict[str, int]:
     """Class name -> class index: a legend of class maps, in the form of ``tissues.json``."""
     return dict(CLASS_INDEX)
