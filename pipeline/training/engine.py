@@ -62,7 +62,7 @@ def prepare_batch(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Inputs and targets of one iteration: ``(xray, {"xray": xray, "mri": mri})``, plus ``"labels"``
-    (tissue-class maps) when the batch has them.
+    (tissue-class maps) when the batch holds them as a tensor (a validation batch may carry their paths).
 
     The radiograph is both the network's input and the target of its reconstruction head;
     the MRI is the target of the generator. Batches without ``"mri"`` (inference) give
@@ -83,7 +83,7 @@ def prepare_batch(
     targets = {"xray": xray}
     if "mri" in batchdata:
         targets["mri"] = _plain(batchdata["mri"], device, non_blocking, **kwargs)
-    if "labels" in batchdata:  # tissue-class maps, for the optional tissue head's loss term
+    if isinstance(batchdata.get("labels"), torch.Tensor):  # tissue-class maps (not paths) for the tissue term
         targets["labels"] = _plain(batchdata["labels"], device, non_blocking, **kwargs)
     return xray, targets
 
