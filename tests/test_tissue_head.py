@@ -140,3 +140,60 @@ def test_evaluate_reads_the_tissue_heads_maps_into_the_report(tmp_path, tiny_coh
         assert row[key]["n"] > 0, key
     assert "tissue_jsw_abs_err_mm" in row  # nan (n 0) where a one-epoch model draws no femur above a tibia
     assert 0.0 <= row["dice_mean"]["mean"] <= 1.0 and -1.0 <= row["reprojection_ncc"]["mean"] <= 1.0
+
+
+class _TissuePhantomNet(torch.nn.Module):
+    """Stands in for a trained network with the tissue head: answers a known tissue phantom (canonical)."""
+
+    tissue_classes = NUM_CLASSES
+    return_dict = False
+
+    def __init__(self, probs: np.ndarray) -> None:
+        super().__init__()
+        self.logits = torch.log(torch.as_tensor(probs) + 1e-6)
+
+    def forward(self, x):
+        out = {"mri": torch.full((x.shape[0], 1, *self.logits.shape[1:]), 0.5),
+               "tissue_logits": self.logits[None].expand(x.shape[0], -1, -1, -1, -1)}
+        return out if self.return_dict else out["mri"]
+
+
+def test_prediction_writes_the_label_map_and_the_readings_into_the_sidecar(tmp_path):
+    """predict with a tissue-head model: ``<stem>_labels_synthetic.nii.gz`` (uint8 classes, mirrored back for a
+    left knee) and the sidecar's ``jsw_*_mm``, ``cartilage_thickness_*_mm`` and ``reprojection_ncc``."""
+    import json
+
+    import nibabel as nib
+    from bundle_factory import make_tiny_bundle
+    from bundle_factory import write_dx as _dx
+    from test_readings import FEM, GAP, TIB, phantom
+
+    from xray2mri.pipeline.serving.predict import Predictor, save_prediction
+
+    h, shape = 1.0, (8, 32, 32)
+    sizes = {"xray_size": [32, 32], "xray_spacing": [h, h], "mri_shape": list(shape), "mri_spacing": [h] * 3}
+    bundle = make_tiny_bundle(tmp_path / "bundle", whole=False, sizes=sizes)
+    probs = phantom(h, GAP, TIB, FEM, shape=shape)
+    tiny = Predictor.from_bundle(bundle, random_init=True)  # the bundle's preprocessing and spacing
+    predictor = Predictor(_TissuePhantomNet(probs), tiny.preprocess, tiny.mri_spacing, image_key=tiny.image_key)
+    assert predictor.network.return_dict  # a network with the head runs in its dict form
+    outputs = {}
+    for side in ("R", "L"):
+        pred = predictor.predict(_dx(tmp_path / f"{side}.dcm", side, fibula=False))
+        paths = save_prediction(pred, tmp_path / "out", f"knee_{side}")
+        labels_path = tmp_path / "out" / f"knee_{side}_labels_synthetic.nii.gz"
+        assert labels_path in paths
+        img = nib.load(labels_path)
+        assert img.get_data_dtype() == np.uint8 and "SYNTHETIC" in str(img.header["descrip"])
+        sidecar = json.loads((tmp_path / "out" / f"knee_{side}_mri_synthetic.json").read_text())
+        outputs[side] = (np.asarray(img.dataobj), sidecar)
+    right, left = outputs["R"], outputs["L"]
+    np.testing.assert_array_equal(right[0], np.argmax(probs, axis=0))
+    np.testing.assert_array_equal(left[0], right[0][..., ::-1])  # mirrored back like the MRI
+    for sidecar in (right[1], left[1]):
+        assert sidecar["jsw_medial_mm"] == pytest.approx(GAP["medial"], abs=0.01)
+        assert sidecar["jsw_lateral_mm"] == pytest.approx(GAP["lateral"], abs=0.01)
+        assert sidecar["cartilage_thickness_medial_mm"] == pytest.approx(TIB["medial"], abs=0.01)
+        assert -1.0 <= sidecar["reprojection_ncc"] <= 1.0
+        assert sidecar["labels_output"].endswith("_labels_synthetic.nii.gz")
+        assert sidecar["tissue_classes"]["femur"] == int(np.argmax(probs[:, 0, 0, 5]))

@@ -94,17 +94,19 @@ def write_nifti(
     affine: np.ndarray | torch.Tensor,
     path: str | os.PathLike,
     description: str = SYNTHETIC_DESCRIPTION,
+    dtype: type = np.float32,
 ) -> Path:
-    """Write a (D, H, W) float volume with its RAS ``affine`` to ``path`` (``.nii`` or ``.nii.gz``), atomically.
+    """Write a (D, H, W) volume with its RAS ``affine`` to ``path`` (``.nii`` or ``.nii.gz``), atomically.
 
     The header's ``descrip`` holds ``description`` (truncated to NIfTI's 80 bytes), qform and
-    sform both hold the affine (code 1, scanner), and the spatial unit is millimetres.
+    sform both hold the affine (code 1, scanner), and the spatial unit is millimetres. The data are
+    stored as ``dtype`` (float32; e.g. uint8 for a label map).
     """
     import nibabel as nib
 
     if not str(description).upper().startswith("SYNTHETIC"):
         description = f"SYNTHETIC {description}"
-    img = nib.Nifti1Image(_as_numpy(volume), _as_affine(affine))
+    img = nib.Nifti1Image(_as_numpy(volume).astype(dtype, copy=False), _as_affine(affine))
     img.header["descrip"] = description.encode("ascii", "replace")[:79]
     img.header.set_xyzt_units("mm", "sec")
     img.set_qform(img.affine, code=1)
