@@ -25,7 +25,7 @@ import argparse
 import numpy as np
 
 from xray2mri.pipeline.data.synth import tissues as T
-from xray2mri.pipeline.data.synth.phantom import KneeGeometry, draw_params, render_labels
+from xray2mri.pipeline.data.synth.phantom import draw_params, render_labels, true_readings
 from xray2mri.pipeline.evaluation import readings as R
 
 
@@ -39,16 +39,8 @@ def _block_mean(probs: np.ndarray, k: int) -> np.ndarray:
 
 
 def truth_of(p) -> dict[str, float]:
-    """The generator's truth for the readings that have one."""
-    g = KneeGeometry.from_params(p)
-    return {
-        "jsw_medial_mm": p.jsw_medial_mm,
-        "jsw_lateral_mm": p.jsw_lateral_mm,
-        "tibial_cartilage_mean_medial_mm": g.cart_tibia_medial,
-        "tibial_cartilage_mean_lateral_mm": g.cart_tibia_lateral,
-        "femoral_cartilage_mean_medial_mm": g.cart_femur_medial,
-        "femoral_cartilage_mean_lateral_mm": g.cart_femur_lateral,
-    }
+    """The generator's truth for the readings that have one (``cartilage_thickness_*``: tibial cartilage)."""
+    return true_readings(p)
 
 
 def main(argv: list[str] | None = None) -> int:

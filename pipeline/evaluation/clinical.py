@@ -2,8 +2,11 @@
 
 Where a test case has a ground-truth label map, every method that yields a tissue map is read with
 :func:`~xray2mri.pipeline.evaluation.readings.read_tissue_map` at the same places (the S->I lines found
-once per case on the ground-truth label map) and compared with the same readings on the ground-truth
-label map (the reference):
+once per case on the ground-truth label map) and compared with the reference: the generator's truth
+(``Case.readings_truth``, from the synthetic subject's parameters: JSW, tibial and femoral cartilage
+thickness) where the case has it, else the same readings on the ground-truth label map (which at the
+demo's 2.5 mm label voxels moves in whole voxels: ``benchmarks/bench_readings.py``). The ground-truth
+map's own row (:data:`GT_LABELS`) is then the measurement check. The methods read:
 
 * a model with a tissue head: its per-class probabilities (``<subject>_tissue_probs.nii.gz``, channel
   first) or its label map (``<subject>_labels_pred.nii.gz``, class indices) in the predictions folder;
@@ -53,8 +56,8 @@ __all__ = [
     "merge_rows",
 ]
 
-#: Row name of the ground-truth label map's readings (the reference).
-GT_LABELS = "ground-truth label map (readings reference)"
+#: Row name of the ground-truth label map's readings (against the generator's truth: the measurement check).
+GT_LABELS = "ground-truth label map (readings check)"
 #: Prediction files of a model with a tissue head, per subject.
 TISSUE_PROBS_SUFFIX = "_tissue_probs.nii.gz"
 TISSUE_LABELS_SUFFIX = "_labels_pred.nii.gz"
@@ -157,11 +160,13 @@ def measure_readings(
         if case.labels is None:
             continue
         lines = M.compartment_lines(case.labels, legend, spacing)
-        truth = R.read_tissue_map(case.labels, spacing, lines=lines, tissue_legend=legend)
+        on_labels = R.read_tissue_map(case.labels, spacing, lines=lines, tissue_legend=legend)
+        # the reference: the generator's truth where the case has it, else the ground-truth map's readings
+        truth = {**on_labels, **(case.readings_truth or {})}
         base = {"subject": case.subject, "grade": case.grade, "side": case.side}
         if case.visit is not None:
             base["visit"] = case.visit
-        gt_row = {**base, "method": GT_LABELS, **_reading_row(truth, None)}
+        gt_row = {**base, "method": GT_LABELS, **_reading_row(on_labels, truth if case.readings_truth else None)}
         if xray_spacing is not None:
             gt_row["reprojection_ncc"] = reprojection_ncc(case.labels, case.xray, spacing, xray_spacing, legend)
         rows.append(gt_row)
@@ -187,7 +192,7 @@ def measure_readings(
             row = {**base, "method": name}
             for c in ("medial", "lateral"):
                 row[f"tissue_jsw_{c}_mm"] = float(jsw.get(c, math.nan))
-                row[f"tissue_jsw_{c}_mm_err"] = row[f"tissue_jsw_{c}_mm"] - truth[f"jsw_{c}_mm"]
+                row[f"tissue_jsw_{c}_mm_err"] = row[f"tissue_jsw_{c}_mm"] - float(truth[f"jsw_{c}_mm"])
             row["tissue_jsw_abs_err_mm"] = float(
                 np.mean([abs(row[f"tissue_jsw_{c}_mm_err"]) for c in ("medial", "lateral")])
             )
@@ -196,18 +201,22 @@ def measure_readings(
 
 
 def agreement(rows: Sequence[Mapping[str, Any]], method: str, key: str) -> dict[str, float]:
-    """Agreement of one method's reading ``key`` (a :data:`READ_KEYS` name) with the ground-truth map's.
+    """Agreement of one method's reading ``key`` (a :data:`READ_KEYS` name) with its reference.
 
-    Returns ``bias`` (mean of method - truth), ``loa_low``/``loa_high`` (Bland-Altman 95 % limits of
-    agreement, bias -/+ 1.96 sd of the differences), ``mean_abs_err``, ``pearson_r`` (with the truth;
+    The reference of each row is its value minus its error (``tissue_<key>`` - ``tissue_<key>_err``).
+    Returns ``bias`` (mean of method - reference), ``loa_low``/``loa_high`` (Bland-Altman 95 % limits of
+    agreement, bias -/+ 1.96 sd of the differences), ``mean_abs_err``, ``pearson_r`` (with the reference;
     ``nan`` when either side has no spread), ``std_method`` and ``std_truth`` (across subjects, ddof=1)
-    and ``n`` (paired cases with both values finite).
+    and ``n`` (cases with both values finite).
     """
-    truth = {case_key(r): r.get(f"tissue_{key}", math.nan) for r in rows if r["method"] == GT_LABELS}
-    pairs = [
-        (r.get(f"tissue_{key}", math.nan), truth.get(case_key(r), math.nan)) for r in rows if r["method"] == method
-    ]
-    a = np.array([p for p in pairs if math.isfinite(p[0]) and math.isfinite(p[1])], dtype=np.float64).reshape(-1, 2)
+    pairs = []
+    for r in rows:
+        if r["method"] != method:
+            continue
+        value, err = r.get(f"tissue_{key}", math.nan), r.get(f"tissue_{key}_err", math.nan)
+        pairs.append((value, value - err))
+    a = np.array(pairs, dtype=np.float64).reshape(-1, 2)
+    a = a[np.isfinite(a).all(axis=1)]
     n = a.shape[0]
     if n == 0:
         return {"n": 0}
@@ -240,8 +249,7 @@ def summarize_readings(
             {k for r in mrows for k in r if k.startswith(("dice_", "tissue_", "cartilage_thickness_abs", "reprojection_"))}
         )
         methods[name] = {k: summarize([r.get(k, math.nan) for r in mrows]) for k in keys}
-        if name != GT_LABELS:
-            agree[name] = {k: agreement(rows, name, k) for k in READ_KEYS if any(f"tissue_{k}" in r for r in mrows)}
+        agree[name] = {k: agreement(rows, name, k) for k in READ_KEYS if any(f"tissue_{k}_err" in r for r in mrows)}
     return {"methods": methods, "agreement": agree}
 
 

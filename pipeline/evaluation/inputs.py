@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from xray2mri.pipeline.data import manifests
+from xray2mri.pipeline.data.synth.phantom import true_readings
 from xray2mri.pipeline.evaluation.measure import Case, Method, MethodPrediction
 from xray2mri.transforms.errors import InputError
 
@@ -211,6 +212,7 @@ def load_cases(
                 xray=rec["xray"].squeeze(0),
                 mri=rec["mri"].squeeze(0),
                 labels=None if labels is None else np.rint(labels.squeeze(0)).astype(np.int16),
+                readings_truth=true_readings(meta["params"]) if meta.get("params") else None,
                 jsw_truth=(
                     {"medial": float(meta["jsw_medial_mm"]), "lateral": float(meta["jsw_lateral_mm"])}
                     if meta

@@ -93,6 +93,8 @@ class Case:
         labels: ground-truth tissue labels ``(D, H, W)`` on the same grid, or ``None`` (acquired data).
         jsw_truth: ``{"medial": mm, "lateral": mm}`` from the subject's meta JSON (synthetic data), or
             ``None``: the reference is then the JSW measured on ``mri``.
+        readings_truth: the generator's truth of the clinical readings (JSW, cartilage thickness; names of
+            :mod:`~xray2mri.pipeline.evaluation.readings`) from the meta JSON's parameters, or ``None``.
         grade: Kellgren-Lawrence grade (``None`` when unknown).
         side: "L" or "R" (the knee before mirroring).
         visit: the item's visit, when the datalist gives one (a subject may have several knees and visits).
@@ -103,6 +105,7 @@ class Case:
     mri: np.ndarray
     labels: np.ndarray | None = None
     jsw_truth: dict[str, float] | None = None
+    readings_truth: dict[str, float] | None = None
     grade: int | None = None
     side: str = "R"
     visit: str | None = None

@@ -14,9 +14,8 @@ from typing import Any
 import numpy as np
 
 from xray2mri.pipeline.data.synth.tissues import TISSUE_CLASSES
-from xray2mri.pipeline.evaluation.clinical import GT_LABELS, READ_KEYS
+from xray2mri.pipeline.evaluation.clinical import READ_KEYS
 from xray2mri.pipeline.evaluation.figures import _pyplot
-from xray2mri.pipeline.evaluation.measure import case_key
 
 __all__ = ["BLAND_ALTMAN_KEYS", "bland_altman", "readings_section"]
 
@@ -29,26 +28,21 @@ def _fmt(v: Any, digits: int = 2) -> str:
 
 
 def bland_altman(path: Path, rows: Sequence[Mapping[str, Any]], data_word: str = "synthetic data") -> None:
-    """One panel per reading of :data:`BLAND_ALTMAN_KEYS`: per method, (method + truth)/2 against
-    method - truth for every case, with the bias and the 95 % limits of agreement as lines."""
+    """One panel per reading of :data:`BLAND_ALTMAN_KEYS`: per method, (method + reference)/2 against
+    method - reference for every case, with the bias and the 95 % limits of agreement as lines."""
     plt = _pyplot()
-    methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != GT_LABELS]
-    truth = {k: {case_key(r): r.get(f"tissue_{k}") for r in rows if r["method"] == GT_LABELS} for k in BLAND_ALTMAN_KEYS}
+    methods = list(dict.fromkeys(r["method"] for r in rows if any(f"tissue_{k}_err" in r for k in BLAND_ALTMAN_KEYS)))
     fig, axes = plt.subplots(1, len(BLAND_ALTMAN_KEYS), figsize=(4.6 * len(BLAND_ALTMAN_KEYS), 4.0))
     colours = plt.get_cmap("tab10").colors
     drawn = False
     for ax, key in zip(axes, BLAND_ALTMAN_KEYS):
         for i, m in enumerate(methods):
-            pts = [
-                (r.get(f"tissue_{key}", math.nan), truth[key].get(case_key(r), math.nan))
-                for r in rows
-                if r["method"] == m
-            ]
+            pts = [(r.get(f"tissue_{key}"), r.get(f"tissue_{key}_err")) for r in rows if r["method"] == m]
             a = np.array([p for p in pts if p[0] is not None and p[1] is not None], float).reshape(-1, 2)
             a = a[np.isfinite(a).all(axis=1)]
             if not a.size:
                 continue
-            d, mean = a[:, 0] - a[:, 1], a.mean(axis=1)
+            d, mean = a[:, 1], a[:, 0] - a[:, 1] / 2.0  # method - reference, (method + reference) / 2
             c = colours[i % 10]
             ax.scatter(mean, d, s=12, color=c, label=m)
             bias, sd = d.mean(), d.std(ddof=1) if d.size > 1 else 0.0
@@ -58,8 +52,8 @@ def bland_altman(path: Path, rows: Sequence[Mapping[str, Any]], data_word: str =
             drawn = True
         ax.axhline(0, color="k", lw=0.6)
         ax.set_title(key.replace("_", " "), fontsize=9)
-        ax.set_xlabel("(method + truth) / 2", fontsize=8)
-        ax.set_ylabel("method − truth", fontsize=8)
+        ax.set_xlabel("(method + reference) / 2", fontsize=8)
+        ax.set_ylabel("method − reference", fontsize=8)
         ax.grid(alpha=0.3)
     if drawn:
         handles, labels = axes[0].get_legend_handles_labels()
@@ -81,7 +75,9 @@ def readings_section(summary: Mapping[str, Any]) -> list[str]:
         "Read on tissue maps at the same S→I lines per case (found on the ground-truth label map): a model's "
         "tissue head, the retrieved neighbour's label map, the mean training one-hot probabilities; the "
         "radiographic baseline reads JSW on the input radiograph (linear calibration fitted on the training "
-        "split). Reference: the same readings on the ground-truth label map (voxel resolution of the label map). "
+        "split). Reference: the generator's truth (synthetic cases: JSW and tibial/femoral cartilage thickness "
+        "at the contact), else the same readings on the ground-truth label map (whole label voxels); the "
+        "ground-truth map's own row is the measurement check. "
         "JSW and thickness in mm, volume in mm³. Cells: mean |error|, bias [95 % limits of agreement], "
         "Pearson r with the truth, across-subject std of the method / of the truth.",
         "",

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from xray2mri.pipeline.atomic import atomic_folder
+from xray2mri.pipeline.data.synth.phantom import true_readings
 from xray2mri.pipeline.evaluation import clinical
 from xray2mri.pipeline.evaluation import metrics as M
 from xray2mri.pipeline.evaluation import readings as RD
@@ -37,6 +38,7 @@ from xray2mri.pipeline.evaluation.inputs import (
     load_split,
     prediction_reader,
     read_legend,
+    read_meta,
     read_training_log,
 )
 from xray2mri.pipeline.evaluation.markdown import render
@@ -63,7 +65,8 @@ class ReportInputs:
     ``legend`` (tissue name -> label id) is ``None`` for a cohort without label maps; ``data`` says
     what the data are (:func:`~.inputs.describe_data`; default the synthetic cohort). ``train_labels``
     (the training label maps, ``None`` for a subject without one; empty: none loaded) give the
-    baselines' tissue maps and the radiographic reading's calibration.
+    baselines' tissue maps and the radiographic reading's calibration, whose target is the generator's
+    truth (``train_readings_truth``, same order) where a subject has it, else its label map's readings.
     """
 
     cases: list[Case]
@@ -76,6 +79,7 @@ class ReportInputs:
     data: dict[str, Any] = field(default_factory=lambda: dict(SYNTHETIC_COHORT))
     extra: dict[str, Any] = field(default_factory=dict)
     train_labels: list[np.ndarray | None] = field(default_factory=list)
+    train_readings_truth: list[dict[str, float] | None] = field(default_factory=list)
 
 
 def _readings(
@@ -90,12 +94,15 @@ def _readings(
     if inputs.train_labels and any(lab is not None for lab in inputs.train_labels):
         tissue.update(clinical.tissue_baselines(baselines, inputs.train_labels, legend))
         if inputs.xray_spacing is not None:
-            pairs = [(x, lab) for x, lab in zip(inputs.train_xrays, inputs.train_labels) if lab is not None]
-            truths = []
-            for _, lab in pairs:
-                r = RD.read_tissue_map(lab, inputs.spacing, tissue_legend=legend)
+            known = inputs.train_readings_truth or [None] * len(inputs.train_labels)
+            xrays, truths = [], []
+            for x, lab, known_truth in zip(inputs.train_xrays, inputs.train_labels, known):
+                if known_truth is None and lab is None:
+                    continue
+                r = known_truth or RD.read_tissue_map(lab, inputs.spacing, tissue_legend=legend)
+                xrays.append(x)
                 truths.append({c: r[f"jsw_{c}_mm"] for c in ("medial", "lateral")})
-            rad = RadiographicJsw(inputs.xray_spacing).fit([x for x, _ in pairs], truths)
+            rad = RadiographicJsw(inputs.xray_spacing).fit(xrays, truths)
             jsw_readers[RADIOGRAPHIC_NAME] = lambda case: rad(case.xray)
     isotropic = len({round(float(v), 6) for v in inputs.spacing}) == 1
     rows = clinical.measure_readings(
@@ -228,6 +235,12 @@ def write_report(
     return out_dir / "report.md"
 
 
+def _readings_truth(rec: Mapping[str, Any]) -> dict[str, float] | None:
+    """The generator's truth of a loaded split item's readings (its meta JSON), or ``None``."""
+    meta = read_meta(rec["mri_path"], str(rec["subject"])) if rec.get("mri_path") else None
+    return true_readings(meta["params"]) if meta and meta.get("params") else None
+
+
 def report_from_files(
     datalist: str | os.PathLike,
     base_dir: str | os.PathLike,
@@ -259,6 +272,7 @@ def report_from_files(
         train_labels=[
             None if r.get("labels") is None else np.rint(r["labels"].squeeze(0)).astype(np.int16) for r in train
         ],
+        train_readings_truth=[_readings_truth(r) for r in train],
         legend=read_legend(base_dir) if any(c.labels is not None for c in cases) else None,
         spacing=spacing,  # type: ignore[arg-type]
         xray_spacing=tuple(float(s) for s in np.broadcast_to(np.asarray(sizes["xray_spacing"], float), (2,))),  # type: ignore[arg-type]

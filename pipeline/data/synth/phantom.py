@@ -221,6 +221,24 @@ class KneeGeometry:
         )
 
 
+def true_readings(p: KneeParams | dict) -> dict[str, float]:
+    """The generator's truth of the clinical readings of one knee (mm), by the readings' names
+    (:mod:`xray2mri.pipeline.evaluation.readings`): minimum JSW and tibial (``cartilage_thickness_*``) and
+    femoral cartilage thickness at the contact of each compartment. ``p`` may be the meta JSON's ``params``.
+    """
+    if isinstance(p, dict):
+        p = KneeParams.from_dict(p)
+    g = KneeGeometry.from_params(p)
+    return {
+        "jsw_medial_mm": p.jsw_medial_mm,
+        "jsw_lateral_mm": p.jsw_lateral_mm,
+        "cartilage_thickness_medial_mm": g.cart_tibia_medial,
+        "cartilage_thickness_lateral_mm": g.cart_tibia_lateral,
+        "femoral_cartilage_mean_medial_mm": g.cart_femur_medial,
+        "femoral_cartilage_mean_lateral_mm": g.cart_femur_lateral,
+    }
+
+
 def compartment_centres(p: KneeParams) -> dict[str, tuple[float, float, float]]:
     """Joint-line contact point of each compartment, (a, s, l) mm in the canonical frame.
 

@@ -149,12 +149,13 @@ def class_lut(tissue_legend: dict[str, int] | None = None) -> np.ndarray:
 
     Args:
         tissue_legend: the cohort's legend (tissue name -> label id, ``DIR/tissues.json``); default
-            this module's :data:`LABEL`. Label ids the legend does not name map to background.
+            this module's :data:`LABEL`. A name may also be a class name (a legend of class maps,
+            :func:`class_legend`). Label ids the legend does not name map to background.
     Raises:
         ValueError: the legend names a tissue no class gathers.
     """
     tissue_legend = dict(LABEL if tissue_legend is None else tissue_legend)
-    of_tissue = {t: c.index for c in TISSUE_CLASSES for t in c.tissues}
+    of_tissue = {**CLASS_INDEX, **{t: c.index for c in TISSUE_CLASSES for t in c.tissues}}
     unknown = sorted(set(tissue_legend) - set(of_tissue))
     if unknown:
         raise ValueError(f"tissue legend names tissues no tissue class gathers: {unknown}")
