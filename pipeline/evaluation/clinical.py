@@ -44,6 +44,7 @@ from xray2mri.transforms.errors import InputError
 
 __all__ = [
     "GT_LABELS",
+    "DEFINITIONS",
     "READ_KEYS",
     "TISSUE_PROBS_SUFFIX",
     "TISSUE_LABELS_SUFFIX",
@@ -73,6 +74,20 @@ READ_KEYS: tuple[str, ...] = (
     "femoral_cartilage_mean_lateral_mm",
     "cartilage_volume_mm3",
 )
+
+#: What the summary's reading keys mean (added to ``summary.json``'s ``definitions``).
+DEFINITIONS: dict[str, str] = {
+    "dice_<class>": "Dice of one tissue class (argmax of the tissue map vs the ground-truth label map's class)",
+    "dice_mean": "mean Dice over the classes present in the case's ground-truth label map",
+    "tissue_jsw_abs_err_mm": "minimum JSW read on the tissue map (femur-tibia bone distance, partial-volume sum), "
+    "mean of medial and lateral |error| against the reference (mm)",
+    "cartilage_thickness_abs_err_mm": "tibial cartilage mean thickness per compartment read on the tissue map, "
+    "mean of medial and lateral |error| against the reference (mm)",
+    "reprojection_ncc": "the tissue map projected with the cohort's DRR vs the input radiograph, normalised "
+    "cross-correlation after the radiograph's intensity step (1 = consistent)",
+    "reference": "the generator's truth (meta JSON parameters) for JSW and cartilage thickness where the case has "
+    "it, else the ground-truth label map's readings",
+}
 
 #: A tissue method: case -> ``(C, D, H, W)`` class probabilities, a ``(D, H, W)`` class map, or ``None``
 #: (no tissue map for this case).

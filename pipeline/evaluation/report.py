@@ -142,6 +142,7 @@ def build_report(
             if name in summary["methods"]:
                 summary["methods"][name].update(values)
         summary["readings"] = reading_summary
+        summary["definitions"].update(clinical.DEFINITIONS)
         rows = clinical.merge_rows(rows, reading_rows)
     if criteria:
         summary["quality_bar_name"] = criteria.name
