@@ -58,7 +58,9 @@ def bland_altman(path: Path, rows: Sequence[Mapping[str, Any]], data_word: str =
     if drawn:
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
-        fig.suptitle(f"Readings against the ground-truth label maps: bias and 95 % limits ({data_word})", fontsize=10)
+        fig.suptitle(
+            "Readings against the reference (the generator's truth, else the label map): bias and 95 % limits "
+            f"({data_word})", fontsize=10)
         fig.tight_layout(rect=(0, 0.1, 1, 0.94))
         fig.savefig(path, dpi=90)
     plt.close(fig)

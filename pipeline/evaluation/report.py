@@ -165,7 +165,7 @@ def build_report(
         lambda path: grade_distributions(path, rows, list(methods), word),
     )
     if reading_rows:
-        makers["Clinical readings: Bland-Altman against the ground-truth label maps"] = (
+        makers["Clinical readings: Bland-Altman against the reference"] = (
             "figures/readings_bland_altman.png",
             lambda path: bland_altman(path, rows, word),
         )
