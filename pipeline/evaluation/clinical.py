@@ -140,16 +140,19 @@ def tissue_baselines(
     return {BASELINE_NAMES["mean"]: lambda case: mean, BASELINE_NAMES["nn"]: nn}
 
 
-def _reading_row(readings: Mapping[str, float], truth: Mapping[str, float] | None) -> dict[str, float]:
+def _reading_row(
+    readings: Mapping[str, float], truth: Mapping[str, float] | None, keys: Sequence[str] = READ_KEYS
+) -> dict[str, float]:
+    """The readings as row values, with their errors against ``truth`` for ``keys``."""
     row = {f"tissue_{k}": float(readings[k]) for k in READ_KEYS}
     if truth is not None:
-        for k in READ_KEYS:
+        for k in keys:
             row[f"tissue_{k}_err"] = float(readings[k]) - float(truth[k])
         row["tissue_jsw_abs_err_mm"] = float(
-            np.mean([abs(row[f"tissue_jsw_{c}_mm_err"]) for c in ("medial", "lateral")])
+            np.mean([abs(row.get(f"tissue_jsw_{c}_mm_err", math.nan)) for c in ("medial", "lateral")])
         )
         row["cartilage_thickness_abs_err_mm"] = float(
-            np.mean([abs(row[f"tissue_cartilage_thickness_{c}_mm_err"]) for c in ("medial", "lateral")])
+            np.mean([abs(row.get(f"tissue_cartilage_thickness_{c}_mm_err", math.nan)) for c in ("medial", "lateral")])
         )
     return row
 
@@ -181,7 +184,9 @@ def measure_readings(
         base = {"subject": case.subject, "grade": case.grade, "side": case.side}
         if case.visit is not None:
             base["visit"] = case.visit
-        gt_row = {**base, "method": GT_LABELS, **_reading_row(on_labels, truth if case.readings_truth else None)}
+        # the label map is checked on the readings the generator knows the truth of, and only on those
+        known = [k for k in READ_KEYS if k in (case.readings_truth or {})]
+        gt_row = {**base, "method": GT_LABELS, **_reading_row(on_labels, truth if known else None, known)}
         if xray_spacing is not None:
             gt_row["reprojection_ncc"] = reprojection_ncc(case.labels, case.xray, spacing, xray_spacing, legend)
         rows.append(gt_row)
