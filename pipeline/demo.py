@@ -29,6 +29,9 @@ from xray2mri.pipeline.training.networks import VARIANT_NAMES
 DEMO_CRITERIA: Path = Path(__file__).resolve().parent / "demo_quality_bar.json"
 #: summary.json metrics printed at the end (see xray2mri.pipeline.evaluation.summary).
 HEADLINE_METRICS: tuple[str, ...] = ("psnr_db", "psnr_slice_db", "ssim3d", "mae", "jsw_abs_err_mm")
+#: summary.json entries of the uncertainty map printed at the end (:mod:`xray2mri.pipeline.evaluation.uncertainty`).
+UNCERTAINTY_METRICS: tuple[str, ...] = ("uncertainty_coverage_80", "uncertainty_coverage_90", "uncertainty_coverage_95",
+                                        "uncertainty_width_90", "uncertainty_error_spearman")
 
 
 @dataclass
@@ -120,6 +123,18 @@ def train(settings: DemoSettings, variant: str) -> Path:
     return run_dir
 
 
+def calibrate(settings: DemoSettings) -> None:
+    """Fit the installed model's uncertainty calibration on the cohort's validation split (``xray2mri calibrate``).
+
+    Writes ``models/uncertainty_calibration.json`` beside ``models/model.pt``; the report measures it on the test split.
+    """
+    cmd: list[object] = [sys.executable, "-m", "xray2mri.pipeline.cli", "calibrate", "--bundle", settings.bundle,
+                         "--datalist", settings.cohort / "datalist.json", "--base-dir", settings.cohort]
+    for key, value in settings.bundle_overrides.items():
+        cmd += ["--override", key, json.dumps(value)]
+    _run("calibrate uncertainty (validation split)", cmd, log=settings.out_dir / "calibrate.log")
+
+
 def evaluate(settings: DemoSettings, variant: str, weights: Path) -> Path:
     """Run evaluate.json on the test split with the given weights; returns its output folder."""
     return run_evaluate_json(
@@ -163,10 +178,15 @@ def run_demo(settings: DemoSettings) -> dict:
     weights: dict[str, Path] = {}
     for variant in settings.variants or (declared,):
         weights[variant] = best_checkpoint(train(settings, variant))
+    if declared in weights and settings.bundle_overrides.get("install_weights", True) and _uncertainty(settings):
+        calibrate(settings)
     eval_dirs = {v: evaluate(settings, v, w) for v, w in weights.items()}
 
     predictions = [f"{VARIANT_NAMES[v]}={d / 'predictions'}" for v, d in eval_dirs.items()]
-    summary = report(settings, predictions, settings.out_dir / "report", "--train-log", settings.out_dir)
+    extra: list[object] = ["--train-log", settings.out_dir]
+    if declared in weights and _uncertainty(settings):
+        extra += ["--uncertainty-model", VARIANT_NAMES[declared]]
+    summary = report(settings, predictions, settings.out_dir / "report", *extra)
 
     # models/model.pt must match the variant the bundle's configs declare (inference.json reads it
     # from train.json): training installed that variant's weights.
@@ -193,6 +213,13 @@ def run_demo(settings: DemoSettings) -> dict:
     return summary
 
 
+def _uncertainty(settings: DemoSettings) -> bool:
+    """Whether the bundle's network has the uncertainty head (train.json ``uncertainty``, or an override)."""
+    from xray2mri.pipeline.training.engine import train_setting
+
+    return bool(settings.bundle_overrides.get("uncertainty", train_setting(settings.bundle, "uncertainty")))
+
+
 def _mean(stat: dict) -> str:
     value = stat.get("mean")
     return "n/a" if value is None else f"{value:.3f}"
@@ -205,6 +232,10 @@ def _print_headline(summary: dict, settings: DemoSettings) -> None:
         # summary.json stores a mean without any finite subject value (e.g. no joint band found) as null
         cells = [f"{m} {_mean(stats[m])}" for m in HEADLINE_METRICS if m in stats]
         _say(f"  {name:28s} " + "  ".join(cells))
+    unc = [f"{m.removeprefix('uncertainty_')} {summary[m]:.3f}" for m in UNCERTAINTY_METRICS
+           if isinstance(summary.get(m), float)]
+    if unc:
+        _say("  uncertainty map (test split, calibrated on validation): " + "  ".join(unc))
     bar = summary.get("quality_bar_headline")
     if bar:
         verdict = "PASS" if bar.get("passed") else "NOT MET"

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import xray_factory
 
+from xray2mri.pipeline.serving.uncertainty import CALIBRATION_FILE, UncertaintyCalibration, save_calibration
 from xray2mri.pipeline.training.engine import network_from_bundle
 
 REAL_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "knee_xray2mri"
@@ -29,6 +30,12 @@ TINY_NET = {
     "gen_channels": [4],
     "gen_strides": [2, 1],
 }
+#: The uncertainty calibration a tiny bundle gets (no validation data to fit one on): plain factors,
+#: OOD components relative to 1, no threshold (nothing flagged); tests that need a fit make their own.
+TINY_CALIBRATION = UncertaintyCalibration(
+    factors={"80": 1.0, "90": 1.5, "95": 2.0}, ood_reference={"uncertainty": 1.0, "reconstruction": 1.0},
+    fitted_on={"note": "tests/bundle_factory.py placeholder, not fitted"},
+)
 ROWS = COLS = 64  # the tiny bundle's 32 mm field at 0.5 mm
 #: Size (px, 0.5 mm) of the test radiographs and their knee's joint centre (row, col).
 KNEE_ROWS, KNEE_COLS = 360, 300
@@ -58,6 +65,7 @@ def make_tiny_bundle(bundle: Path, seed: int = 0, whole: bool = True, sizes: dic
     torch.manual_seed(seed)
     (bundle / "models").mkdir()
     torch.save(network_from_bundle(bundle).state_dict(), bundle / "models" / "model.pt")
+    save_calibration(TINY_CALIBRATION, bundle / CALIBRATION_FILE)
     return bundle
 
 

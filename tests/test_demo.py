@@ -62,9 +62,18 @@ def test_demo_installs_the_declared_variant_and_predicts_with_it(demo_run, tiny_
     assert set(installed) == set(best)
     assert all(torch.equal(installed[k], best[k]) for k in best)
     n_test = len(json.loads((tiny_cohort / "datalist.json").read_text())["test"])
-    volumes = sorted((out / "predict").glob("*.nii.gz"))
+    volumes = sorted((out / "predict").glob("*_mri_synthetic.nii.gz"))
     assert len(volumes) == min(3, n_test) > 0
     assert all(nib.load(v).header["descrip"].tobytes().decode().startswith("SYNTHETIC") for v in volumes)
+    # the demo calibrated the installed model on validation: each volume has its uncertainty map,
+    # and the report measured the map's coverage on the test split
+    maps = sorted((out / "predict").glob("*_uncertainty.nii.gz"))
+    assert [m.name.replace("_uncertainty", "_mri_synthetic") for m in maps] == [v.name for v in volumes]
+    assert (bundle / "models" / "uncertainty_calibration.json").is_file()
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    for name in ("uncertainty_coverage_80", "uncertainty_coverage_90", "uncertainty_coverage_95",
+                 "uncertainty_width_90", "uncertainty_error_spearman"):
+        assert name in summary
 
 
 def test_demo_variants_option_adds_the_papers_form():

@@ -37,6 +37,7 @@ from xray2mri.pipeline.serving.export import (
 )
 from xray2mri.pipeline.serving.integrity import CHECKSUM_KEY, BundleIntegrityError, verify_bundle
 from xray2mri.pipeline.serving.predict import Predictor
+from xray2mri.pipeline.serving.uncertainty import CALIBRATION_FILE
 from xray2mri.pipeline.serving.vendor import RUNTIME_EXTRAS
 from xray2mri.pipeline.training.engine import network_from_bundle
 from xray2mri.transforms.errors import XrayInputError
@@ -255,7 +256,9 @@ def test_download_large_files_fetches_from_a_local_path_and_refuses_a_wrong_hash
     shutil.rmtree(mirror, ignore_errors=True)
     shutil.copytree(unpacked / "models", mirror / "models")
     listed = (unpacked / LARGE_FILES).read_text()
-    assert listed.count("hash_type: \"sha256\"") == len(WEIGHT_FILES) and mirror.as_uri() in listed
+    # the weight files and the uncertainty calibration that belongs to them (the tiny bundle has one)
+    assert listed.count("hash_type: \"sha256\"") == len(WEIGHT_FILES) + 1 and mirror.as_uri() in listed
+    assert CALIBRATION_FILE in listed
     shutil.rmtree(unpacked / "models")
     done = _download_large_files(unpacked)
     assert done.returncode == 0, done.stderr[-2000:]

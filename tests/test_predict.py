@@ -7,6 +7,7 @@ written by the tests (tests/xray_factory.py) or files shipped inside pydicom.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -59,7 +60,8 @@ def test_round_trip_nifti_and_dicom(tiny_bundle, tmp_path, capsys):
     expected = Predictor.from_bundle(tiny_bundle).predict(dcm).volume
 
     assert _predict("--bundle", str(tiny_bundle), "--input", str(dcm), "--output", str(tmp_path / "nii")) == 0
-    assert _files(tmp_path / "nii") == ["knee01_mri_synthetic.json", "knee01_mri_synthetic.nii.gz", "knee01_preview.png"]
+    assert _files(tmp_path / "nii") == ["knee01_mri_synthetic.json", "knee01_mri_synthetic.nii.gz", "knee01_preview.png",
+                                        "knee01_uncertainty.nii.gz"]
     img = nib.load(tmp_path / "nii" / "knee01_mri_synthetic.nii.gz")
     assert img.shape == tuple(TINY_SIZES["mri_shape"])
     np.testing.assert_allclose(img.header.get_zooms(), TINY_SIZES["mri_spacing"])
@@ -73,7 +75,7 @@ def test_round_trip_nifti_and_dicom(tiny_bundle, tmp_path, capsys):
     assert _predict(*args) == 0
     series = tmp_path / "dcm" / "knee01_mri_synthetic"
     assert sorted(p.name for p in (tmp_path / "dcm").iterdir()) == [
-        "knee01_mri_synthetic", "knee01_mri_synthetic.json", "knee01_preview.png"]
+        "knee01_mri_synthetic", "knee01_mri_synthetic.json", "knee01_preview.png", "knee01_uncertainty.nii.gz"]
     assert len(list(series.iterdir())) == TINY_SIZES["mri_shape"][0]
     # read back by the project's loader (canonical PIL, RAS affine) and by SimpleITK (LPS)
     from_dicom, from_nifti = LoadMri()(series), LoadMri()(tmp_path / "nii" / "knee01_mri_synthetic.nii.gz")
@@ -167,12 +169,15 @@ def test_bad_folder_keeps_the_good_ones(tiny_bundle, tmp_path, capsys):
         "chest_mri_synthetic.json",
         "chest_mri_synthetic.nii.gz",
         "chest_preview.png",
+        "chest_uncertainty.nii.gz",
         "good_mri_synthetic.json",
         "good_mri_synthetic.nii.gz",
         "good_preview.png",
+        "good_uncertainty.nii.gz",
         "series2/IM0001_mri_synthetic.json",
         "series2/IM0001_mri_synthetic.nii.gz",
         "series2/IM0001_preview.png",
+        "series2/IM0001_uncertainty.nii.gz",
     ]  # nothing for the rejected files, no temporary files
 
     only_bad = tmp_path / "only_bad"
@@ -256,15 +261,20 @@ def test_predict_and_inference_json_take_the_same_files_and_agree(tiny_bundle, t
     wf.run()
     wf.finalize()
     volumes = ["top_mri_synthetic.nii.gz", "visit1/001_mri_synthetic.nii.gz", "visit2/001_mri_synthetic.nii.gz"]
-    assert [f for f in _files(tmp_path / "p") if f.endswith(".nii.gz")] == volumes
-    assert [f for f in _files(tmp_path / "i") if f.endswith(".nii.gz")] == volumes
+    maps = [v.replace("_mri_synthetic", "_uncertainty") for v in volumes]
+    assert [f for f in _files(tmp_path / "p") if f.endswith(".nii.gz")] == sorted(volumes + maps)
+    assert [f for f in _files(tmp_path / "i") if f.endswith(".nii.gz")] == sorted(volumes + maps)
     sidecars = [v.replace(".nii.gz", ".json") for v in volumes]  # both write the same sidecars beside them
     assert [f for f in _files(tmp_path / "i") if f.endswith(".json")] == sidecars
     assert [f for f in _files(tmp_path / "p") if f.endswith(".json")] == sidecars
-    for name in volumes:
+    for name in volumes + maps:  # the volumes and their uncertainty maps agree, on one grid
         by_predict, by_bundle = nib.load(tmp_path / "p" / name), nib.load(tmp_path / "i" / name)
         np.testing.assert_allclose(by_bundle.affine, by_predict.affine)
         np.testing.assert_allclose(np.asarray(by_bundle.dataobj), np.asarray(by_predict.dataobj), atol=1e-6)
+    for sidecar in sidecars:  # both record the out-of-distribution check the same way
+        by_predict, by_bundle = (json.loads((tmp_path / d / sidecar).read_text()) for d in ("p", "i"))
+        assert {k: by_predict[k] for k in ("ood_score", "ood_threshold", "ood_flag")} == {
+            k: by_bundle[k] for k in ("ood_score", "ood_threshold", "ood_flag")}
 
 
 def test_a_write_error_in_a_folder_is_reported_for_its_file_only(tiny_bundle, tmp_path, monkeypatch, capsys):
@@ -285,5 +295,5 @@ def test_a_write_error_in_a_folder_is_reported_for_its_file_only(tiny_bundle, tm
     (line,) = [r for r in captured.err.splitlines() if ": rejected: " in r]
     assert line.startswith(f"{inp / 'b.dcm'}: rejected: ") and "No space left" in line
     assert "predicted 2 of 3" in captured.out
-    assert _files(out) == ["a_mri_synthetic.json", "a_mri_synthetic.nii.gz", "a_preview.png",
-                           "c_mri_synthetic.json", "c_mri_synthetic.nii.gz", "c_preview.png"]
+    assert _files(out) == ["a_mri_synthetic.json", "a_mri_synthetic.nii.gz", "a_preview.png", "a_uncertainty.nii.gz",
+                           "c_mri_synthetic.json", "c_mri_synthetic.nii.gz", "c_preview.png", "c_uncertainty.nii.gz"]

@@ -51,6 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="run folder with evaluation results (e.g. runs/demo: eval_*/metrics.csv, report/summary.json)")
     e.add_argument("--datalist", type=Path, default=None, help="datalist of the training run (for the splits)")
     e.add_argument("--weights", type=Path, default=None, help="weights to export (default BUNDLE/models/model.pt)")
+    e.add_argument("--calibration", type=Path, default=None,
+                   help="uncertainty calibration of the weights (default BUNDLE/models/uncertainty_calibration.json if any)")
     e.add_argument("--cohort", default=None, help="one-line description of the training cohort")
     e.add_argument("--variant", default=None, choices=VARIANTS,
                    help="network variant of the weights, if not train.json's")
@@ -89,7 +91,7 @@ def _export(args: argparse.Namespace) -> int:
     try:
         path = export_bundle(
             args.bundle, args.out, weights=args.weights, run_dir=args.run, datalist=args.datalist,
-            cohort=args.cohort, overrides=overrides, weights_url=args.weights_url,
+            cohort=args.cohort, overrides=overrides, weights_url=args.weights_url, calibration=args.calibration,
         )
     except (InputError, ExportCheckError, FileNotFoundError) as exc:
         print(f"xray2mri bundle export: {exc}", file=sys.stderr)

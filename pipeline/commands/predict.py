@@ -17,7 +17,14 @@ knees gives <name>_R and <name>_L, one knee <name>):
   <stem>_mri_synthetic.nii.gz   (--format nifti) or the DICOM MR series folder
   <stem>_mri_synthetic/         (--format dicom), <stem>_mri_synthetic.json (sidecar: source,
                                 side, joint centre, crop box, spacing, locator confidence),
-                                and <stem>_preview.png (the knee's box on the radiograph)
+                                and <stem>_preview.png (the knee's box on the radiograph);
+  <stem>_uncertainty.nii.gz     calibrated 90 % half-width per voxel, MRI [0, 1] units, same
+                                grid (bundles with the uncertainty head; --no-uncertainty: none);
+                                the sidecar then records ood_score, ood_threshold, ood_flag
+
+a radiograph unlike the training data (out-of-distribution score above the bundle's
+threshold) is still predicted, with the warning "this radiograph is unlike the training
+data; treat the volume with caution".
 
 knees are found on each radiograph (one, or two on a bilateral view); a radiograph with no
 knee (a chest, a hand, a blank image) is rejected with the reason. --centre / --centres
@@ -58,6 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="PatientID of DICOM output (default pseudonymise)",
     )
     parser.add_argument("--weights", default=None, help="weights file (default BUNDLE/models/model.pt)")
+    parser.add_argument("--no-uncertainty", dest="uncertainty", action="store_false",
+                        help="write no uncertainty map and skip the out-of-distribution check")
     knees = parser.add_mutually_exclusive_group()
     knees.add_argument("--centre", default=None, metavar="ROW,COL",
                        help="joint centre in the radiograph's pixels, instead of finding the knee (one --input file)")
@@ -92,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"xray2mri predict: bad joint centres: {exc}", file=sys.stderr)
         return 2
     try:
-        predictor = Predictor.from_bundle(args.bundle, device=args.device, weights=args.weights)
+        predictor = Predictor.from_bundle(
+            args.bundle, device=args.device, weights=args.weights, uncertainty=args.uncertainty
+        )
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
         print(f"xray2mri predict: cannot load bundle {args.bundle}: {exc}", file=sys.stderr)
         return 2

@@ -70,6 +70,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="quality-bar criteria to judge the models on (e.g. the demo's pipeline/demo_quality_bar.json); "
         "default: no quality bar",
     )
+    p.add_argument(
+        "--uncertainty-model", default=None, metavar="NAME",
+        help="the model the bundle's uncertainty calibration belongs to (default: the only one whose "
+        "predictions carry <subject>_mri_sigma.nii.gz)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap intervals (default 0)")
     p.add_argument(
         "--montages", type=int, default=3, help="number of per-subject montage figures (default 3)"
@@ -98,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             n_montage=args.montages,
             progress=not args.no_progress,
+            uncertainty_model=args.uncertainty_model,
         )
     except (InputError, argparse.ArgumentTypeError) as err:
         print(f"xray2mri report: {err}", file=sys.stderr)

@@ -46,6 +46,7 @@ from xray2mri.pipeline.evaluation.measure import Case, Method, evaluate_cases
 from xray2mri.pipeline.evaluation.radiographic import RADIOGRAPHIC_NAME, RadiographicJsw
 from xray2mri.pipeline.evaluation.readings_report import bland_altman, readings_section
 from xray2mri.pipeline.evaluation.summary import SYNTHETIC_COHORT, BarCriteria, summarize, summarize_rows
+from xray2mri.pipeline.evaluation.uncertainty import uncertainty_section
 
 __all__ = ["ReportInputs", "build_report", "write_report", "report_from_files", "xray2mri_version"]
 
@@ -67,6 +68,7 @@ class ReportInputs:
     (the training label maps, ``None`` for a subject without one; empty: none loaded) give the
     baselines' tissue maps and the radiographic reading's calibration, whose target is the generator's
     truth (``train_readings_truth``, same order) where a subject has it, else its label map's readings.
+    ``calibration`` is the bundle's uncertainty calibration (:mod:`.uncertainty` measures its coverage), or ``None``.
     """
 
     cases: list[Case]
@@ -80,6 +82,7 @@ class ReportInputs:
     extra: dict[str, Any] = field(default_factory=dict)
     train_labels: list[np.ndarray | None] = field(default_factory=list)
     train_readings_truth: list[dict[str, float] | None] = field(default_factory=list)
+    calibration: Any = None
 
 
 def _readings(
@@ -123,10 +126,12 @@ def build_report(
     jsw_kwargs: Mapping[str, Any] | None = None,
     ssim_win_size: int = M.SSIM_WIN_SIZE,
     progress: bool = False,
+    uncertainty_model: str | None = None,
 ) -> dict[str, Any]:
     """Measure the models in ``predictions`` (name -> predictions folder) and both baselines on
     ``inputs.cases``, judge the models on ``criteria`` (:func:`~.summary.load_criteria`; none: no quality bar), then write the report
-    folder. Returns the summary dict."""
+    folder. ``uncertainty_model`` names the model the bundle's uncertainty calibration belongs to
+    (:func:`~.uncertainty.uncertainty_section`). Returns the summary dict."""
     baselines = Baselines([x[None] for x in inputs.train_xrays], inputs.train_mris, inputs.train_ids)
     methods: dict[str, Method] = {name: prediction_reader(p) for name, p in predictions.items()}
     methods.update(baseline_methods(baselines))
@@ -174,8 +179,14 @@ def build_report(
             "figures/training_curves.png",
             lambda path: training_curves(path, curves, word),
         )
-    write_report(out_dir, rows, summary, makers, log_note, list(predictions), inputs.legend,
-                 sections=readings_section(summary) if reading_rows else ())
+    unc_entries, unc_makers, unc_markdown = uncertainty_section(
+        inputs.cases, predictions, inputs.calibration, inputs.legend, inputs.spacing, word, uncertainty_model)
+    summary.update(unc_entries)
+    makers.update(unc_makers)
+    sections = list(readings_section(summary)) if reading_rows else []
+    if unc_markdown:  # the uncertainty section, its figures linked
+        sections += [unc_markdown, *(f"![{t}]({rel})\n" for t, (rel, _) in unc_makers.items())]
+    write_report(out_dir, rows, summary, makers, log_note, list(predictions), inputs.legend, sections=sections)
     return summary
 
 
@@ -278,5 +289,14 @@ def report_from_files(
         spacing=spacing,  # type: ignore[arg-type]
         xray_spacing=tuple(float(s) for s in np.broadcast_to(np.asarray(sizes["xray_spacing"], float), (2,))),  # type: ignore[arg-type]
         data=describe_data(datalist, base_dir, split),
+        calibration=_bundle_calibration(bundle_dir),
     )
     return build_report(inputs, predictions, out_dir, train_log=train_log, progress=progress, **kwargs)
+
+
+def _bundle_calibration(bundle_dir: str | os.PathLike) -> Any:
+    """The bundle's uncertainty calibration (``models/uncertainty_calibration.json``), or None when absent."""
+    from xray2mri.pipeline.serving.uncertainty import CALIBRATION_FILE, load_calibration
+
+    path = Path(bundle_dir) / CALIBRATION_FILE
+    return load_calibration(path) if path.is_file() else None

@@ -14,6 +14,8 @@ form the MONAI model zoo distributes, one top folder ``<name>/`` holding:
   ``model.pt`` (the state dict ``inference.json`` loads with ``torch.load(weights_only=True)``),
   ``model.ts`` (TorchScript of the inference form, as ``monai.bundle ckpt_export`` makes it, with
   ``metadata.json`` and ``inference.json`` embedded) and ``model.pt2`` (:func:`torch.export.export`);
+* ``models/uncertainty_calibration.json`` when the bundle has one (``xray2mri calibrate``; it belongs to
+  the weights, so it is listed in ``large_files.yml`` with them);
 * ``large_files.yml``: each weight file's path, URL (``weights_url`` + path, or a placeholder)
   and SHA-256, the zoo's format, so ``python -m monai.bundle download_large_files`` fetches and
   checks them;
@@ -292,14 +294,16 @@ def large_files_yaml(checksums: Mapping[str, str], urls: Mapping[str, str]) -> s
     return "\n".join(lines) + "\n"
 
 
-def _weight_urls(weights_url: str | None, name: str, version: str) -> dict[str, str]:
+def _weight_urls(
+    weights_url: str | None, name: str, version: str, files: Sequence[str] = WEIGHT_FILES
+) -> dict[str, str]:
     """URL of each weight file: ``weights_url`` (a base URL or a local folder) + its path, else the placeholder."""
     if weights_url is None:
-        return {key: URL_PLACEHOLDER.format(name=name, version=version, path=key) for key in WEIGHT_FILES}
+        return {key: URL_PLACEHOLDER.format(name=name, version=version, path=key) for key in files}
     base = weights_url
     if "://" not in base:  # a local folder
         base = Path(base).resolve().as_uri()
-    return {key: base.rstrip("/") + "/" + key for key in WEIGHT_FILES}
+    return {key: base.rstrip("/") + "/" + key for key in files}
 
 
 def _package_versions() -> dict[str, str]:
@@ -326,6 +330,7 @@ def export_bundle(
     cohort: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     weights_url: str | None = None,
+    calibration: str | os.PathLike | None = None,
     atol: float = 1e-5,
     rtol: float = 1e-4,
     seed: int = 0,
@@ -349,6 +354,9 @@ def export_bundle(
             network (e.g. ``{"variant": "geometry"}`` for weights of the other variant).
         weights_url: where the weight files will be published (a base URL, or a local folder
             holding ``models/``), for ``large_files.yml``; default a placeholder to replace.
+        calibration: the uncertainty calibration of these weights (``xray2mri calibrate``); default
+            ``bundle_dir/models/uncertainty_calibration.json`` when it exists. Exported as
+            ``models/uncertainty_calibration.json`` and checksummed like every file.
         atol, rtol: tolerance of the output checks.
 
     Returns:
@@ -363,6 +371,7 @@ def export_bundle(
     from monai.networks.utils import convert_to_torchscript
 
     from xray2mri.pipeline.atomic import atomic_file
+    from xray2mri.pipeline.serving.uncertainty import CALIBRATION_FILE, load_calibration
     from xray2mri.pipeline.training.engine import network_from_bundle, train_setting
 
     bundle = Path(bundle_dir)
@@ -408,6 +417,10 @@ def export_bundle(
         models = root / "models"
         models.mkdir()
         torch.save(state, models / "model.pt")
+        calibration_path = Path(calibration) if calibration is not None else bundle / CALIBRATION_FILE
+        if calibration is not None or calibration_path.is_file():
+            load_calibration(calibration_path)  # a readable calibration, or InputError naming the file
+            shutil.copy2(calibration_path, root / CALIBRATION_FILE)
 
         embedded = {
             "metadata.json": json.dumps(metadata).encode(),
@@ -434,8 +447,10 @@ def export_bundle(
         (root / DATA_LICENSE).parent.mkdir(exist_ok=True)
         (root / DATA_LICENSE).write_text(data_license_text(str(description.get("cohort", "")), name, version))
         weight_sums = bundle_checksums(root)
+        large = [*WEIGHT_FILES, *([CALIBRATION_FILE] if (root / CALIBRATION_FILE).is_file() else [])]
         (root / LARGE_FILES).write_text(
-            large_files_yaml({k: weight_sums[k] for k in WEIGHT_FILES}, _weight_urls(weights_url, name, version))
+            # the uncertainty calibration belongs to these weights: published and fetched with them
+            large_files_yaml({k: weight_sums[k] for k in large}, _weight_urls(weights_url, name, version, large))
         )
 
         required, versions = vendor.required_packages(vendor.import_closure(vendored)[1])

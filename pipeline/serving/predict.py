@@ -60,7 +60,19 @@ from xray2mri.pipeline.serving.tissue_outputs import (
     tissue_facts,
     tissue_probabilities,
 )
+from xray2mri.pipeline.serving.uncertainty import (
+    CALIBRATION_FILE,
+    MAP_DESCRIPTION,
+    MAP_DTYPE,
+    OOD_WARNING,
+    UNCERTAINTY_SUFFIX,
+    UncertaintyCalibration,
+    load_calibration,
+    ood_components,
+    ood_record,
+)
 from xray2mri.pipeline.serving.write_queue import BackgroundWriter, OutputJob, WriteResult, write_all_or_none
+from xray2mri.pipeline.training.uncertainty_loss import LOG_SCALE_KEY
 from xray2mri.transforms.errors import InputError, XrayInputError
 from xray2mri.transforms.geometry import MIRRORED_KEY, canonical_affine
 
@@ -108,6 +120,10 @@ class Prediction:
         thumbnail_scale: thumbnail pixels per source pixel (row, col).
         labels: a model with the tissue head: its label map (D, H, W) uint8 of tissue classes, on the
             radiograph's own side like ``volume`` (:mod:`~xray2mri.pipeline.serving.tissue_outputs`); else None.
+        uncertainty: (D, H, W) float32 calibrated 90 % half-width on the volume's grid and side
+            (:mod:`~xray2mri.pipeline.serving.uncertainty`), or None (no head, no calibration, or turned off).
+        ood: ``{"ood_score", "ood_threshold", "ood_flag", "ood_components"}`` (also in ``facts``, so the
+            sidecar records it), or None (no uncertainty).
     """
 
     source: Path
@@ -121,6 +137,8 @@ class Prediction:
     radiograph: np.ndarray | None = None
     thumbnail_scale: tuple[float, float] = (1.0, 1.0)
     labels: np.ndarray | None = None
+    uncertainty: np.ndarray | None = None
+    ood: dict[str, Any] | None = None
 
     @property
     def side(self) -> str:
@@ -168,6 +186,10 @@ class Predictor:
         mri_spacing: voxel size (mm) of the network's output along (D, H, W).
         device: where the forward pass runs.
         image_key: the item key of the radiograph.
+        calibration: the bundle's uncertainty calibration; with a network that has the uncertainty
+            head (``forward_dict`` giving ``"mri_log_scale"``), every prediction gets the calibrated
+            map and the out-of-distribution score. None: neither.
+        uncertainty: False turns the map and the score off (``--no-uncertainty``).
 
     Example::
 
@@ -183,6 +205,8 @@ class Predictor:
         mri_spacing: Sequence[float],
         device: str | torch.device = "cpu",
         image_key: str = "xray",
+        calibration: UncertaintyCalibration | None = None,
+        uncertainty: bool = True,
     ) -> None:
         self.device = _resolve_device(device)
         self.network = network.to(self.device).eval()
@@ -193,6 +217,13 @@ class Predictor:
         if len(self.mri_spacing) != 3 or any(s <= 0 for s in self.mri_spacing):
             raise ValueError(f"mri_spacing must be 3 positive numbers (mm), got {mri_spacing!r}")
         self.image_key = image_key
+        has_head = bool(getattr(network, "uncertainty", False)) and hasattr(network, "forward_dict")
+        self.calibration = calibration if (uncertainty and has_head) else None
+        #: why no uncertainty map is written although asked for (a warning per prediction), else None
+        self.uncertainty_note: str | None = None
+        if uncertainty and has_head and calibration is None:
+            self.uncertainty_note = (f"the bundle has no {CALIBRATION_FILE} (run `xray2mri calibrate`): "
+                                     "no uncertainty map or out-of-distribution check")
 
     @classmethod
     def from_bundle(
@@ -202,21 +233,29 @@ class Predictor:
         weights: str | os.PathLike | None = None,
         overrides: dict[str, Any] | None = None,
         random_init: bool = False,
+        uncertainty: bool = True,
     ) -> Predictor:
         """The network and preprocessing of ``bundle_dir/configs/inference.json``, through :func:`open_bundle`.
 
         ``weights`` defaults to ``models/model.pt`` (verified against the bundle's checksums).
         ``overrides`` are set on the parsed config before anything is built (e.g. tiny sizes).
         ``random_init=True`` keeps the network's random initial weights instead (for timing
-        the pipeline before a model is trained; its output means nothing).
+        the pipeline before a model is trained; its output means nothing). The uncertainty
+        calibration is the bundle's ``models/uncertainty_calibration.json`` (verified with the rest
+        of an exported bundle); ``uncertainty=False`` skips the map and the OOD score.
 
         Raises:
             FileNotFoundError: no ``configs/inference.json`` or no weights file.
         """
+        if not uncertainty:  # inference.json's switch: no map
+            overrides = {**(overrides or {}), "uncertainty": False}
         bundle = open_bundle(bundle_dir, overrides=overrides)
         network = bundle.network(weights=weights, random_init=random_init)
         preprocess = bundle.preprocessing()
-        return cls(network, preprocess, bundle.setting("mri_spacing"), device=device, image_key=bundle.image_key)
+        calibration_path = bundle.root / CALIBRATION_FILE
+        calibration = load_calibration(calibration_path) if uncertainty and calibration_path.is_file() else None
+        return cls(network, preprocess, bundle.setting("mri_spacing"), device=device, image_key=bundle.image_key,
+                   calibration=calibration, uncertainty=uncertainty)
 
     def _preprocess(self, path: Path, centre: Sequence[float] | None, side: str | None) -> tuple[list[dict], Any]:
         """The preprocessed item of each knee, and the loaded radiograph (for the preview) or None.
@@ -276,7 +315,13 @@ class Predictor:
             meta = dict(getattr(xray, "meta", {}) or {})
             mirrored = bool(meta.get(MIRRORED_KEY, item.get(MIRRORED_KEY, False)))
             batch = torch.as_tensor(xray, dtype=torch.float32).unsqueeze(0).to(self.device)
-            out = self.network(batch)
+            half_width, ood = None, None
+            if self.calibration is not None and getattr(self.network, "uncertainty", False):
+                out = self.network.forward_dict(batch)
+                half_width = self.calibration.half_width(out[LOG_SCALE_KEY][0, 0]).cpu()
+                ood = ood_record(ood_components(half_width, batch[0, 0], out["xray"][0, 0]), self.calibration)
+            else:
+                out = self.network(batch)
             logits = out.get("tissue_logits") if isinstance(out, dict) else None
             if isinstance(out, dict):
                 out = out["mri"]
@@ -292,19 +337,30 @@ class Predictor:
                 probs = tissue_probabilities(logits[0])
                 facts.update(tissue_facts(probs, self.mri_spacing, xray, meta.get("spacing")))
                 labels = label_map(probs, mirrored)
-
+            warnings = _input_warnings(meta, header)
+            if self.uncertainty_note:
+                warnings.append(self.uncertainty_note)
+            if ood is not None:
+                facts.update(ood)
+                facts.update(self.calibration.sidecar())
+                if ood["ood_flag"]:
+                    warnings.append(f"{OOD_WARNING} (OOD score {ood['ood_score']:.2f} > threshold "
+                                    f"{ood['ood_threshold']:.2f})")
             predictions.append(Prediction(
                 source=path,
                 volume=np.ascontiguousarray(volume_np, dtype=np.float32),
                 affine=canonical_affine(volume_np.shape, self.mri_spacing),
                 mirrored=mirrored,
-                warnings=_input_warnings(meta, header),
+                warnings=warnings,
                 header=header,
                 timings={"load_preprocess": (t1 - t0) / len(items), "forward": time.perf_counter() - t_start},
                 facts=facts,
                 radiograph=thumbnail,
                 thumbnail_scale=scale,
                 labels=labels,
+                uncertainty=None if half_width is None else np.ascontiguousarray(
+                    _mirror_back(half_width.float(), mirrored).numpy(), dtype=np.float32),
+                ood=ood,
             ))
         return predictions
 
@@ -408,7 +464,9 @@ def prediction_outputs(
 ) -> list[OutputJob]:
     """The outputs of one prediction (one knee), as jobs that each write one file or folder atomically when
     called: the volume (NIfTI file or DICOM series folder, whose DerivationDescription carries the knee's
-    facts), its JSON sidecar ``<output stem>.json``, then its PNG preview (the knee's box on the radiograph).
+    facts), its uncertainty map ``<stem>_uncertainty.nii.gz`` when the prediction has one (same grid and
+    affine, SYNTHETIC), its JSON sidecar ``<output stem>.json`` (with the ``ood_*`` fields), then its PNG
+    preview (the knee's box on the radiograph; an uncertainty row).
 
     Nothing is written here; run the list with :func:`~xray2mri.pipeline.serving.write_queue.write_all_or_none`
     (as :func:`save_prediction` does) or a :class:`~xray2mri.pipeline.serving.write_queue.BackgroundWriter`.
@@ -449,11 +507,18 @@ def prediction_outputs(
     scale = prediction.thumbnail_scale
     thumb_box = None if box is None else [box[0] * scale[0], box[1] * scale[1], box[2] * scale[0], box[3] * scale[1]]
 
+    uncertainty = prediction.uncertainty
+
     def write_preview() -> Path:
         return writers.write_preview_png(volume, affine, f"{base}{PREVIEW_SUFFIX}", title,
-                                         radiograph=prediction.radiograph, crop_box=thumb_box)
+                                         radiograph=prediction.radiograph, crop_box=thumb_box, uncertainty=uncertainty)
+
+    def write_uncertainty() -> Path:
+        return writers.write_nifti(uncertainty, affine, f"{base}{UNCERTAINTY_SUFFIX}", description=MAP_DESCRIPTION,
+                                   data_dtype=MAP_DTYPE)
 
     jobs = [write_volume, write_labels] if prediction.labels is not None else [write_volume]
+    jobs += [write_uncertainty] if uncertainty is not None else []
     return [*jobs, write_sidecar, write_preview] if prediction.facts else [*jobs, write_preview]
 
 

@@ -95,8 +95,13 @@ def write_nifti(
     path: str | os.PathLike,
     description: str = SYNTHETIC_DESCRIPTION,
     dtype: type = np.float32,
+    data_dtype: str | None = None,
 ) -> Path:
     """Write a (D, H, W) volume with its RAS ``affine`` to ``path`` (``.nii`` or ``.nii.gz``), atomically.
+
+    ``data_dtype`` (e.g. ``"uint16"``) stores the values as that integer type with NIfTI's
+    ``scl_slope``/``scl_inter`` (nibabel chooses them; readers get floats back): less to compress
+    for maps that need no float precision (the uncertainty map: error below 1e-5).
 
     The header's ``descrip`` holds ``description`` (truncated to NIfTI's 80 bytes), qform and
     sform both hold the affine (code 1, scanner), and the spatial unit is millimetres. The data are
@@ -111,6 +116,8 @@ def write_nifti(
     img.header.set_xyzt_units("mm", "sec")
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
+    if data_dtype is not None:
+        img.set_data_dtype(data_dtype)
     with atomic_file(path) as tmp:
         nib.save(img, tmp)
     return Path(path)
@@ -289,6 +296,7 @@ def write_preview_png(
     title: str = "",
     radiograph: np.ndarray | None = None,
     crop_box: Sequence[float] | None = None,
+    uncertainty: np.ndarray | torch.Tensor | None = None,
 ) -> Path:
     """Write a PNG of the three central planes of a (D, H, W) volume in the canonical "PIL" frame, atomically.
 
@@ -299,13 +307,17 @@ def write_preview_png(
     With ``radiograph`` (the source radiograph, or a thumbnail of it, as stored) a first panel
     shows it with the knee's ``crop_box`` ([row0, col0, row1, col1] in its pixels) and the joint
     centre (the box's middle) drawn in yellow: where the knee was found (the image is then RGB
-    and a quarter wider).
+    and a quarter wider). ``uncertainty`` (the map on the volume's grid) adds a row under the MRI
+    planes with the same planes of the map, grey from 0 to its 99th percentile (stated on the row).
     """
     from PIL import Image, ImageDraw
 
     arr = _as_numpy(volume)
     spacing = np.linalg.norm(_as_affine(affine)[:3, :3], axis=0)
     width, height = PREVIEW_SIZE
+    row_h = height - _PREVIEW_PANEL_TOP - _PREVIEW_MARGIN
+    extra = 0 if uncertainty is None else row_h + _PREVIEW_TITLE_PX + 2 * _PREVIEW_MARGIN
+    height += extra
     panels = 3 if radiograph is None else 4
     width = width if panels == 3 else width * 4 // 3
     canvas = Image.new("L" if panels == 3 else "RGB", (width, height), color=255 if panels == 3 else (255, 255, 255))
@@ -316,7 +328,7 @@ def write_preview_png(
         draw.text((width / 2, 6 + i * (_PREVIEW_BANNER_PX + 4)), line, fill=ink, font=_font(_PREVIEW_BANNER_PX),
                   anchor="ma")
     panel_w = (width - 2 * _PREVIEW_MARGIN - (panels - 1) * _PREVIEW_GAP) // panels
-    box = (panel_w, height - _PREVIEW_PANEL_TOP - _PREVIEW_MARGIN)
+    box = (panel_w, row_h)
     planes = list(_plane_images(arr, spacing))
     if radiograph is not None:
         shown = _radiograph_panel(radiograph, crop_box, box)
@@ -330,6 +342,17 @@ def write_preview_png(
         canvas.paste(Image.fromarray(panel, mode="L"), (x0, _PREVIEW_PANEL_TOP))
         draw.text((left + panel_w / 2, _PREVIEW_PANEL_TOP - 4), name, fill=ink, font=_font(_PREVIEW_TITLE_PX),
                   anchor="md")
+    if uncertainty is not None:
+        unc = _as_numpy(uncertainty)
+        top = float(np.percentile(unc, 99)) or 1.0
+        row_top = _PREVIEW_PANEL_TOP + row_h + _PREVIEW_TITLE_PX + 2 * _PREVIEW_MARGIN
+        left0 = _PREVIEW_MARGIN + (panels - 3) * (panel_w + _PREVIEW_GAP)
+        draw.text(((left0 + width) / 2, row_top - 4), f"uncertainty: calibrated 90% half-width, black 0 - white {top:.3f}",
+                  fill=ink, font=_font(_PREVIEW_TITLE_PX), anchor="md")
+        for k, (_, img, aspect) in enumerate(_plane_images(np.clip(unc / top, 0.0, 1.0), spacing), start=panels - 3):
+            left = _PREVIEW_MARGIN + k * (panel_w + _PREVIEW_GAP)
+            panel = _fit(img, aspect, box)
+            canvas.paste(Image.fromarray(panel, mode="L"), (left + (panel_w - panel.shape[1]) // 2, row_top))
     with atomic_file(path) as tmp:
         canvas.save(tmp, format="PNG", compress_level=1)  # level 6 takes 4x longer for a third less
     return Path(path)

@@ -11,6 +11,8 @@ import torch
 from ignite.engine import Engine, Events
 
 from xray2mri.pipeline.training.distributed import is_main_process
+from xray2mri.pipeline.training.uncertainty_loss import LOG_SCALE_KEY as UNCERTAINTY_KEY
+from xray2mri.pipeline.training.uncertainty_loss import LOG_SCALE_RANGE
 
 __all__ = [
     "summary_writer",
@@ -68,7 +70,11 @@ class TensorBoardSlices:
 
     * ``<tag>/mri_<plane>`` for plane in coronal, sagittal, axial: the target and the
       generated volume's central slice side by side (target left), values clipped to [0, 1];
-    * ``<tag>/xray``: the radiograph and its reconstruction side by side.
+    * ``<tag>/xray``: the radiograph and its reconstruction side by side;
+    * ``<tag>/uncertainty_<plane>`` (a network with the uncertainty head): the absolute error and
+      the raw predicted scale ``exp(mri_log_scale)`` side by side, both divided by the larger
+      one's 99th percentile (uncalibrated: the conformal factors are fitted after training),
+      and the scalar ``<tag>/uncertainty_mean_scale``.
 
     The step is the evaluator's epoch, which MONAI sets to the trainer's epoch, so the images
     line up with the validation scalars.
@@ -101,4 +107,17 @@ class TensorBoardSlices:
         if "xray" in pred and "xray" in label:
             pair = torch.cat([_unit(label["xray"][0, 0]), _unit(pred["xray"][0, 0])], dim=-1)
             self.writer.add_image(f"{self.tag}/xray", pair.unsqueeze(0), step, dataformats="CHW")
+        if UNCERTAINTY_KEY in pred and "mri" in pred and "mri" in label:
+            self._uncertainty(pred, label, step)
         self.writer.flush()
+
+    def _uncertainty(self, pred: Mapping[str, torch.Tensor], label: Mapping[str, torch.Tensor], step: int) -> None:
+        """|error| | predicted scale, central slices on one intensity scale."""
+        scale = torch.exp(pred[UNCERTAINTY_KEY][0].detach().float().cpu().clamp(*LOG_SCALE_RANGE))
+        error = (pred["mri"][0].detach().float().cpu() - label["mri"][0].detach().float().cpu()).abs()
+        top = float(torch.quantile(torch.cat([scale.reshape(-1), error.reshape(-1)]), 0.99)) or 1.0
+        err_s, scale_s = central_slices(error / top), central_slices(scale / top)
+        for plane in err_s:
+            pair = torch.cat([err_s[plane].clamp(0, 1), scale_s[plane].clamp(0, 1)], dim=-1)
+            self.writer.add_image(f"{self.tag}/uncertainty_{plane}", pair.unsqueeze(0), step, dataformats="CHW")
+        self.writer.add_scalar(f"{self.tag}/uncertainty_mean_scale", float(scale.mean()), step)

@@ -111,6 +111,13 @@ class Xray2MRI(nn.Module):
         output_act: ``"sigmoid"`` or ``"none"`` (identity in training, clamp to [0, 1] in eval
             mode); see the module docstring.
         tissue_classes: channels of the optional tissue head (0: none); see the module docstring.
+        uncertainty: add the optional heteroscedastic head (issue 16): ``out_channels`` more channels of
+            the generator's last layer (after the MRI's, before the tissue logits), the per-voxel log scale
+            of the MRI's predictive distribution (trained with
+            :class:`~xray2mri.pipeline.training.uncertainty_loss.HeteroscedasticNLLLoss`). The dict form then
+            also holds ``"mri_log_scale"`` (B, out_channels, D, H, W); :meth:`forward_dict` gives the dict
+            form whatever ``return_dict`` says and :meth:`predict_with_scale` ``(mri, log_scale)`` without
+            the CAE decoder. Off by default: the MRI tensor form and every other output are unchanged.
         return_dict: ``True``: forward returns ``{"xray": (B, in_channels, H, W), "mri":
             (B, out_channels, D, H, W)}`` (training, evaluation), plus ``"tissue_logits"``
             (B, tissue_classes, D, H, W) when the tissue head is on. ``False``: the MRI tensor
@@ -134,7 +141,8 @@ class Xray2MRI(nn.Module):
         infer.eval()(torch.rand(1, 1, 128, 128)).shape  # (1, 1, 64, 64, 64)
     """
 
-    __constants__ = ["return_dict", "geometry", "sigmoid_output", "in_channels", "xray_size", "out_channels", "tissue_classes"]
+    __constants__ = ["return_dict", "geometry", "sigmoid_output", "in_channels", "xray_size", "out_channels", "tissue_classes",
+                     "uncertainty"]
 
     def __init__(
         self,
@@ -161,6 +169,7 @@ class Xray2MRI(nn.Module):
         bias: bool = True,
         output_act: str = "sigmoid",
         tissue_classes: int = 0,
+        uncertainty: bool = False,
         return_dict: bool = True,
     ) -> None:
         super().__init__()
@@ -191,6 +200,9 @@ class Xray2MRI(nn.Module):
         if int(tissue_classes) < 0 or int(tissue_classes) == 1:
             raise ValueError(f"tissue_classes must be 0 (no tissue head) or at least 2, got {tissue_classes}")
         self.tissue_classes = int(tissue_classes)
+        self.uncertainty = bool(uncertainty)
+        #: channels of the uncertainty head's log scales (0: no head)
+        self.scale_channels = self.out_channels if self.uncertainty else 0
 
         self.cae = XrayCAE(
             spatial_dims=2,
@@ -229,7 +241,8 @@ class Xray2MRI(nn.Module):
 
         up = math.prod(int(s) for s in gen_strides)
         self.start_shape: tuple[int, ...] = (int(gen_start_channels), *(m // up for m in self.mri_shape))
-        channels = (*(int(c) for c in gen_channels), self.out_channels + self.tissue_classes)
+        # the last layer: the MRI, then the uncertainty head's log scales, then the tissue logits
+        channels = (*(int(c) for c in gen_channels), self.out_channels + self.scale_channels + self.tissue_classes)
         strides = tuple(int(s) for s in gen_strides)
         gen_kwargs = dict(
             latent_shape=latent_shape,
@@ -286,29 +299,49 @@ class Xray2MRI(nn.Module):
             return y
         return y.clamp(0.0, 1.0)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor] | torch.Tensor:
-        """Radiograph batch (B, in_channels, H, W) -> ``{"xray", "mri"}`` or the MRI alone.
-
-        See ``return_dict`` in the class docstring for the two forms.
-        """
+    def _generate(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Encoder levels and the generator's raw output (MRI channels, log scales, tissue logits)."""
         self._check_input(x)
         levels = self.cae.encode_levels(x)
         z = self.to_latent(levels[-1])
         if self.geometry:
             skips = [adapter(levels) for adapter in self.skip_adapters]
-            mri = self.generator(z, _fill_skips(skips, self.generator.skip_channels))
-        else:
-            mri = self.generator(z)
+            return levels, self.generator(z, _fill_skips(skips, self.generator.skip_channels))
+        return levels, self.generator(z)
+
+    def predict_with_scale(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(mri, log_scale)`` for a radiograph batch, without the CAE decoder (inference).
+
+        ``log_scale`` is None for a network built without ``uncertainty``.
+        """
+        _, raw = self._generate(x)
+        mri = self._output(raw[:, : self.out_channels])
+        if not self.uncertainty:
+            return mri, None
+        return mri, raw[:, self.out_channels : self.out_channels + self.scale_channels]
+
+    def forward_dict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The dict form (``"xray"``, ``"mri"``, and ``"mri_log_scale"`` / ``"tissue_logits"`` with those heads)
+        whatever ``return_dict`` says. Prediction uses it for the uncertainty map and the
+        out-of-distribution score (which reads the radiograph's reconstruction)."""
+        levels, raw = self._generate(x)
+        out = {"xray": self._output(self.cae.decode(levels[-1])), "mri": self._output(raw[:, : self.out_channels])}
+        if self.uncertainty:
+            out["mri_log_scale"] = raw[:, self.out_channels : self.out_channels + self.scale_channels]
         if self.tissue_classes > 0:
-            tissue = mri[:, self.out_channels :]
-            mri = self._output(mri[:, : self.out_channels])
-            if self.return_dict:
-                return {"xray": self._output(self.cae.decode(levels[-1])), "mri": mri, "tissue_logits": tissue}
-            return mri
-        mri = self._output(mri)
+            out["tissue_logits"] = raw[:, self.out_channels + self.scale_channels :]
+        return out
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor] | torch.Tensor:
+        """Radiograph batch (B, in_channels, H, W) -> ``{"xray", "mri"(, "mri_log_scale")(, "tissue_logits")}``
+        or the MRI alone.
+
+        See ``return_dict``, ``uncertainty`` and ``tissue_classes`` in the class docstring for the forms.
+        """
         if self.return_dict:
-            return {"xray": self._output(self.cae.decode(levels[-1])), "mri": mri}
-        return mri
+            return self.forward_dict(x)
+        _, raw = self._generate(x)
+        return self._output(raw[:, : self.out_channels])
 
 
 def _per_layer(skip_channels: int | Sequence[int] | None, n_layers: int) -> list[int | None]:

@@ -133,6 +133,11 @@ class GenerateMri(BasicInferTask):
         try:
             predictions = self.predictor(device).predict_knees(image)
             data[PREDICTION_KEY], data[NOTE_KEY] = choose_knee(predictions, data.get("side"))
+            chosen = data[PREDICTION_KEY]
+            if chosen.ood and chosen.ood.get("ood_flag"):
+                from xray2mri.pipeline.serving.uncertainty import OOD_WARNING
+
+                logger.warning(f"{image}: {OOD_WARNING} (OOD score {chosen.ood['ood_score']})")
         except InputError as exc:
             raise HTTPException(422, f"xray2mri cannot use this radiograph: {exc}") from exc
         return data
@@ -140,7 +145,12 @@ class GenerateMri(BasicInferTask):
     def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[str, dict[str, Any]]:
         """Write the volume as float32 NIfTI (prediction's affine, marked SYNTHETIC) to a temporary file.
 
-        MONAI Label sends the file back (``output=image``) and deletes it afterwards.
+        MONAI Label sends the file back (``output=image``) and deletes it afterwards. With a bundle
+        whose network has the uncertainty head and a calibration, the calibrated map is written beside
+        it (``<name>_uncertainty.nii.gz``, same grid; its path is the result's ``uncertainty_map``: MONAI
+        Label returns one image per request, so a client on another host asks again with
+        ``{"uncertainty_only": true}``), and the result carries ``ood_score``, ``ood_threshold`` and
+        ``ood_flag``, with the warning among ``warnings`` when flagged.
         """
         import nibabel as nib
 
@@ -149,7 +159,18 @@ class GenerateMri(BasicInferTask):
         pred = data[PREDICTION_KEY]
         fd, name = tempfile.mkstemp(prefix="xray2mri_", suffix=".nii.gz")
         os.close(fd)
-        write_nifti(pred.volume, pred.affine, name)
+        uncertainty_path = None
+        if pred.uncertainty is not None:
+            from xray2mri.pipeline.serving.uncertainty import MAP_DESCRIPTION, MAP_DTYPE, UNCERTAINTY_SUFFIX
+
+            uncertainty_path = name[: -len(".nii.gz")] + UNCERTAINTY_SUFFIX
+            write_nifti(pred.uncertainty, pred.affine, uncertainty_path, description=MAP_DESCRIPTION,
+                        data_dtype=MAP_DTYPE)
+        if data.get("uncertainty_only") and uncertainty_path is not None:
+            os.replace(uncertainty_path, name)
+            uncertainty_path = name
+        else:
+            write_nifti(pred.volume, pred.affine, name)
         result = {
             "synthetic": True,
             "random_weights": self.random_weights,
@@ -161,5 +182,7 @@ class GenerateMri(BasicInferTask):
             "source": os.fspath(pred.source),
             "knee": dict(pred.facts),
             "knee_note": data.get(NOTE_KEY, ""),
+            **(pred.ood or {}),
+            "uncertainty_map": uncertainty_path,
         }
         return name, result

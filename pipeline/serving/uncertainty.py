@@ -1,0 +1,217 @@
+"""The calibrated uncertainty map and the out-of-distribution score of one prediction (issue 16).
+
+The network's uncertainty head predicts a per-voxel log scale ``s`` (raw spread ``sigma = exp(s)``,
+:mod:`xray2mri.pipeline.training.uncertainty_loss`). Split-conformal calibration on the validation
+split (:mod:`xray2mri.pipeline.training.calibrate`) finds, per nominal level ``p``, the factor ``k_p``
+such that ``|truth - prediction| <= k_p * sigma`` for a fraction ``p`` of the validation voxels
+(the finite-sample conformal quantile of the scores ``|truth - prediction| / sigma``). The bundle
+stores them in ``models/uncertainty_calibration.json`` (:data:`CALIBRATION_FILE`, covered by the
+export's checksums).
+
+The map written beside every volume is the **90 % half-width** ``k_90 * sigma`` in the MRI's
+[0, 1] units (:data:`MAP_LEVEL`): the true intensity lies within ``volume +/- map`` for about 90 %
+of voxels; multiply by ``k_p / k_90`` (both in the calibration file) for another level.
+
+Out-of-distribution score of one radiograph (:func:`ood_score`): the larger of two ratios, each to
+its median over the validation split: the mean calibrated half-width over the volume (the model's
+own doubt) and the mean absolute error of the CAE's reconstruction of the radiograph (how far the
+input is from the radiographs the encoder learnt). The threshold is a high quantile (99th) of the
+validation scores; a radiograph above it is flagged with :data:`OOD_WARNING`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CALIBRATION_FILE",
+    "LEVELS",
+    "RELIABILITY_LEVELS",
+    "MAP_LEVEL",
+    "OOD_WARNING",
+    "UNCERTAINTY_SUFFIX",
+    "UncertaintyCalibration",
+    "conformal_factor",
+    "ood_components",
+    "ood_score",
+    "ood_record",
+    "load_calibration",
+    "save_calibration",
+]
+
+#: Where a bundle keeps its calibration, relative to the bundle folder (next to the weights).
+CALIBRATION_FILE: str = "models/uncertainty_calibration.json"
+#: Nominal coverage levels the calibration stores a factor for.
+LEVELS: tuple[float, ...] = (0.8, 0.9, 0.95)
+#: Levels also fitted for the report's reliability diagram (the file stores a factor for each).
+RELIABILITY_LEVELS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+#: The level whose half-width the written uncertainty map holds.
+MAP_LEVEL: float = 0.9
+#: Suffix of the uncertainty map written beside a volume ``<stem>.nii.gz``.
+UNCERTAINTY_SUFFIX: str = "_uncertainty.nii.gz"
+#: Printed and recorded when a radiograph's OOD score is above the threshold.
+OOD_WARNING: str = "this radiograph is unlike the training data; treat the volume with caution"
+#: How the map is stored: 16-bit integers scaled by NIfTI's scl_slope (half the bytes to compress of
+#: float32; readers get floats back, within 1e-5 of the computed map).
+MAP_DTYPE: str = "uint16"
+#: What the map holds, for the NIfTI description and the sidecar.
+MAP_DESCRIPTION: str = "SYNTHETIC 90% half-width, MRI [0,1] units"
+
+
+def level_key(level: float) -> str:
+    """``0.9`` -> ``"90"`` (the calibration file's keys)."""
+    return f"{round(level * 100):d}"
+
+
+def conformal_factor(scores: np.ndarray | torch.Tensor, level: float) -> float:
+    """Split-conformal factor ``k``: the ``ceil((n + 1) level) / n`` empirical quantile of ``scores``.
+
+    ``scores`` are nonconformity scores ``|truth - prediction| / sigma`` of calibration points; an
+    interval ``prediction +/- k sigma`` then covers a new exchangeable point with probability
+    >= ``level`` (and < ``level + 1 / (n + 1)``).
+
+    Raises:
+        ValueError: ``level`` outside (0, 1) or no finite score.
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    s = torch.as_tensor(scores).reshape(-1).float()
+    s = s[torch.isfinite(s)]
+    n = s.numel()
+    if n == 0:
+        raise ValueError("conformal_factor needs at least one finite score")
+    rank = min(n, math.ceil((n + 1) * level))  # 1-based rank of the order statistic
+    if n > 16_000_000:  # torch.kthvalue on a huge tensor: subsample deterministically, keep the rank fraction
+        step = math.ceil(n / 16_000_000)
+        s = s[::step]
+        rank = min(s.numel(), max(1, round(rank / n * s.numel())))
+        n = s.numel()
+    return float(torch.kthvalue(s, rank).values)
+
+
+@dataclass
+class UncertaintyCalibration:
+    """What ``models/uncertainty_calibration.json`` holds (one place for its fields).
+
+    Attributes:
+        factors: ``{"80": k, "90": k, "95": k}``: the conformal factor per nominal level.
+        distribution: the NLL the head was trained with (``"laplace"`` / ``"gaussian"``).
+        map_level: the level whose half-width the written map holds.
+        ood_reference: validation medians of the OOD components (``{"uncertainty": ..., "reconstruction": ...}``).
+        ood_threshold: the OOD score above which an input is flagged.
+        ood_quantile: the validation quantile the threshold is.
+        fitted_on: what it was fitted on (split, subjects, voxels, weights file).
+    """
+
+    factors: dict[str, float]
+    distribution: str = "laplace"
+    map_level: float = MAP_LEVEL
+    ood_reference: dict[str, float] = field(default_factory=dict)
+    ood_threshold: float = math.inf
+    ood_quantile: float = 0.99
+    fitted_on: dict[str, Any] = field(default_factory=dict)
+
+    def factor(self, level: float) -> float:
+        """The conformal factor of ``level`` (one of the stored levels)."""
+        key = level_key(level)
+        if key not in self.factors:
+            raise KeyError(f"no calibration factor for level {level} (stored: {sorted(self.factors)})")
+        return float(self.factors[key])
+
+    def half_width(self, log_scale: torch.Tensor, level: float | None = None) -> torch.Tensor:
+        """The calibrated half-width ``k_level * exp(log_scale)`` (default level: ``map_level``)."""
+        from xray2mri.pipeline.training.uncertainty_loss import LOG_SCALE_RANGE
+
+        k = self.factor(self.map_level if level is None else level)
+        return k * torch.exp(log_scale.float().clamp(*LOG_SCALE_RANGE))
+
+    def sidecar(self) -> dict[str, Any]:
+        """What a prediction's sidecar records about its uncertainty map."""
+        return {
+            "uncertainty_map": MAP_DESCRIPTION,
+            "uncertainty_level": self.map_level,
+            "uncertainty_factors": dict(self.factors),
+        }
+
+
+def ood_components(half_width: torch.Tensor, xray: torch.Tensor, xray_recon: torch.Tensor) -> dict[str, float]:
+    """The raw OOD components of one input: mean calibrated half-width, radiograph reconstruction MAE."""
+    return {
+        "uncertainty": float(half_width.float().mean()),
+        "reconstruction": float((xray_recon.float() - xray.float()).abs().mean()),
+    }
+
+
+def ood_score(components: Mapping[str, float], reference: Mapping[str, float]) -> float:
+    """The larger of the components' ratios to their validation medians (1: a typical validation input)."""
+    ratios = [components[k] / reference[k] for k in reference if reference[k] > 0 and k in components]
+    return float(max(ratios)) if ratios else math.nan
+
+
+def ood_record(components: Mapping[str, float], calibration: UncertaintyCalibration) -> dict[str, Any]:
+    """What a prediction's sidecar records: ``ood_score``, ``ood_threshold``, ``ood_flag`` (score > threshold)."""
+    score = ood_score(components, calibration.ood_reference)
+    threshold = calibration.ood_threshold
+    return {
+        "ood_score": round(score, 4) if math.isfinite(score) else None,
+        "ood_threshold": round(threshold, 4) if math.isfinite(threshold) else None,
+        "ood_flag": bool(math.isfinite(score) and score > threshold),
+        "ood_components": {k: float(v) for k, v in components.items()},
+    }
+
+
+def save_calibration(calibration: UncertaintyCalibration, path: str | os.PathLike) -> Path:
+    """Write the calibration JSON atomically; returns its path."""
+    from xray2mri.pipeline.atomic import atomic_file
+
+    path = Path(path)
+    data = {"synthetic_note": "calibration of a model trained on SYNTHETIC data", **asdict(calibration)}
+    if not math.isfinite(data["ood_threshold"]):
+        data["ood_threshold"] = None
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def load_calibration(path: str | os.PathLike) -> UncertaintyCalibration:
+    """Read a calibration JSON written by :func:`save_calibration`.
+
+    Raises:
+        InputError: the file is not a calibration (names the file and what is missing).
+    """
+    from xray2mri.transforms.errors import InputError
+
+    try:
+        data = json.loads(Path(path).read_text())
+        threshold = data.get("ood_threshold")
+        return UncertaintyCalibration(
+            factors={str(k): float(v) for k, v in data["factors"].items()},
+            distribution=str(data.get("distribution", "laplace")),
+            map_level=float(data.get("map_level", MAP_LEVEL)),
+            ood_reference={str(k): float(v) for k, v in (data.get("ood_reference") or {}).items()},
+            ood_threshold=math.inf if threshold is None else float(threshold),
+            ood_quantile=float(data.get("ood_quantile", 0.99)),
+            fitted_on=dict(data.get("fitted_on") or {}),
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(path, f"not an uncertainty calibration file ({type(exc).__name__}: {exc})") from exc
+
+
+def quantile_threshold(scores: Sequence[float], quantile: float) -> float:
+    """The flagging threshold: the ``ceil((n + 1) quantile)``-th smallest of ``n`` validation OOD scores
+    (the conformal rank, capped at ``n``: with fewer than ``1 / (1 - quantile)`` scores it is their maximum),
+    so a new in-distribution input exceeds it with probability <= ``1 - quantile``."""
+    values = np.sort(np.asarray([s for s in scores if math.isfinite(s)], dtype=float))
+    if values.size == 0:
+        return math.inf
+    rank = min(values.size, math.ceil((values.size + 1) * quantile))
+    return float(values[rank - 1])
