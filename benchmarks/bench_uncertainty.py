@@ -101,10 +101,7 @@ def timing(bundle: Path, rounds: int, mc_samples: int, radiograph: Path | None, 
     if radiograph is None:
         from bench_predict import synthetic_radiograph
 
-        from xray2mri.pipeline.data.synth.presets import PRESETS
-
-        preset = PRESETS["demo"]
-        radiograph = synthetic_radiograph(tmp / "bench.dcm", preset.xray_shape, preset.xray_pixel_mm)
+        radiograph = synthetic_radiograph(tmp / "bench.dcm", "demo")
     counter = iter(range(10**9))
 
     def run(predictor):

@@ -55,7 +55,7 @@ def make_tiny_bundle(bundle: Path, seed: int = 0, whole: bool = True, sizes: dic
     for config in (bundle / "configs").glob("*.json"):
         cfg = json.loads(config.read_text())
         cfg.update({k: v for k, v in sizes.items() if k in cfg})
-        if "uncertainty" in cfg:  # the head is opt-in in the real bundle; tiny bundles test the path with it
+        if "uncertainty" in cfg:  # tiny bundles test the path with the head, whatever the real bundle says
             cfg["uncertainty"] = True
         if isinstance(cfg.get("network_def"), dict):
             cfg["network_def"].update(TINY_NET)

@@ -141,6 +141,19 @@ def test_server_lists_task_and_returns_synthetic_volume(tmp_path):
         np.testing.assert_allclose(np.asarray(fetched.dataobj), data, atol=1e-6)
         np.testing.assert_allclose(fetched.affine, img.affine)
 
+        # the calibrated uncertainty map of the same knee (the tiny bundle is calibrated), on the same grid
+        map_path = snippet.fetch_uncertainty_map(base, "knee01", dest_dir=str(tmp_path))
+        assert map_path is not None and map_path != fetched.get_filename()
+        umap = nib.load(map_path)
+        assert umap.shape == img.shape
+        np.testing.assert_allclose(umap.affine, img.affine)
+        assert umap.header["descrip"].tobytes().decode().startswith("SYNTHETIC")
+        spread = np.asarray(umap.dataobj, dtype=np.float32)
+        assert np.isfinite(spread).all() and spread.min() >= 0 and spread.max() > 0
+        assert not np.allclose(spread, data)
+        # a bundle without a map answers with the words the snippet listens for
+        assert snippet.NO_MAP_MARK in (APP / "lib" / "infers" / "xray2mri.py").read_text()
+
         # a study converted to NIfTI (DICOMweb) is refused, saying why and what to do
         with pytest.raises(RuntimeError) as info:
             snippet.fetch_generated_mri(base, "knee02", dest_dir=str(tmp_path))

@@ -107,6 +107,36 @@ def test_uncertainty_head_is_optional_and_the_loss_adds_its_nll():
         loss(plain(x), target)
 
 
+@pytest.mark.parametrize("variant", ["geometry", "bottleneck"])
+def test_the_uncertainty_head_leaves_the_mri_and_its_training_untouched(variant):
+    """The head reads detached features: same MRI as without it, and its NLL moves no other weight."""
+    x = torch.rand(2, 1, *TINY_SIZES["xray_size"], generator=torch.Generator().manual_seed(1))
+    target = torch.rand(2, 1, *TINY_SIZES["mri_shape"], generator=torch.Generator().manual_seed(2))
+    nets = {}
+    for uncertainty in (False, True):
+        torch.manual_seed(0)
+        nets[uncertainty] = Xray2MRI(xray_size=TINY_SIZES["xray_size"], mri_shape=TINY_SIZES["mri_shape"],
+                                     variant=variant, uncertainty=uncertainty, **TINY_NET)
+    out = nets[True](x)
+    assert torch.equal(out["mri"], nets[False](x)["mri"])  # the same initial network
+    HeteroscedasticNLLLoss()(out["mri"], out["mri_log_scale"], target).backward()
+    moved = [name for name, p in nets[True].named_parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+    assert moved and all(name.startswith("scale_head.") for name in moved), moved
+    # a few training steps with the whole loss: the MRI weights follow exactly the same path
+    base = HybridLoss(mri_weight=1.0)
+    for uncertainty, net in nets.items():
+        net.zero_grad()
+        loss = WithUncertaintyLoss(base, nll_weight=1.0 if uncertainty else 0.0)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        for _ in range(3):
+            opt.zero_grad()
+            loss(net(x), {"xray": x, "mri": target}).backward()
+            opt.step()
+    trained = {u: {k: v for k, v in net.state_dict().items() if not k.startswith("scale_head.")} for u, net in nets.items()}
+    assert trained[True].keys() == trained[False].keys()
+    assert all(torch.equal(trained[True][k], trained[False][k]) for k in trained[False])
+
+
 # ------------------------------------------------------------------------------------ calibration
 
 
@@ -128,6 +158,23 @@ def test_conformal_factor_reaches_nominal_coverage_on_residuals_of_known_scale()
     with pytest.raises(ValueError):
         conformal_factor(np.ones(3), 1.0)
 
+
+def test_ood_threshold_flags_about_one_percent_of_new_in_distribution_scores_even_from_30():
+    """Fewer scores than the quantile needs: not their maximum (exceeded 1/(n+1) of the time) but a log-normal fit."""
+    from xray2mri.pipeline.serving.uncertainty import quantile_threshold
+
+    rng = np.random.default_rng(0)
+    rates = []
+    for _ in range(200):  # 200 calibrations on 30 validation scores each, tested on fresh scores
+        scores = rng.lognormal(0.0, 0.3, 30)
+        threshold = quantile_threshold(scores, 0.99)
+        assert threshold >= scores.max()
+        rates.append(np.mean(rng.lognormal(0.0, 0.3, 2000) > threshold))
+    assert 0.005 <= np.mean(rates) <= 0.02  # the maximum alone gives 1/31 = 3.2 %
+    many = rng.lognormal(0.0, 0.3, 999)  # enough scores: the conformal rank, ceil(1000 * 0.99) = 990th
+    assert quantile_threshold(many, 0.99) == np.sort(many)[989]
+    assert quantile_threshold([], 0.99) == math.inf
+    assert quantile_threshold([1.5], 0.99) == 1.5
 
 def _outputs(n_subjects: int, seed: int) -> SplitOutputs:
     g = torch.Generator().manual_seed(seed)
@@ -241,7 +288,13 @@ def test_report_section_names_coverage_width_and_spearman(tmp_path):
         assert entries[f"uncertainty_coverage_{level}"] == pytest.approx(int(level) / 100, abs=0.02)
     assert entries["uncertainty_error_spearman"] > 0.9
     assert entries["uncertainty_width_90"] == pytest.approx(2 * -math.log(0.1) * 0.005 * 6.5, rel=0.01)
-    assert "Uncertainty map" in text
+    # each coverage comes with its interval over subjects, which holds the mean; so does the Spearman correlation
+    for level in ("80", "90", "95"):
+        lo, hi = entries["uncertainty"]["coverage_ci"][level]
+        assert lo < entries[f"uncertainty_coverage_{level}"] < hi and hi - lo < 0.05
+    lo, hi = entries["uncertainty"]["spearman_ci"]
+    assert lo <= entries["uncertainty_error_spearman"] <= hi and lo > 0.5
+    assert "Uncertainty map" in text and "95 % BCa bootstrap interval over the test subjects" in text
     for title, (rel, make) in makers.items():
         out = tmp_path / rel
         out.parent.mkdir(exist_ok=True)

@@ -10,8 +10,11 @@ and detection tasks). In Slicer, use this file from the Python console (View > P
 It sends the same request as ``curl -X POST 'http://127.0.0.1:8000/infer/xray2mri?image=<id>&output=image'``
 (an image id is the radiograph's file name in the server's studies folder, without ``.dcm``),
 saves the float32 NIfTI it gets back (marked SYNTHETIC) and loads it as a scalar volume named
-``<id>_mri_SYNTHETIC``. The app returns the generated volume only (no label or uncertainty map).
-A refused radiograph (not DICOM, unusable) raises ``RuntimeError`` with the server's reason.
+``<id>_mri_SYNTHETIC``. When the served bundle is calibrated, a second request with the params
+``{"uncertainty_only": true}`` fetches the calibrated 90 % uncertainty map on the same grid, loaded as
+the scalar volume ``<id>_uncertainty_SYNTHETIC`` (a bundle without one answers HTTP 422 and only the
+volume is loaded). The app returns no label map. A refused radiograph (not DICOM, unusable) raises
+``RuntimeError`` with the server's reason.
 Standard library only, plus ``slicer`` when loading.
 """
 
@@ -25,18 +28,25 @@ import urllib.parse
 import urllib.request
 
 TASK = "xray2mri"
+#: Part of the app's answer when its bundle gives no uncertainty map (the app's ``NO_MAP_REFUSAL``).
+NO_MAP_MARK = "gives no uncertainty map"
 
 
 def fetch_generated_mri(server: str, image_id: str, task: str = TASK, dest_dir: str | None = None,
-                        timeout: float = 300.0) -> str:
+                        timeout: float = 300.0, uncertainty: bool = False) -> str:
     """POST ``/infer/<task>?image=<image_id>&output=image`` and save the returned NIfTI; returns its path.
 
+    ``uncertainty=True`` asks for the uncertainty map instead of the volume (params
+    ``{"uncertainty_only": true}``).
+
     Raises:
-        RuntimeError: the server refused or failed (its ``detail`` in the message).
+        RuntimeError: the server refused or failed (its ``detail`` and HTTP status in the message).
     """
     query = urllib.parse.urlencode({"image": image_id, "output": "image"})
     url = f"{server.rstrip('/')}/infer/{urllib.parse.quote(task)}?{query}"
-    request = urllib.request.Request(url, data=b"", method="POST")
+    params = {"uncertainty_only": True} if uncertainty else {}
+    body = urllib.parse.urlencode({"params": json.dumps(params)}).encode()
+    request = urllib.request.Request(url, data=body, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             body = response.read()
@@ -48,15 +58,31 @@ def fetch_generated_mri(server: str, image_id: str, task: str = TASK, dest_dir: 
             detail = raw
         raise RuntimeError(f"{url}: HTTP {exc.code}: {detail}") from exc
     folder = dest_dir or tempfile.mkdtemp(prefix="xray2mri_")
-    path = os.path.join(folder, f"{image_id}_mri_synthetic.nii.gz")
+    path = os.path.join(folder, f"{image_id}_{'uncertainty' if uncertainty else 'mri'}_synthetic.nii.gz")
     with open(path, "wb") as f:
         f.write(body)
     return path
 
 
+def fetch_uncertainty_map(server: str, image_id: str, task: str = TASK, dest_dir: str | None = None,
+                          timeout: float = 300.0) -> str | None:
+    """The calibrated uncertainty map's NIfTI path, or None when the served bundle gives none."""
+    try:
+        return fetch_generated_mri(server, image_id, task, dest_dir, timeout, uncertainty=True)
+    except RuntimeError as exc:
+        if NO_MAP_MARK in str(exc):
+            return None
+        raise
+
+
 def load_generated_mri(server: str, image_id: str, task: str = TASK):
-    """Fetch the generated volume and load it into the Slicer scene as a scalar volume; returns the node."""
+    """Fetch the generated volume (and its uncertainty map when the bundle gives one) and load them into
+    the Slicer scene as scalar volumes; returns the volume's node."""
     import slicer  # only inside 3D Slicer
 
     path = fetch_generated_mri(server, image_id, task)
-    return slicer.util.loadVolume(path, properties={"name": f"{image_id}_mri_SYNTHETIC"})
+    node = slicer.util.loadVolume(path, properties={"name": f"{image_id}_mri_SYNTHETIC"})
+    map_path = fetch_uncertainty_map(server, image_id, task, dest_dir=os.path.dirname(path))
+    if map_path is not None:
+        slicer.util.loadVolume(map_path, properties={"name": f"{image_id}_uncertainty_SYNTHETIC", "show": False})
+    return node

@@ -33,6 +33,7 @@ __all__ = [
     "CI_LEVEL",
     "bootstrap_ci",
     "paired_bootstrap_ci",
+    "paired_statistic_ci",
     "summarize",
     "Criterion",
     "BarCriteria",
@@ -101,6 +102,16 @@ def bootstrap_ci(values, n_boot: int = 2000, seed: int = 0) -> tuple[float, floa
     percentile interval). ``(nan, nan, "")`` without finite values.
     """
     return _bootstrap((_finite(values),), _mean, n_boot, seed, paired=False)
+
+
+def paired_statistic_ci(a, b, statistic, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, str]:
+    """95 % paired BCa interval of ``statistic(a, b, axis=-1)`` (vectorised over the last axis), e.g. a
+    correlation across subjects; pairs with a non-finite member are dropped. Same return as :func:`bootstrap_ci`."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples differ in length: {a.size} vs {b.size}")
+    keep = np.isfinite(a) & np.isfinite(b)
+    return _bootstrap((a[keep], b[keep]), statistic, n_boot, seed, paired=True)
 
 
 def paired_bootstrap_ci(

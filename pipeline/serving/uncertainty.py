@@ -16,7 +16,7 @@ Out-of-distribution score of one radiograph (:func:`ood_score`): the larger of t
 its median over the validation split: the mean calibrated half-width over the volume (the model's
 own doubt) and the mean absolute error of the CAE's reconstruction of the radiograph (how far the
 input is from the radiographs the encoder learnt). The threshold is a high quantile (99th) of the
-validation scores; a radiograph above it is flagged with :data:`OOD_WARNING`.
+validation scores (:func:`quantile_threshold`); a radiograph above it is flagged with :data:`OOD_WARNING`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -207,11 +208,24 @@ def load_calibration(path: str | os.PathLike) -> UncertaintyCalibration:
 
 
 def quantile_threshold(scores: Sequence[float], quantile: float) -> float:
-    """The flagging threshold: the ``ceil((n + 1) quantile)``-th smallest of ``n`` validation OOD scores
-    (the conformal rank, capped at ``n``: with fewer than ``1 / (1 - quantile)`` scores it is their maximum),
-    so a new in-distribution input exceeds it with probability <= ``1 - quantile``."""
+    """The flagging threshold from ``n`` validation OOD scores, so that a new in-distribution input
+    exceeds it with probability about ``1 - quantile``.
+
+    With enough scores (``ceil((n + 1) quantile) <= n``) it is the conformal rank: the
+    ``ceil((n + 1) quantile)``-th smallest score (probability <= ``1 - quantile``). With fewer (fewer
+    than 99 at the 99th percentile; the demo has 30) no score is high enough: the maximum is exceeded
+    with probability ``1 / (n + 1)``, 3.2 % at 30. The threshold is then the ``quantile`` of a
+    log-normal fitted to the (positive, right-skewed) scores, and never below their maximum.
+    """
     values = np.sort(np.asarray([s for s in scores if math.isfinite(s)], dtype=float))
     if values.size == 0:
         return math.inf
-    rank = min(values.size, math.ceil((values.size + 1) * quantile))
-    return float(values[rank - 1])
+    rank = math.ceil((values.size + 1) * quantile)
+    if rank <= values.size:
+        return float(values[rank - 1])
+    positive = values[values > 0]
+    if positive.size < 2:
+        return float(values[-1])
+    logs = np.log(positive)
+    fitted = math.exp(float(logs.mean()) + NormalDist().inv_cdf(quantile) * float(logs.std(ddof=1)))
+    return max(float(values[-1]), fitted)

@@ -24,7 +24,7 @@ from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Act, Norm
 from monai.networks.nets import Generator
 
-__all__ = ["GeometryGenerator", "SkipAdapter", "spread_along_projection"]
+__all__ = ["GeometryGenerator", "SkipAdapter", "generate_with_last_input", "spread_along_projection"]
 
 
 def spread_along_projection(feature: torch.Tensor, depth: int) -> torch.Tensor:
@@ -126,6 +126,30 @@ class GeometryGenerator(Generator):
                 x = torch.cat([x, spread_along_projection(skips[i], x.shape[2])], dim=1)
             x = layer(x)
         return x
+
+
+def generate_with_last_input(
+    generator: Generator, x: torch.Tensor, skips: list[torch.Tensor] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run a ``Generator`` or :class:`GeometryGenerator` and also return its last layer's input.
+
+    The last layer's input (the penultimate features, with that layer's skip already concatenated)
+    is what a side head reads (the uncertainty head of ``Xray2MRI``) without changing the generator.
+    The same steps as the generators' ``forward`` (which stays as it is, so it scripts), never scripted.
+
+    Returns:
+        ``(last_input, output)``: the last layer's input and the generator's output.
+    """
+    x = generator.reshape(generator.linear(generator.flatten(x)))
+    skip_channels = getattr(generator, "skip_channels", None)
+    layers = list(generator.conv)
+    for i, layer in enumerate(layers):
+        if skip_channels is not None and skip_channels[i] > 0:
+            x = torch.cat([x, spread_along_projection(skips[i], x.shape[2])], dim=1)  # type: ignore[index]
+        if i == len(layers) - 1:
+            return x, layer(x)
+        x = layer(x)
+    raise ValueError("the generator has no layers")
 
 
 class SkipAdapter(nn.Module):

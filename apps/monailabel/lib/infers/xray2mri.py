@@ -33,6 +33,11 @@ NIFTI_REFUSAL = (
     "laterality the model's preprocessing reads: serve a studies folder of the DICOM files (--studies DIR), "
     "or run `xray2mri predict` on them"
 )
+#: Answer (HTTP 422) to ``{"uncertainty_only": true}`` when the bundle gives no map.
+NO_MAP_REFUSAL = (
+    "this bundle gives no uncertainty map: its network has no uncertainty head (train.json 'uncertainty') "
+    "or models/uncertainty_calibration.json is missing (`xray2mri calibrate`)"
+)
 #: Key of the note saying which knee was returned.
 NOTE_KEY = "xray2mri_knee_note"
 
@@ -140,6 +145,8 @@ class GenerateMri(BasicInferTask):
                 logger.warning(f"{image}: {OOD_WARNING} (OOD score {chosen.ood['ood_score']})")
         except InputError as exc:
             raise HTTPException(422, f"xray2mri cannot use this radiograph: {exc}") from exc
+        if data.get("uncertainty_only") and chosen.uncertainty is None:
+            raise HTTPException(422, NO_MAP_REFUSAL)
         return data
 
     def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[str, dict[str, Any]]:
@@ -166,7 +173,7 @@ class GenerateMri(BasicInferTask):
             uncertainty_path = name[: -len(".nii.gz")] + UNCERTAINTY_SUFFIX
             write_nifti(pred.uncertainty, pred.affine, uncertainty_path, description=MAP_DESCRIPTION,
                         data_dtype=MAP_DTYPE)
-        if data.get("uncertainty_only") and uncertainty_path is not None:
+        if data.get("uncertainty_only") and uncertainty_path is not None:  # (no map: refused in run_inferer)
             os.replace(uncertainty_path, name)
             uncertainty_path = name
         else:
