@@ -468,46 +468,31 @@ def build_from_csv(
         ManifestError: the CSV is missing, lacks a required column, or a row has an empty field,
             a bad side or a bad grade; the message names the CSV and the line.
     """
-    import csv
+    from xray2mri.pipeline.csv_table import read_csv_table
 
     csv_path = Path(csv_path)
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            header = {name.strip().lower(): name for name in (reader.fieldnames or []) if name}
-            missing = [c for c in CSV_REQUIRED if c not in header]
-            if missing:
-                raise ManifestError(
-                    csv_path,
-                    f"missing column(s) {', '.join(missing)}; a CSV of pairs needs "
-                    f"{', '.join(CSV_REQUIRED)} (optional: {', '.join(CSV_OPTIONAL)}), found "
-                    f"{', '.join(reader.fieldnames or []) or 'no header'}",
-                )
-            rows = [(reader.line_num, row) for row in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise ManifestError(csv_path, f"cannot read the CSV of pairs ({err})") from err
+    rows = read_csv_table(csv_path, CSV_REQUIRED, "the CSV of pairs",
+                          f"a CSV of pairs needs {', '.join(CSV_REQUIRED)} (optional: {', '.join(CSV_OPTIONAL)})",
+                          error=ManifestError)
     if not rows:
         raise ManifestError(csv_path, "no rows of pairs below the header")
 
     items = []
-    for line, row in rows:
-        def cell(column: str, _row: dict = row) -> str:
-            return (_row.get(header.get(column, ""), "") or "").strip()
-
+    for line, cells in rows:
         where = f"{csv_path}:{line}"
         for column in CSV_REQUIRED:
-            if not cell(column):
+            if not cells.get(column, ""):
                 raise ManifestError(where, f"empty {column!r}")
         try:
-            side = _parse_side(cell("side"))
+            side = _parse_side(cells.get("side", ""))
         except ValueError as err:
             raise ManifestError(where, str(err)) from err
-        item: dict[str, Any] = {"subject": cell("subject"), "side": side, "visit": cell("visit")}
+        item: dict[str, Any] = {"subject": cells.get("subject", ""), "side": side, "visit": cells.get("visit", "")}
         for key in PATH_KEYS:
-            if cell(key):
-                item[key] = _relative_path(cell(key), base_dir)
-        if cell("grade"):
-            item["grade"] = _parse_grade(cell("grade"), where)
+            if cells.get(key, ""):
+                item[key] = _relative_path(cells.get(key, ""), base_dir)
+        if cells.get("grade", ""):
+            item["grade"] = _parse_grade(cells.get("grade", ""), where)
         items.append(item)
     what = description if description is not None else f"Paired knee X-ray/MRI datalist built from {csv_path.name}"
     return make_datalist(items, seed=seed, fractions=fractions, stratify_key=stratify_key, description=what)

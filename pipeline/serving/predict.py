@@ -586,24 +586,12 @@ def read_centres_csv(path: str | os.PathLike) -> dict[str, list[GivenCentre]]:
     Raises:
         InputError: unreadable file, a missing column or a bad value (names the line).
     """
-    import csv
-
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            header = {(n or "").strip().lower(): n for n in reader.fieldnames or []}
-            missing = [c for c in CENTRES_COLUMNS[:3] if c not in header]
-            if missing:
-                raise InputError(path, f"missing column(s) {', '.join(missing)}; a centres CSV has file,row,col[,side]")
-            rows = [(reader.line_num, row) for row in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise InputError(path, f"cannot read the centres CSV ({err})") from err
+    from xray2mri.pipeline.csv_table import read_csv_table
     from xray2mri.transforms.laterality import normalise_side
 
+    rows = read_csv_table(path, CENTRES_COLUMNS[:3], "the centres CSV", "a centres CSV has file,row,col[,side]")
     centres: dict[str, list[GivenCentre]] = {}
-    for line, row in rows:
-        cell = {c: (row.get(header[c]) or "").strip() for c in CENTRES_COLUMNS if c in header}
+    for line, cell in rows:
         try:
             centre = (float(cell["row"]), float(cell["col"]), normalise_side(cell.get("side")))
         except ValueError as err:

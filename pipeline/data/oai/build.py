@@ -31,8 +31,10 @@ from typing import Any
 from tqdm import tqdm
 
 from xray2mri.pipeline.atomic import atomic_file
+from xray2mri.pipeline.csv_table import read_csv_table
 from xray2mri.pipeline.data import manifests
 from xray2mri.transforms.knee_crop import crop_box_for
+from xray2mri.transforms.laterality import normalise_side
 
 from . import layout, pairing
 from .grades import (
@@ -86,24 +88,13 @@ def read_centres(path: str | os.PathLike) -> dict[tuple[str, int, str], tuple[fl
     Raises:
         OaiIndexError: unreadable file, a missing column or a bad value (names the line).
     """
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            header = {(name or "").strip().lower(): name for name in reader.fieldnames or []}
-            missing = [c for c in CENTRES_COLUMNS if c not in header]
-            if missing:
-                raise OaiIndexError(path, f"missing column(s) {', '.join(missing)}; a centres CSV has "
-                                          f"{', '.join(CENTRES_COLUMNS)}")
-            rows = [(reader.line_num, row) for row in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise OaiIndexError(path, f"cannot read the centres CSV ({err})") from err
+    rows = read_csv_table(path, CENTRES_COLUMNS, "the centres CSV",
+                          f"a centres CSV has {', '.join(CENTRES_COLUMNS)}", error=OaiIndexError)
     centres = {}
-    for line, row in rows:
-        cell = {c: (row.get(header[c]) or "").strip() for c in CENTRES_COLUMNS}
+    for line, cell in rows:
         try:
-            side = {"LEFT": "L", "RIGHT": "R"}.get(cell["side"].upper(), cell["side"].upper())
-            if side not in ("L", "R"):
+            side = normalise_side(cell["side"])
+            if side is None:
                 raise ValueError(f"side {cell['side']!r} is not L or R")
             key = (cell["participant"], layout.parse_visit(cell["visit"]), side)
             centres[key] = (float(cell["row"]), float(cell["col"]))
