@@ -14,7 +14,8 @@ Three parts, each optional:
   calibrated on validation and measured on test by the same code.
 * ``--summary``: coverage, width and Spearman from a report's ``summary.json``.
 * ``--ood``: OOD scores and flags per category, with the bundle's calibration: the synthetic test
-  split (in distribution), other anatomy (synthetic chest-like and hand-like radiographs), heavily
+  split (in distribution; with ``--fresh N`` also N new radiographs from the cohort's own generator,
+  in no split, so the false-flag rate has an interval narrower than 30 subjects give), other anatomy (synthetic chest-like and hand-like radiographs), heavily
   processed or mis-windowed versions of test radiographs (gamma 0.4 and 2.5, inverted LUT, heavy
   unsharp mask, clipped window) and real clinical knee radiographs: the crops listed in
   ``benchmarks/data/real_knee_radiographs.csv``, read from local copies given with ``--real-image``
@@ -25,7 +26,7 @@ Usage::
 
     python benchmarks/bench_uncertainty.py --bundle bundles/knee_xray2mri --timing
     python benchmarks/bench_uncertainty.py --bundle bundles/knee_xray2mri --cohort data/synthetic_knee \\
-        --ood --real-image /tmp/cropping.png /tmp/image_s0001_i0001.jpg /tmp/example_knee_img.png --summary runs/demo/report/summary.json --json out.json
+        --ood --fresh 300 --real-image /tmp/cropping.png /tmp/image_s0001_i0001.jpg /tmp/example_knee_img.png --summary runs/demo/report/summary.json --json out.json
 """
 
 from __future__ import annotations
@@ -276,7 +277,48 @@ def real_knees(images: list[Path], real_dir: Path | None, out_dir: Path) -> dict
     return found
 
 
-def ood(bundle: Path, cohort: Path, image: list[Path], real_dir: Path | None, tmp: Path, n_processed: int) -> dict:
+def _fresh_one(job: tuple[str, int, int, str]) -> str:
+    from xray2mri.pipeline.data.synth.cohort import make_subject, write_subject
+
+    out_dir, index, seed, preset = job
+    return str(next(write_subject(out_dir, make_subject(index, seed, preset)).glob("*_xray.dcm")))
+
+
+def fresh_subjects(cohort: Path, n: int, out_dir: Path) -> dict[str, Path]:
+    """``n`` new radiographs from the cohort's own generator (same seed and preset, the indices after its
+    last subject): in distribution, in no split, so the flag rate is measured on more than the 30 of test."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    info = json.loads((cohort / "cohort.json").read_text())
+    first = int(info["subjects"])
+    jobs = [(str(out_dir), first + i, int(info["seed"]), str(info["preset"]["name"])) for i in range(n)]
+    with ProcessPoolExecutor() as pool:
+        return {Path(path).parent.name: Path(path) for path in pool.map(_fresh_one, jobs)}
+
+
+def fresh_errors(bundle: Path, fresh_dir: Path) -> dict[str, float]:
+    """Each fresh subject's MRI mean absolute error, preprocessed as evaluation does (its own datalist)."""
+    from xray2mri.pipeline.data import manifests
+    from xray2mri.pipeline.training.calibrate import split_outputs
+
+    datalist = manifests.build_from_cohort(fresh_dir)
+    datalist["validation"] = [item for split in ("training", "validation", "test") for item in datalist.get(split, [])]
+    datalist["training"], datalist["test"] = [], []
+    manifests.write_datalist(datalist, fresh_dir / "datalist.json")
+    out = split_outputs(bundle, fresh_dir / "datalist.json", fresh_dir, "validation")
+    return {s: float((t - p).abs().mean()) for s, p, t in zip(out.subjects, out.predictions, out.truths)}
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> list[float]:
+    """Exact binomial interval of a rate ``k / n``."""
+    from scipy.stats import beta
+
+    a = (1 - level) / 2
+    return [float(beta.ppf(a, k, n - k + 1)) if k else 0.0, float(beta.ppf(1 - a, k + 1, n - k)) if k < n else 1.0]
+
+
+def ood(bundle: Path, cohort: Path, image: list[Path], real_dir: Path | None, tmp: Path, n_processed: int,
+        n_fresh: int = 0) -> dict:
     """OOD score and flag per input, grouped by category."""
     from xray2mri.pipeline.data import manifests
     from xray2mri.pipeline.data.synth.presets import PRESETS
@@ -288,6 +330,11 @@ def ood(bundle: Path, cohort: Path, image: list[Path], real_dir: Path | None, tm
     test = [Path(item["xray"]) for item in manifests.load_datalist(cohort / "datalist.json", "test", cohort)]
     preset = PRESETS["demo"]
     categories: dict[str, dict[str, Path]] = {"synthetic test split": {p.parent.name: p for p in test}}
+    if n_fresh:
+        fresh_dir = tmp / "fresh"
+        fresh_dir.mkdir()
+        categories[f"fresh synthetic subjects (same generator, {n_fresh} beyond the cohort)"] = \
+            fresh_subjects(cohort, n_fresh, fresh_dir)
     anatomy = {}
     for seed in range(3):
         anatomy[f"chest_{seed}"] = _write_log_att(tmp / f"chest_{seed}.dcm", chest_like(preset.xray_shape, seed),
@@ -317,9 +364,25 @@ def ood(bundle: Path, cohort: Path, image: list[Path], real_dir: Path | None, tm
             for pred in knees:
                 rows[name if len(knees) == 1 else f"{name}_{pred.side or 'U'}"] = pred.ood
         flagged = sum(bool(r["ood_flag"]) for r in rows.values())
+        if category.startswith("fresh synthetic"):  # is a flagged input one the model gets wrong?
+            from xray2mri.pipeline.evaluation.uncertainty import spearman
+
+            mae = fresh_errors(bundle, tmp / "fresh")
+            flagged_mae = [mae[n] for n, r in rows.items() if r["ood_flag"] and n in mae]
+            kept_mae = [mae[n] for n, r in rows.items() if not r["ood_flag"] and n in mae]
+            result["fresh_mae"] = {
+                "flagged_median": float(np.median(flagged_mae)) if flagged_mae else None,
+                "not_flagged_median": float(np.median(kept_mae)) if kept_mae else None,
+                "not_flagged_p95": float(np.quantile(kept_mae, 0.95)) if kept_mae else None,
+                "spearman_score_vs_mae": spearman([rows[n]["ood_score"] for n in mae if n in rows],
+                                                  [mae[n] for n in mae if n in rows]),
+            }
+            print("fresh subjects' MRI MAE:", json.dumps(result["fresh_mae"]))
         result["categories"][category] = {
             "inputs": len(files), "knees": len(rows), "flagged": flagged,
-            "fraction_flagged": flagged / max(len(rows), 1), "rejected_by_knee_finder": rejected,
+            "fraction_flagged": flagged / max(len(rows), 1),
+            "fraction_flagged_ci95": clopper_pearson(flagged, len(rows)) if rows else None,
+            "rejected_by_knee_finder": rejected,
             "scores": {k: r["ood_score"] for k, r in rows.items()},
         }
     return result
@@ -365,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--radiograph", type=Path, default=None, help="radiograph for the prediction timing")
     parser.add_argument("--ood", action="store_true", help="OOD scores per category")
     parser.add_argument("--processed", type=int, default=6, help="test radiographs to process for OOD (default 6)")
+    parser.add_argument("--fresh", type=int, default=0,
+                        help="also score this many NEW in-distribution radiographs from the cohort's generator (e.g. 300)")
     parser.add_argument("--real-image", type=Path, nargs="+", default=[],
                         help=f"local copies of the image files {REAL_CSV.name} names (matched by file name)")
     parser.add_argument("--real-dir", type=Path, default=None, help="folder of real knee radiographs (DICOM/PNG/JPEG)")
@@ -389,15 +454,19 @@ def main(argv: list[str] | None = None) -> int:
             results["timing"] = timing(args.bundle, args.rounds, args.mc_samples, args.radiograph, Path(tmp))
             print("timing:", json.dumps(results["timing"], indent=1))
         if args.ood:
-            results["ood"] = ood(args.bundle, args.cohort, args.real_image, args.real_dir, Path(tmp), args.processed)
+            results["ood"] = ood(args.bundle, args.cohort, args.real_image, args.real_dir, Path(tmp), args.processed,
+                                 args.fresh)
             print(f"OOD threshold {results['ood']['threshold']:.3f}")
             for category, res in results["ood"]["categories"].items():
                 scores = list(res["scores"].values()) or [float("nan")]
                 print(f"  {category:48s} inputs {res['inputs']:3d}, refused by the knee finder "
                       f"{len(res['rejected_by_knee_finder']):2d}; knees flagged {res['flagged']:3d} / {res['knees']:3d}  "
                       f"score median {np.median(scores):.3f} (min {min(scores):.3f}, max {max(scores):.3f})")
+                lo, hi = res["fraction_flagged_ci95"] or (float("nan"),) * 2
+                print(f"      flagged {100 * res['fraction_flagged']:.1f} % (95 % Clopper-Pearson {100 * lo:.1f}-{100 * hi:.1f} %)")
                 for name, score in sorted(res["scores"].items()):
-                    if category != "synthetic test split":
+                    if not category.startswith(("synthetic test split", "fresh synthetic")) or res["scores"][name] > \
+                            results["ood"]["threshold"]:
                         print(f"      {name:40s} {score:.3f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -3,8 +3,9 @@
 The network's uncertainty head predicts a per-voxel log scale ``s`` (raw spread ``sigma = exp(s)``,
 :mod:`xray2mri.pipeline.training.uncertainty_loss`). Split-conformal calibration on the validation
 split (:mod:`xray2mri.pipeline.training.calibrate`) finds, per nominal level ``p``, the factor ``k_p``
-such that ``|truth - prediction| <= k_p * sigma`` for a fraction ``p`` of the validation voxels
-(the finite-sample conformal quantile of the scores ``|truth - prediction| / sigma``). The bundle
+such that ``|truth - prediction| <= k_p * sigma`` covers a fraction ``p`` of a NEW subject's voxels
+with 90 % confidence (:func:`subject_conformal_factor`: subjects, not voxels, are the exchangeable
+units; the pooled voxel quantile of the scores ``|truth - prediction| / sigma`` is its floor). The bundle
 stores them in ``models/uncertainty_calibration.json`` (:data:`CALIBRATION_FILE`, covered by the
 export's checksums).
 
@@ -42,6 +43,7 @@ __all__ = [
     "UNCERTAINTY_SUFFIX",
     "UncertaintyCalibration",
     "conformal_factor",
+    "subject_conformal_factor",
     "ood_components",
     "ood_score",
     "ood_record",
@@ -55,6 +57,9 @@ CALIBRATION_FILE: str = "models/uncertainty_calibration.json"
 LEVELS: tuple[float, ...] = (0.8, 0.9, 0.95)
 #: Levels also fitted for the report's reliability diagram (the file stores a factor for each).
 RELIABILITY_LEVELS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+#: Confidence that a new subject's expected coverage reaches the nominal level (subject-level bound,
+#: :func:`subject_conformal_factor`); 0.9 is the usual choice of training-conditional conformal methods.
+COVERAGE_CONFIDENCE: float = 0.9
 #: The level whose half-width the written uncertainty map holds.
 MAP_LEVEL: float = 0.9
 #: Suffix of the uncertainty map written beside a volume ``<stem>.nii.gz``.
@@ -97,6 +102,43 @@ def conformal_factor(scores: np.ndarray | torch.Tensor, level: float) -> float:
         rank = min(s.numel(), max(1, round(rank / n * s.numel())))
         n = s.numel()
     return float(torch.kthvalue(s, rank).values)
+
+
+def subject_conformal_factor(subject_scores: Sequence[np.ndarray | torch.Tensor], level: float,
+                             confidence: float = COVERAGE_CONFIDENCE, candidates: int = 2000) -> float:
+    """The factor ``k`` whose coverage of a NEW subject reaches ``level`` with ``confidence``.
+
+    Voxels of one subject are not exchangeable with another's, subjects are: a pooled voxel quantile
+    (:func:`conformal_factor`) covers ``level`` on average over calibration splits, but a 30-subject
+    split whose errors happen to run small gives a factor that under-covers the next subjects. Here each
+    calibration subject ``i`` has its coverage ``c_i(k)`` (fraction of its voxels with score <= k); ``k``
+    is the smallest candidate whose normal lower confidence bound of the mean subject coverage,
+    ``mean_i c_i(k) - z_confidence * sd_i c_i(k) / sqrt(n)``, reaches ``level``: never below the pooled
+    factor. With one subject it is the pooled factor.
+
+    Raises:
+        ValueError: ``level`` or ``confidence`` outside (0, 1), or no finite score.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    per_subject = [np.sort(s[np.isfinite(s)]) for s in
+                   (torch.as_tensor(x).reshape(-1).float().numpy() for x in subject_scores)]
+    per_subject = [s for s in per_subject if s.size]
+    if not per_subject:
+        raise ValueError("subject_conformal_factor needs at least one finite score")
+    scores = np.concatenate(per_subject)
+    pooled = conformal_factor(torch.from_numpy(scores), level)
+    n = len(per_subject)
+    if n < 2:
+        return pooled
+    z = NormalDist().inv_cdf(confidence)
+    # candidates: pooled quantiles finely spaced from the nominal level up to the largest score
+    grid = np.unique(np.quantile(scores, np.linspace(level, 1.0, candidates)))
+    grid = np.concatenate([[pooled], grid[grid > pooled]])
+    coverage = np.stack([np.searchsorted(s, grid, side="right") / s.size for s in per_subject])  # (n, candidates)
+    bound = coverage.mean(0) - z * coverage.std(0, ddof=1) / math.sqrt(n)
+    reached = np.flatnonzero(bound >= level)
+    return float(grid[reached[0]]) if reached.size else float(grid[-1])
 
 
 @dataclass

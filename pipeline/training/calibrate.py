@@ -4,8 +4,10 @@ Runs the bundle's network (dict form, with its uncertainty head) over the valida
 datalist, preprocessed exactly as evaluation does (``train.json`` + ``evaluate.json`` through
 :func:`~xray2mri.pipeline.serving.bundle.open_bundle`), and fits:
 
-* the split-conformal factor ``k_p`` per nominal level (:data:`~xray2mri.pipeline.serving.uncertainty.LEVELS`)
-  from the scores ``|truth - prediction| / sigma`` of every validation voxel;
+* the conformal factor ``k_p`` per nominal level (:data:`~xray2mri.pipeline.serving.uncertainty.LEVELS`)
+  from the scores ``|truth - prediction| / sigma`` of every validation voxel, subject by subject
+  (:func:`~xray2mri.pipeline.serving.uncertainty.subject_conformal_factor`: a new subject's coverage
+  reaches the level with 90 % confidence);
 * the OOD reference (validation medians of the components) and threshold (a quantile of the
   validation OOD scores), with the validation radiographs run through the SERVING path
   (:class:`~xray2mri.pipeline.serving.predict.Predictor`: the knee finder's crop, as every
@@ -33,15 +35,16 @@ import torch
 
 from xray2mri.pipeline.serving.uncertainty import (
     CALIBRATION_FILE,
+    COVERAGE_CONFIDENCE,
     LEVELS,
     RELIABILITY_LEVELS,
     UncertaintyCalibration,
-    conformal_factor,
     level_key,
     ood_components,
     ood_score,
     quantile_threshold,
     save_calibration,
+    subject_conformal_factor,
 )
 from xray2mri.pipeline.training.uncertainty_loss import LOG_SCALE_KEY, LOG_SCALE_RANGE
 
@@ -111,7 +114,8 @@ def split_outputs(
 
 def fit_calibration(outputs: SplitOutputs, distribution: str = "laplace", ood_quantile: float = 0.99,
                     fitted_on: Mapping[str, Any] | None = None,
-                    ood_inputs: list[dict[str, float]] | None = None) -> UncertaintyCalibration:
+                    ood_inputs: list[dict[str, float]] | None = None,
+                    confidence: float = COVERAGE_CONFIDENCE) -> UncertaintyCalibration:
     """Conformal factors and OOD reference/threshold from one split's outputs (see the module docstring).
 
     ``ood_inputs`` are the OOD components of the split's radiographs as served (:func:`served_components`);
@@ -122,16 +126,17 @@ def fit_calibration(outputs: SplitOutputs, distribution: str = "laplace", ood_qu
     """
     if not outputs.subjects:
         raise ValueError("fit_calibration: the split has no subjects")
-    scores = torch.cat([((t - p).abs() / s).reshape(-1)
-                        for p, s, t in zip(outputs.predictions, outputs.sigmas, outputs.truths)])
-    factors = {level_key(level): conformal_factor(scores, level) for level in sorted({*LEVELS, *RELIABILITY_LEVELS})}
+    scores = [((t - p).abs() / s).reshape(-1) for p, s, t in zip(outputs.predictions, outputs.sigmas, outputs.truths)]
+    factors = {level_key(level): subject_conformal_factor(scores, level, confidence)
+               for level in sorted({*LEVELS, *RELIABILITY_LEVELS})}
     calibration = UncertaintyCalibration(factors=factors, distribution=distribution, ood_quantile=ood_quantile)
     components = ood_inputs or [ood_components(calibration.half_width(torch.log(s)), x, r)
                                 for s, x, r in zip(outputs.sigmas, outputs.xrays, outputs.reconstructions)]
     calibration.ood_reference = {k: float(np.median([c[k] for c in components])) for k in components[0]}
     ood_scores = [ood_score(c, calibration.ood_reference) for c in components]
     calibration.ood_threshold = quantile_threshold(ood_scores, ood_quantile)
-    calibration.fitted_on = {"subjects": len(outputs.subjects), "voxels": int(scores.numel()),
+    calibration.fitted_on = {"subjects": len(outputs.subjects), "voxels": sum(int(x.numel()) for x in scores),
+                             "factors": f"subject-level conformal, {confidence:.0%} confidence",
                              "validation_ood_scores": [round(s, 4) for s in ood_scores], **(fitted_on or {})}
     return calibration
 
