@@ -99,8 +99,11 @@ def test_zip_layout_metadata_and_checksums(exported, tmp_path):
     assert expected <= names
     assert not [n for n in names if "/." in n or n.endswith(".tmp") or "__pycache__" in n]
     # only what the configs need: no CLI, demo, report or data generation code (the tissue table, which
-    # the training chain maps label maps to tissue classes with, is data, not generation code)
-    table = {f"{NAME}/scripts/pipeline/data/synth/tissues.py", f"{NAME}/scripts/pipeline/data/synth/__init__.py"}
+    # the training chain maps label maps to tissue classes with, is data, not generation code; the readings
+    # and the DRR that inference.json's writer takes on a tissue head's map are runtime code)
+    table = {f"{NAME}/scripts/pipeline/{m}.py" for m in (
+        "data/synth/tissues", "data/synth/__init__", "data/synth/presets", "data/synth/drr",
+        "evaluation/__init__", "evaluation/readings", "evaluation/reprojection", "evaluation/metrics")}
     assert not [n for n in names - table
                 if "/commands/" in n or "/synth/" in n or "/evaluation/" in n or n.endswith("demo.py")]
     unpacked = _unpack(zip_path, tmp_path)

@@ -27,8 +27,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from bundle_factory import TINY_SIZES, make_tiny_bundle
 from bundle_factory import write_dx as _dx
+
+from xray2mri.pipeline.data.synth.tissues import NUM_CLASSES
+from xray2mri.pipeline.serving.predict import Predictor
+from xray2mri.pipeline.training.engine import network_from_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".venv-monailabel"
@@ -93,6 +98,11 @@ def test_server_lists_task_and_returns_synthetic_volume(tmp_path):
         pytest.fail(f"{python} is missing: run `make .venv-monailabel/.installed` (MONAI Label lives in its own venv)")
 
     bundle = make_tiny_bundle(tmp_path / "bundle" / "knee_xray2mri")
+    # with the tissue head, so the server also returns a label map
+    train = bundle / "configs" / "train.json"
+    train.write_text(train.read_text().replace('"tissue_weight": 0.0', '"tissue_weight": 1.0'))
+    torch.manual_seed(0)
+    torch.save(network_from_bundle(bundle).state_dict(), bundle / "models" / "model.pt")
     studies = tmp_path / "studies"
     _dx(studies / "knee01.dcm", laterality="L")  # a left knee: the output is mirrored back to its side
     # what MONAI Label's DICOMweb datastore hands over: the radiograph converted to NIfTI
@@ -153,6 +163,19 @@ def test_server_lists_task_and_returns_synthetic_volume(tmp_path):
         assert not np.allclose(spread, data)
         # a bundle without a map answers with the words the snippet listens for
         assert snippet.NO_MAP_MARK in (APP / "lib" / "infers" / "xray2mri.py").read_text()
+
+        # the tissue head's label map of the same knee: uint8 classes on the same grid, mirrored back like the volume
+        labels_path = snippet.fetch_label_map(base, "knee01", dest_dir=str(tmp_path))
+        assert labels_path is not None
+        labels = nib.load(labels_path)
+        assert labels.shape == img.shape and labels.get_data_dtype() == np.uint8
+        np.testing.assert_allclose(labels.affine, img.affine)
+        assert labels.header["descrip"].tobytes().decode().startswith("SYNTHETIC")
+        served = np.asarray(labels.dataobj)
+        assert served.max() < NUM_CLASSES
+        local = Predictor.from_bundle(bundle).predict(studies / "knee01.dcm").labels  # what predict writes
+        assert np.mean(served == local) > 0.99
+        assert snippet.NO_LABELS_MARK in (APP / "lib" / "infers" / "xray2mri.py").read_text()
 
         # a study converted to NIfTI (DICOMweb) is refused, saying why and what to do
         with pytest.raises(RuntimeError) as info:

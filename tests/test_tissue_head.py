@@ -197,3 +197,48 @@ def test_prediction_writes_the_label_map_and_the_readings_into_the_sidecar(tmp_p
         assert -1.0 <= sidecar["reprojection_ncc"] <= 1.0
         assert sidecar["labels_output"].endswith("_labels_synthetic.nii.gz")
         assert sidecar["tissue_classes"]["femur"] == int(np.argmax(probs[:, 0, 0, 5]))
+
+
+def test_inference_json_writes_the_label_map_and_readings_as_predict_does(tmp_path):
+    """A bundle trained with the tissue head: inference.json writes ``<stem>_labels_synthetic.nii.gz`` and the
+    sidecar's readings, the same as ``xray2mri predict`` on the same radiographs (left knee mirrored back)."""
+    import json
+
+    import nibabel as nib
+    from bundle_factory import make_tiny_bundle
+    from bundle_factory import write_dx as _dx
+
+    from xray2mri.pipeline.serving.predict import Predictor, save_prediction
+    from xray2mri.pipeline.serving.tissue_outputs import SIDECAR_READINGS
+    from xray2mri.pipeline.training.engine import network_from_bundle
+
+    bundle = make_tiny_bundle(tmp_path / "bundle", whole=False)
+    train = bundle / "configs" / "train.json"
+    train.write_text(train.read_text().replace('"tissue_weight": 0.0', '"tissue_weight": 1.0'))
+    torch.manual_seed(1)
+    torch.save(network_from_bundle(bundle).state_dict(), bundle / "models" / "model.pt")  # weights with the head
+    inp = tmp_path / "in"
+    for side in ("R", "L"):
+        _dx(inp / f"knee_{side}.dcm", side)
+
+    predictor = Predictor.from_bundle(bundle)
+    for side in ("R", "L"):
+        save_prediction(predictor.predict(inp / f"knee_{side}.dcm"), tmp_path / "p", f"knee_{side}")
+    wf = ConfigWorkflow(
+        config_file=str(bundle / "configs" / "inference.json"), logging_file=False, workflow_type=None,
+        meta_file=str(bundle / "configs" / "metadata.json"), bundle_root=str(bundle),
+        input=str(inp), output_dir=str(tmp_path / "i"), device="$torch.device('cpu')",
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    for side in ("R", "L"):
+        by_predict, by_bundle = (nib.load(tmp_path / d / f"knee_{side}_labels_synthetic.nii.gz") for d in ("p", "i"))
+        assert by_bundle.get_data_dtype() == np.uint8 and "SYNTHETIC" in str(by_bundle.header["descrip"])
+        np.testing.assert_allclose(by_bundle.affine, by_predict.affine)
+        np.testing.assert_array_equal(np.asarray(by_bundle.dataobj), np.asarray(by_predict.dataobj))
+        sidecars = [json.loads((tmp_path / d / f"knee_{side}_mri_synthetic.json").read_text()) for d in ("p", "i")]
+        for key in (*SIDECAR_READINGS, "tissue_classes", "labels_output"):
+            assert key in sidecars[1], key
+            assert sidecars[1][key] == pytest.approx(sidecars[0][key]) if isinstance(sidecars[0][key], float) \
+                else sidecars[1][key] == sidecars[0][key]

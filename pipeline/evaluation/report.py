@@ -18,7 +18,6 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +46,9 @@ from xray2mri.pipeline.evaluation.radiographic import RADIOGRAPHIC_NAME, Radiogr
 from xray2mri.pipeline.evaluation.readings_report import bland_altman, readings_section
 from xray2mri.pipeline.evaluation.summary import SYNTHETIC_COHORT, BarCriteria, summarize, summarize_rows
 from xray2mri.pipeline.evaluation.uncertainty import uncertainty_section
+from xray2mri.pipeline.version import package_version
 
-__all__ = ["ReportInputs", "build_report", "write_report", "report_from_files", "xray2mri_version"]
-
-
-def xray2mri_version() -> str:
-    """The installed xray2mri version (recorded in every report), or ``"unknown"`` when not installed."""
-    try:
-        return metadata.version("xray2mri")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+__all__ = ["ReportInputs", "build_report", "write_report", "report_from_files"]
 
 
 @dataclass
@@ -151,7 +143,7 @@ def build_report(
         rows = clinical.merge_rows(rows, reading_rows)
     if criteria:
         summary["quality_bar_name"] = criteria.name
-    summary["xray2mri_version"] = xray2mri_version()
+    summary["xray2mri_version"] = package_version()
     word = "synthetic data" if inputs.data.get("synthetic") else "acquired data"
     curves, log_note = read_training_log(train_log)
     makers: dict[str, tuple[str, Callable[[Path], None]]] = {}

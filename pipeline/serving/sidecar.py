@@ -20,17 +20,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["xray2mri_version", "knee_facts", "sidecar_path", "description_line"]
+from xray2mri.pipeline.version import package_version
 
+__all__ = ["knee_facts", "sidecar_path", "description_line"]
 
-def xray2mri_version() -> str:
-    """The installed xray2mri version (``"unknown"`` when not installed as a distribution)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("xray2mri")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _plain(value: Any) -> Any:
@@ -61,7 +54,7 @@ def knee_facts(meta: Mapping[str, Any], source: str | os.PathLike, mirrored: boo
         "mirrored_to_canonical": bool(mirrored),
         "synthetic": True,
         "generator": "xray2mri: SYNTHETIC MRI generated from a radiograph; not acquired, not for diagnosis",
-        "xray2mri_version": xray2mri_version(),
+        "xray2mri_version": package_version(),
     }
 
 

@@ -19,7 +19,7 @@ from xray2mri.pipeline.training.uncertainty_loss import LOG_SCALE_KEY, LOG_SCALE
 from xray2mri.transforms.geometry import LR_FLIP_AXIS, MIRRORED_KEY, canonical_affine
 
 __all__ = [
-    "UncertaintyInferer",
+    "ExtraHeadsInferer",
     "SaveEvaluationVolumes",
     "SaveInferenceVolumes",
     "inference_items",
@@ -147,19 +147,21 @@ class SaveEvaluationVolumes:
                 _write_source_nifti(_volume(tensor), affine, self.output_dir / f"{subject}_{suffix}.nii.gz", description)
 
 
-class UncertaintyInferer(Inferer):
-    """``inference.json``'s inferer: the network's dict form (``forward_dict``: MRI, its log scale and the
-    radiograph's reconstruction) when ``enabled`` and the network has the uncertainty head, else its
-    plain output. The bundle's ``network`` stays the MRI tensor form (what ``verify_net_in_out``,
-    TorchScript and torch.export see); :class:`SaveInferenceVolumes` writes the map from the dict.
+class ExtraHeadsInferer(Inferer):
+    """``inference.json``'s inferer: the network's dict form (``forward_dict``: MRI, radiograph
+    reconstruction, and its heads' outputs) when the network has a head to serve: the uncertainty head
+    while ``uncertainty`` is on, or the tissue head; else its plain output. The bundle's ``network``
+    stays the MRI tensor form (what ``verify_net_in_out``, TorchScript and torch.export see);
+    :class:`SaveInferenceVolumes` writes the uncertainty map and the label map from the dict.
     """
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, uncertainty: bool = True) -> None:
         super().__init__()
-        self.enabled = bool(enabled)
+        self.uncertainty = bool(uncertainty)
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> Any:
-        if self.enabled and getattr(network, "uncertainty", False) and hasattr(network, "forward_dict"):
+        heads = (self.uncertainty and getattr(network, "uncertainty", False)) or getattr(network, "tissue_classes", 0) > 0
+        if heads and hasattr(network, "forward_dict"):
             return network.forward_dict(inputs)
         return network(inputs, *args, **kwargs)
 
@@ -174,7 +176,9 @@ class SaveInferenceVolumes:
     ``<stem>`` is the item's ``output_stem`` (set by :func:`inference_items`: the name of ``xray2mri
     predict``'s output, sub-folders kept), else the radiograph's name without a DICOM extension;
     ``<stem>_R``/``<stem>_L`` for the two knees of a bilateral radiograph, as ``xray2mri predict`` names
-    them. Each volume gets its JSON sidecar (:mod:`xray2mri.pipeline.serving.sidecar`).
+    them. Each volume gets its JSON sidecar (:mod:`xray2mri.pipeline.serving.sidecar`). A model with
+    the tissue head also gets ``<stem>_labels_synthetic.nii.gz`` and its readings in the sidecar, as
+    ``xray2mri predict`` writes them (:mod:`~xray2mri.pipeline.serving.tissue_outputs`).
     Writes are atomic; under ``torchrun`` each process writes its own items.
 
     Args:
@@ -242,7 +246,22 @@ class SaveInferenceVolumes:
                             description=MAP_DESCRIPTION, data_dtype=MAP_DTYPE)
                 facts.update(ood)
                 facts.update(self.calibration.sidecar())
-            if "joint_centre_px" in meta or uncertainty is not None:
+            logits = pred.get("tissue_logits") if isinstance(pred, Mapping) else None
+            if logits is not None:
+                from xray2mri.pipeline.serving.tissue_outputs import (
+                    LABELS_SUFFIX,
+                    label_map,
+                    tissue_facts,
+                    tissue_probabilities,
+                    write_label_map,
+                )
+
+                probs = tissue_probabilities(logits)
+                facts.update(tissue_facts(probs, self.spacing, xray, meta.get("spacing")))
+                labels_path = self.output_dir / f"{stem}{LABELS_SUFFIX}"
+                write_label_map(label_map(probs, mirrored), affine, labels_path)
+                facts["labels_output"] = labels_path.name
+            if "joint_centre_px" in meta or uncertainty is not None or logits is not None:
                 write_sidecar({**facts, "output": path.name}, sidecar_path(path))
             self.written.append(path)
             engine.logger.info(f"wrote {path}")

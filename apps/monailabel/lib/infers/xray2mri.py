@@ -38,6 +38,10 @@ NO_MAP_REFUSAL = (
     "this bundle gives no uncertainty map: its network has no uncertainty head (train.json 'uncertainty') "
     "or models/uncertainty_calibration.json is missing (`xray2mri calibrate`)"
 )
+#: Answer (HTTP 422) to ``{"labels_only": true}`` when the bundle gives no label map.
+NO_LABELS_REFUSAL = (
+    "this bundle gives no tissue label map: its network has no tissue head (train.json 'tissue_weight' is 0)"
+)
 #: Key of the note saying which knee was returned.
 NOTE_KEY = "xray2mri_knee_note"
 
@@ -147,6 +151,8 @@ class GenerateMri(BasicInferTask):
             raise HTTPException(422, f"xray2mri cannot use this radiograph: {exc}") from exc
         if data.get("uncertainty_only") and chosen.uncertainty is None:
             raise HTTPException(422, NO_MAP_REFUSAL)
+        if data.get("labels_only") and chosen.labels is None:
+            raise HTTPException(422, NO_LABELS_REFUSAL)
         return data
 
     def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[str, dict[str, Any]]:
@@ -157,7 +163,9 @@ class GenerateMri(BasicInferTask):
         it (``<name>_uncertainty.nii.gz``, same grid; its path is the result's ``uncertainty_map``: MONAI
         Label returns one image per request, so a client on another host asks again with
         ``{"uncertainty_only": true}``), and the result carries ``ood_score``, ``ood_threshold`` and
-        ``ood_flag``, with the warning among ``warnings`` when flagged.
+        ``ood_flag``, with the warning among ``warnings`` when flagged. With the tissue head,
+        ``{"labels_only": true}`` returns the tissue label map instead (uint8 classes, same grid; the
+        result's ``knee`` holds the readings taken on it and the class legend).
         """
         import nibabel as nib
 
@@ -176,6 +184,10 @@ class GenerateMri(BasicInferTask):
         if data.get("uncertainty_only") and uncertainty_path is not None:  # (no map: refused in run_inferer)
             os.replace(uncertainty_path, name)
             uncertainty_path = name
+        elif data.get("labels_only") and pred.labels is not None:  # (no labels: refused in run_inferer)
+            from xray2mri.pipeline.serving.tissue_outputs import write_label_map
+
+            write_label_map(pred.labels, pred.affine, name)
         else:
             write_nifti(pred.volume, pred.affine, name)
         result = {
@@ -191,5 +203,6 @@ class GenerateMri(BasicInferTask):
             "knee_note": data.get(NOTE_KEY, ""),
             **(pred.ood or {}),
             "uncertainty_map": uncertainty_path,
+            "labels_available": pred.labels is not None,
         }
         return name, result
