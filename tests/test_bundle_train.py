@@ -246,3 +246,22 @@ def test_torchrun_two_processes_on_cpu_only_rank0_writes(tmp_path, bundle_dir, t
     assert not any(k.startswith("module.") for k in latest["model"])  # DDP unwrapped: loads into a plain net
     assert latest["trainer"]["iteration"] // latest["trainer"]["epoch_length"] == 2
     assert proc.stdout.count("saved latest checkpoint (epoch 2)") == 1
+
+
+def test_augmentation_varies_the_radiographs_appearance_and_keeps_it_in_range(tmp_path, bundle_dir, tiny_bundle_overrides):
+    """``aug_prob`` > 0: exposure, blur, edge enhancement, LUT shape and noise change the training radiograph from
+    draw to draw (within [0, 1], the preprocessing's range); ``aug_prob`` 0: every draw is the same."""
+    draws = {}
+    for prob in (0.0, 1.0):
+        wf = _workflow(bundle_dir, {**tiny_bundle_overrides, "aug_prob": prob, "log_dir": str(tmp_path / f"tb{prob}")})
+        preprocessing = wf.parser.get_parsed_content("train#preprocessing")
+        item = wf.parser.get_parsed_content("train#datalist")[0]
+        preprocessing.set_random_state(seed=0)
+        draws[prob] = [np.asarray(preprocessing(dict(item))["xray"]) for _ in range(4)]
+    assert all(np.array_equal(d, draws[0.0][0]) for d in draws[0.0])
+    varied = draws[1.0]
+    assert all(d.min() >= 0.0 and d.max() <= 1.0 for d in varied)
+    assert min(float(np.abs(a - b).mean()) for i, a in enumerate(varied) for b in varied[i + 1:]) > 1e-3
+    names = {type(t).__name__ for t in wf.parser.get_parsed_content("train#random_transforms")}
+    assert {"RandAdjustContrastd", "RandGaussianSmoothd", "RandGaussianSharpend", "RandHistogramShiftd",
+            "RandGaussianNoised"} <= names
