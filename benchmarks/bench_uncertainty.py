@@ -218,23 +218,39 @@ def hand_like(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
     return img + rng.normal(0, 0.02, shape)
 
 
-def processed_variants(dicom: Path, out_dir: Path) -> dict[str, Path]:
-    """Heavily processed / mis-windowed copies of one radiograph (same header, pixels changed)."""
+def _clipped_window(u: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(u, [40, 60])
+    return (np.clip(u, lo, hi) - lo) / max(hi - lo, 1e-6)
+
+
+def _unsharp(amount: float, sigma: float):
+    def apply(u: np.ndarray) -> np.ndarray:
+        from scipy.ndimage import gaussian_filter
+
+        return u + amount * (u - gaussian_filter(u, sigma))
+    return apply
+
+
+#: Heavy processing and mis-windowing, each on the stored pixel values scaled to [0, 1].
+HEAVY_PROCESSING = {
+    "gamma_0.4": lambda u: u ** 0.4,
+    "gamma_2.5": lambda u: u ** 2.5,
+    "inverted_lut": lambda u: 1.0 - u,
+    "unsharp_heavy": _unsharp(3.0, 8),
+    "clipped_window": _clipped_window,
+}
+
+
+def processed_variants(dicom: Path, out_dir: Path, processing=None) -> dict[str, Path]:
+    """Processed copies of one radiograph (same header, pixels changed), one per entry of ``processing``
+    (name -> function of the stored values scaled to [0, 1]; default :data:`HEAVY_PROCESSING`)."""
     import pydicom
-    from scipy.ndimage import gaussian_filter
 
     ds = pydicom.dcmread(dicom)
     raw = ds.pixel_array.astype(float)
     top = float(2 ** int(ds.BitsStored) - 1)
     u = raw / top
-    lo, hi = np.percentile(u, [40, 60])
-    variants = {
-        "gamma_0.4": u ** 0.4,
-        "gamma_2.5": u ** 2.5,
-        "inverted_lut": 1.0 - u,
-        "unsharp_heavy": u + 3.0 * (u - gaussian_filter(u, 8)),
-        "clipped_window": (np.clip(u, lo, hi) - lo) / max(hi - lo, 1e-6),
-    }
+    variants = {name: f(u) for name, f in (processing or HEAVY_PROCESSING).items()}
     paths = {}
     for name, img in variants.items():
         copy = pydicom.dcmread(dicom)

@@ -115,11 +115,13 @@ def split_outputs(
 def fit_calibration(outputs: SplitOutputs, distribution: str = "laplace", ood_quantile: float = 0.99,
                     fitted_on: Mapping[str, Any] | None = None,
                     ood_inputs: list[dict[str, float]] | None = None,
-                    confidence: float = COVERAGE_CONFIDENCE) -> UncertaintyCalibration:
+                    confidence: float = COVERAGE_CONFIDENCE,
+                    factors: Mapping[str, float] | None = None) -> UncertaintyCalibration:
     """Conformal factors and OOD reference/threshold from one split's outputs (see the module docstring).
 
     ``ood_inputs`` are the OOD components of the split's radiographs as served (:func:`served_components`);
-    by default they are computed from ``outputs`` (the evaluation's preprocessing).
+    by default they are computed from ``outputs`` (the evaluation's preprocessing). ``factors``: ones already
+    fitted on these outputs (a second call, with the served OOD inputs, need not fit them again).
 
     Raises:
         ValueError: no subjects.
@@ -127,8 +129,8 @@ def fit_calibration(outputs: SplitOutputs, distribution: str = "laplace", ood_qu
     if not outputs.subjects:
         raise ValueError("fit_calibration: the split has no subjects")
     scores = [((t - p).abs() / s).reshape(-1) for p, s, t in zip(outputs.predictions, outputs.sigmas, outputs.truths)]
-    factors = {level_key(level): subject_conformal_factor(scores, level, confidence)
-               for level in sorted({*LEVELS, *RELIABILITY_LEVELS})}
+    factors = dict(factors) if factors else {level_key(level): subject_conformal_factor(scores, level, confidence)
+                                             for level in sorted({*LEVELS, *RELIABILITY_LEVELS})}
     calibration = UncertaintyCalibration(factors=factors, distribution=distribution, ood_quantile=ood_quantile)
     components = ood_inputs or [ood_components(calibration.half_width(torch.log(s)), x, r)
                                 for s, x, r in zip(outputs.sigmas, outputs.xrays, outputs.reconstructions)]
@@ -191,6 +193,6 @@ def calibrate_bundle(
     served = served_components(bundle_dir, factors_only, paths, weights, overrides)
     calibration = fit_calibration(outputs, distribution=str(distribution), ood_quantile=ood_quantile,
                                   fitted_on={**fitted_on, "ood_fitted_on": f"{len(served)} knees as served"},
-                                  ood_inputs=served or None)
+                                  ood_inputs=served or None, factors=factors_only.factors)
     path = save_calibration(calibration, out if out is not None else Path(bundle_dir) / CALIBRATION_FILE)
     return calibration, path
