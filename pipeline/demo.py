@@ -166,8 +166,22 @@ def best_checkpoint(run_dir: Path) -> Path:
     return path
 
 
+#: train.json settings that shape the installed network: the demo's calibrate and predict steps (and every
+#: later use of the bundle) build it from train.json itself, so an ``--override`` of them would install
+#: weights that the bundle cannot load.
+ARCHITECTURE_SETTINGS: tuple[str, ...] = ("tissue_weight", "tissue_classes", "uncertainty", "uncertainty_channels")
+
+
 def run_demo(settings: DemoSettings) -> dict:
-    """Run every step; returns the report's summary (also written to ``out_dir/report/summary.json``)."""
+    """Run every step; returns the report's summary (also written to ``out_dir/report/summary.json``).
+
+    Raises:
+        DemoError: a step failed, or an override of :data:`ARCHITECTURE_SETTINGS` (set them in train.json).
+    """
+    shaping = sorted(set(settings.bundle_overrides) & set(ARCHITECTURE_SETTINGS))
+    if shaping:
+        raise DemoError(f"--override {', '.join(shaping)}: these shape the network the bundle installs and serves; "
+                        f"set them in {settings.bundle / 'configs' / 'train.json'} instead (or in a copy of the bundle)")
     start = time.perf_counter()
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     make_cohort(settings)

@@ -50,3 +50,14 @@ def test_every_help_ends_with_a_runnable_example(words, capsys):
     assert argv[0] == "xray2mri" and tuple(argv[1 : 1 + len(words)]) == words, example
     args = cli.build_parser().parse_args(argv[1:])  # exits (SystemExit) if the example does not parse
     assert callable(args.func)
+
+
+def test_override_values_are_read_as_json_in_every_command_that_runs_bundle_configs():
+    """``--override tissue_weight 1.0`` is the number 1.0 (a string "1.0" broke the demo's calibrate step, whose
+    config compares it with 0), ``false`` is False, and a word stays a word."""
+    from xray2mri.pipeline.commands._overrides import parse_overrides
+
+    assert parse_overrides([("tissue_weight", "1.0"), ("uncertainty", "false"), ("variant", "bottleneck"),
+                            ("mri_shape", "[64, 64, 64]"), ("init_from", "null")]) == {
+        "tissue_weight": 1.0, "uncertainty": False, "variant": "bottleneck", "mri_shape": [64, 64, 64],
+        "init_from": None}

@@ -110,3 +110,14 @@ def test_demo_headline_prints_undefined_means_and_noisy_criteria(capsys):
     assert "psnr_db 25.500" in out and "jsw_abs_err_mm n/a" in out
     assert "NOT MET" in out and "within the noise" in out and "jsw_abs_err_mm < nn" in out
     assert "psnr_db >= m + 3" not in out.split("within the noise")[1]
+
+
+def test_demo_refuses_overrides_that_change_the_installed_network(tmp_path):
+    """``--override tissue_weight 1.0`` trained a tissue head whose weights the bundle's own train.json (read by
+    calibrate and predict) could not load, an hour later; now it is refused at once, saying where to set it."""
+    from xray2mri.pipeline.demo import DemoError, DemoSettings, run_demo
+
+    settings = DemoSettings(cohort=tmp_path / "cohort", out_dir=tmp_path / "out", bundle_overrides={"tissue_weight": 1.0})
+    with pytest.raises(DemoError, match="tissue_weight.*train.json"):
+        run_demo(settings)
+    assert not (tmp_path / "cohort").exists() and not (tmp_path / "out").exists()

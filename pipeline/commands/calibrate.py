@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from xray2mri.pipeline.commands._help import ExampleHelpFormatter, with_example
+from xray2mri.pipeline.commands._overrides import parse_overrides
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from xray2mri.pipeline.training.calibrate import calibrate_bundle
     from xray2mri.transforms.errors import InputError
 
-    overrides = {k: _literal(v) for k, v in args.override}
+    overrides = parse_overrides(args.override)
     try:
         calibration, path = calibrate_bundle(
             args.bundle, args.datalist, args.base_dir, weights=args.weights, out=args.out, split=args.split,
@@ -56,12 +57,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"calibrated on {calibration.fitted_on.get('subjects')} {args.split} subjects: {factors}; "
           f"OOD threshold {calibration.ood_threshold:.3f} -> {path}")
     return 0
-
-
-def _literal(text: str) -> object:
-    import json
-
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from xray2mri.pipeline.commands._help import ExampleHelpFormatter, with_example
+from xray2mri.pipeline.commands._overrides import parse_overrides
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     settings = DemoSettings(
         bundle=args.bundle, cohort=args.cohort, datalist=args.datalist, out_dir=args.out,
         subjects=args.subjects, seed=args.seed, epochs=args.epochs, variants=tuple(args.variants) if args.variants else None,
-        workers=args.workers, bundle_overrides=dict(args.override),
+        workers=args.workers, bundle_overrides=parse_overrides(args.override),
     )
     try:
         run_demo(settings)

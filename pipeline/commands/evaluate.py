@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from xray2mri.pipeline.commands._help import ExampleHelpFormatter, with_example
+from xray2mri.pipeline.commands._overrides import parse_overrides
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = evaluate_bundle(
             args.bundle, args.datalist, args.base_dir, args.out, split=args.split, weights=args.weights,
-            criteria=args.criteria, name=args.name, overrides=dict(args.override), train_log=args.train_log,
+            criteria=args.criteria, name=args.name, overrides=parse_overrides(args.override), train_log=args.train_log,
             seed=args.seed, n_montage=args.montages, progress=not args.no_progress,
         )
     except (InputError, StepError, FileNotFoundError) as err:
