@@ -293,23 +293,22 @@ def real_knees(images: list[Path], real_dir: Path | None, out_dir: Path) -> dict
     return found
 
 
-def _fresh_one(job: tuple[str, int, int, str]) -> str:
-    from xray2mri.pipeline.data.synth.cohort import make_subject, write_subject
-
-    out_dir, index, seed, preset = job
-    return str(next(write_subject(out_dir, make_subject(index, seed, preset)).glob("*_xray.dcm")))
+#: Fresh radiographs start this many indices after the cohort's last subject, past the held-out
+#: radiographs the demo calibrates its OOD threshold on (``DemoSettings.ood_calibration_subjects``).
+FRESH_OFFSET = 1000
 
 
 def fresh_subjects(cohort: Path, n: int, out_dir: Path) -> dict[str, Path]:
-    """``n`` new radiographs from the cohort's own generator (same seed and preset, the indices after its
-    last subject): in distribution, in no split, so the flag rate is measured on more than the 30 of test."""
-    from concurrent.futures import ProcessPoolExecutor
+    """``n`` new radiographs from the cohort's own generator (same seed and preset, indices from the cohort's
+    size + :data:`FRESH_OFFSET`): in distribution, in no split and not among the demo's held-out calibration
+    radiographs, so the flag rate is measured on more than the 30 of test."""
+    from xray2mri.pipeline.data.synth.cohort import generate_subjects
 
     info = json.loads((cohort / "cohort.json").read_text())
-    first = int(info["subjects"])
-    jobs = [(str(out_dir), first + i, int(info["seed"]), str(info["preset"]["name"])) for i in range(n)]
-    with ProcessPoolExecutor() as pool:
-        return {Path(path).parent.name: Path(path) for path in pool.map(_fresh_one, jobs)}
+    first = int(info["subjects"]) + FRESH_OFFSET
+    folders = generate_subjects(out_dir, range(first, first + n), int(info["seed"]), str(info["preset"]["name"]),
+                                progress=False)
+    return {f.name: next(f.glob("*_xray.dcm")) for f in folders}
 
 
 def fresh_errors(bundle: Path, fresh_dir: Path) -> dict[str, float]:

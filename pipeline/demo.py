@@ -9,6 +9,7 @@ everything else is rewritten under ``out_dir``.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -56,6 +57,10 @@ class DemoSettings:
     #: for the comparison table (``xray2mri demo --variants bottleneck geometry``).
     variants: tuple[str, ...] | None = None
     predict_count: int = 3
+    #: Held-out radiographs of the cohort's population (the subjects after its last one; no MRI is read)
+    #: that join the 30 validation radiographs for the OOD threshold: from 99 scores on it is their
+    #: conformal 99th percentile. Made once beside the cohort, ``<cohort>_ood_calibration/``.
+    ood_calibration_subjects: int = 200
     workers: int | None = None
     criteria: Path = DEMO_CRITERIA
     bundle_overrides: dict[str, object] = field(default_factory=dict)
@@ -123,13 +128,41 @@ def train(settings: DemoSettings, variant: str) -> Path:
     return run_dir
 
 
+def ood_calibration_radiographs(settings: DemoSettings) -> Path | None:
+    """The held-out radiographs for the OOD threshold (:attr:`DemoSettings.ood_calibration_subjects` subjects after
+    the cohort's last), made once into ``<cohort>_ood_calibration/``; None when none are asked for."""
+    n = settings.ood_calibration_subjects
+    if n <= 0:
+        return None
+    folder = settings.cohort.with_name(f"{settings.cohort.name}_ood_calibration")
+    stamp = folder / "held_out.json"
+    wanted = {"synthetic": True, "seed": settings.seed, "preset": settings.preset,
+              "indices": [settings.subjects, settings.subjects + n]}
+    if stamp.is_file() and json.loads(stamp.read_text()) == wanted:
+        _say(f"OOD calibration radiographs: reusing {folder}")
+        return folder
+    from xray2mri.pipeline.data.synth.cohort import generate_subjects
+
+    _say(f"OOD calibration radiographs: {n} held-out SYNTHETIC subjects -> {folder}")
+    if folder.exists():
+        shutil.rmtree(folder)
+    generate_subjects(folder, range(settings.subjects, settings.subjects + n), settings.seed, settings.preset,
+                      settings.workers, progress=False)
+    stamp.write_text(json.dumps(wanted) + "\n")
+    return folder
+
+
 def calibrate(settings: DemoSettings) -> None:
-    """Fit the installed model's uncertainty calibration on the cohort's validation split (``xray2mri calibrate``).
+    """Fit the installed model's uncertainty calibration on the cohort's validation split (``xray2mri calibrate``),
+    its OOD threshold with the held-out radiographs too (:func:`ood_calibration_radiographs`).
 
     Writes ``models/uncertainty_calibration.json`` beside ``models/model.pt``; the report measures it on the test split.
     """
     cmd: list[object] = [sys.executable, "-m", "xray2mri.pipeline.cli", "calibrate", "--bundle", settings.bundle,
                          "--datalist", settings.cohort / "datalist.json", "--base-dir", settings.cohort]
+    held_out = ood_calibration_radiographs(settings)
+    if held_out is not None:
+        cmd += ["--ood-radiographs", held_out]
     for key, value in settings.bundle_overrides.items():
         cmd += ["--override", key, json.dumps(value)]
     _run("calibrate uncertainty (validation split)", cmd, log=settings.out_dir / "calibrate.log")

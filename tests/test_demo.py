@@ -32,7 +32,7 @@ def demo_run(tmp_path_factory, tiny_cohort) -> tuple[Path, Path, str]:
     out = tmp / "run"
     cmd = [sys.executable, "-m", "xray2mri.pipeline.cli", "demo", "--bundle", str(bundle), "--cohort", str(tiny_cohort),
            "--datalist", str(tiny_cohort / "datalist.json"), "--out", str(out), "--epochs", str(EPOCHS),
-           "--override", "num_workers", "0"]
+           "--override", "num_workers", "0", "--ood-calibration", "2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -69,7 +69,11 @@ def test_demo_installs_the_declared_variant_and_predicts_with_it(demo_run, tiny_
     # and the report measured the map's coverage on the test split
     maps = sorted((out / "predict").glob("*_uncertainty.nii.gz"))
     assert [m.name.replace("_uncertainty", "_mri_synthetic") for m in maps] == [v.name for v in volumes]
-    assert (bundle / "models" / "uncertainty_calibration.json").is_file()
+    calibration = json.loads((bundle / "models" / "uncertainty_calibration.json").read_text())
+    # its OOD threshold also saw the held-out radiographs made beside the cohort (2 here; 200 in make demo)
+    held_out = tiny_cohort.with_name(f"{tiny_cohort.name}_ood_calibration")
+    assert len(list(held_out.glob("SYN*/*_xray.dcm"))) == 2
+    assert calibration["fitted_on"]["held_out_ood_scores"] == 2
     summary = json.loads((out / "report" / "summary.json").read_text())
     for name in ("uncertainty_coverage_80", "uncertainty_coverage_90", "uncertainty_coverage_95",
                  "uncertainty_width_90", "uncertainty_error_spearman"):

@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="validation", help="split to fit on (default validation; never test)")
     p.add_argument("--ood-quantile", type=float, default=0.99,
                    help="validation quantile of the OOD score used as threshold (default 0.99)")
+    p.add_argument("--ood-radiographs", default=None, metavar="DIR",
+                   help="folder of more held-out radiographs of the training population (no MRI needed) for the "
+                        "OOD threshold: from 99 of them it is their conformal 99th percentile")
     p.add_argument("--override", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                    help="extra bundle override, e.g. --override variant bottleneck")
     p.set_defaults(func=run)
@@ -46,9 +49,16 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = parse_overrides(args.override)
     try:
+        extra = []
+        if args.ood_radiographs:
+            from xray2mri.pipeline.serving.files import find_radiographs, looks_like_dicom
+
+            extra = [f for f in find_radiographs(args.ood_radiographs) if looks_like_dicom(f)]
+            if not extra:
+                raise FileNotFoundError(f"{args.ood_radiographs}: no radiograph in this folder")
         calibration, path = calibrate_bundle(
             args.bundle, args.datalist, args.base_dir, weights=args.weights, out=args.out, split=args.split,
-            ood_quantile=args.ood_quantile, overrides=overrides,
+            ood_quantile=args.ood_quantile, overrides=overrides, ood_radiographs=extra,
         )
     except (InputError, FileNotFoundError, ValueError) as err:
         print(f"xray2mri calibrate: {err}", file=sys.stderr)

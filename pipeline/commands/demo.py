@@ -35,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="network variants to train and compare (default: the one the bundle declares; "
                         "'--variants bottleneck geometry' adds the paper's form for the comparison table)")
     p.add_argument("--workers", type=int, default=None, help="processes for the cohort (default: all cores)")
+    p.add_argument("--ood-calibration", type=int, default=d.ood_calibration_subjects, metavar="N",
+                   help=f"held-out radiographs made beside the cohort for the OOD threshold (default "
+                        f"{d.ood_calibration_subjects}; 0: the validation split's alone)")
     p.add_argument("--override", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                    help="extra bundle override for every bundle run, e.g. --override batch_size 8")
     p.set_defaults(func=run)
@@ -49,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         bundle=args.bundle, cohort=args.cohort, datalist=args.datalist, out_dir=args.out,
         subjects=args.subjects, seed=args.seed, epochs=args.epochs, variants=tuple(args.variants) if args.variants else None,
         workers=args.workers, bundle_overrides=parse_overrides(args.override),
+        ood_calibration_subjects=args.ood_calibration,
     )
     try:
         run_demo(settings)

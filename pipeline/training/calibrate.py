@@ -25,7 +25,7 @@ Example::
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,12 +116,15 @@ def fit_calibration(outputs: SplitOutputs, distribution: str = "laplace", ood_qu
                     fitted_on: Mapping[str, Any] | None = None,
                     ood_inputs: list[dict[str, float]] | None = None,
                     confidence: float = COVERAGE_CONFIDENCE,
-                    factors: Mapping[str, float] | None = None) -> UncertaintyCalibration:
+                    factors: Mapping[str, float] | None = None,
+                    ood_extra: Sequence[Mapping[str, float]] = ()) -> UncertaintyCalibration:
     """Conformal factors and OOD reference/threshold from one split's outputs (see the module docstring).
 
     ``ood_inputs`` are the OOD components of the split's radiographs as served (:func:`served_components`);
     by default they are computed from ``outputs`` (the evaluation's preprocessing). ``factors``: ones already
     fitted on these outputs (a second call, with the served OOD inputs, need not fit them again).
+    ``ood_extra``: OOD components of more held-out radiographs; they join the threshold's scores, not the
+    reference medians (those stay the split's).
 
     Raises:
         ValueError: no subjects.
@@ -136,10 +139,12 @@ def fit_calibration(outputs: SplitOutputs, distribution: str = "laplace", ood_qu
                                 for s, x, r in zip(outputs.sigmas, outputs.xrays, outputs.reconstructions)]
     calibration.ood_reference = {k: float(np.median([c[k] for c in components])) for k in components[0]}
     ood_scores = [ood_score(c, calibration.ood_reference) for c in components]
-    calibration.ood_threshold = quantile_threshold(ood_scores, ood_quantile)
+    extra_scores = [ood_score(c, calibration.ood_reference) for c in ood_extra]
+    calibration.ood_threshold = quantile_threshold(ood_scores + extra_scores, ood_quantile)
     calibration.fitted_on = {"subjects": len(outputs.subjects), "voxels": sum(int(x.numel()) for x in scores),
                              "factors": f"subject-level conformal, {confidence:.0%} confidence",
-                             "validation_ood_scores": [round(s, 4) for s in ood_scores], **(fitted_on or {})}
+                             "validation_ood_scores": [round(s, 4) for s in ood_scores],
+                             "held_out_ood_scores": len(extra_scores), **(fitted_on or {})}
     return calibration
 
 
@@ -173,8 +178,14 @@ def calibrate_bundle(
     split: str = "validation",
     ood_quantile: float = 0.99,
     overrides: Mapping[str, Any] | None = None,
+    ood_radiographs: Sequence[str | os.PathLike] = (),
 ) -> tuple[UncertaintyCalibration, Path]:
     """Fit on ``split`` (validation) and write ``out`` (default ``bundle_dir/models/uncertainty_calibration.json``).
+
+    ``ood_radiographs``: more held-out radiographs of the training population (no MRI needed: the OOD score
+    reads only the radiograph), scored as served beside the split's for the OOD threshold. From 99 scores on
+    the threshold is their conformal rank, which a new input of that population exceeds with probability
+    at most ``1 - ood_quantile``; 30 validation radiographs alone cannot place a 99th percentile.
 
     Raises:
         ValueError: ``split`` is "test" (the report measures coverage there), or no uncertainty head.
@@ -191,8 +202,10 @@ def calibrate_bundle(
     factors_only = fit_calibration(outputs, distribution=str(distribution), ood_quantile=ood_quantile)
     paths = [str(item["xray"]) for item in manifests.load_datalist(datalist, split, base_dir)]
     served = served_components(bundle_dir, factors_only, paths, weights, overrides)
+    extra = served_components(bundle_dir, factors_only, [str(p) for p in ood_radiographs], weights, overrides)
     calibration = fit_calibration(outputs, distribution=str(distribution), ood_quantile=ood_quantile,
-                                  fitted_on={**fitted_on, "ood_fitted_on": f"{len(served)} knees as served"},
-                                  ood_inputs=served or None, factors=factors_only.factors)
+                                  fitted_on={**fitted_on, "ood_fitted_on": f"{len(served)} {split} knees as served"
+                                             + (f" + {len(extra)} held-out radiographs' knees" if extra else "")},
+                                  ood_inputs=served or None, factors=factors_only.factors, ood_extra=extra)
     path = save_calibration(calibration, out if out is not None else Path(bundle_dir) / CALIBRATION_FILE)
     return calibration, path

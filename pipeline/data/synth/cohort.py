@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,6 +215,42 @@ def _render_and_write(job: tuple[str, int, int, str]) -> int:
     return index
 
 
+def generate_subjects(
+    out_dir: str | os.PathLike,
+    indices: Sequence[int],
+    seed: int = 0,
+    preset: str = "demo",
+    workers: int | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Render the subjects ``indices`` of the cohort of ``seed`` into ``out_dir/SUBJ/`` (no datalist); their folders.
+
+    Subjects beyond a cohort's last index are new draws of the same population: held-out radiographs
+    for the OOD threshold (``xray2mri calibrate --ood-radiographs``) or fresh test inputs.
+    """
+    pre = get_preset(preset)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    indices = list(indices)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(indices) or 1))
+    jobs = [(str(out), i, seed, pre.name) for i in indices]
+    bar = tqdm(total=len(jobs), desc=f"synth {pre.name}", unit="subject", disable=not progress)
+    try:
+        if workers == 1:
+            for job in jobs:
+                _render_and_write(job)
+                bar.update()
+        else:
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            with ctx.Pool(workers) as pool:
+                for _ in pool.imap_unordered(_render_and_write, jobs, chunksize=1):
+                    bar.update()
+    finally:
+        bar.close()
+    return [out / subject_id(i) for i in indices]
+
+
 def generate_cohort(
     out_dir: str | os.PathLike,
     n_subjects: int,
@@ -248,22 +285,7 @@ def generate_cohort(
     for old in out.iterdir():
         if old.is_dir() and _SUBJECT_DIR.match(old.name) and old.name not in keep and any(old.glob("*_meta.json")):
             shutil.rmtree(old)
-    workers = max(1, min(workers or os.cpu_count() or 1, n_subjects))
-    jobs = [(str(out), i, seed, pre.name) for i in range(n_subjects)]
-    bar = tqdm(total=n_subjects, desc=f"synth {pre.name}", unit="subject", disable=not progress)
-    try:
-        if workers == 1:
-            for job in jobs:
-                _render_and_write(job)
-                bar.update()
-        else:
-            methods = multiprocessing.get_all_start_methods()
-            ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            with ctx.Pool(workers) as pool:
-                for _ in pool.imap_unordered(_render_and_write, jobs, chunksize=1):
-                    bar.update()
-    finally:
-        bar.close()
+    generate_subjects(out, range(n_subjects), seed, pre.name, workers, progress)
     (out / "tissues.json").write_text(json.dumps(legend(), indent=1) + "\n")
     info = {
         "synthetic": True,
