@@ -42,10 +42,12 @@ KNEE_ROWS, KNEE_COLS = 360, 300
 KNEE_CENTRE = (170, 150)
 
 
-def make_tiny_bundle(bundle: Path, seed: int = 0, whole: bool = True, sizes: dict | None = None) -> Path:
+def make_tiny_bundle(bundle: Path, seed: int = 0, whole: bool = True, sizes: dict | None = None,
+                     tissue: bool = False) -> Path:
     """Write a tiny bundle at ``bundle`` (configs only unless ``whole``) with random weights; returns it.
 
-    ``sizes`` replaces :data:`TINY_SIZES` (e.g. volumes large enough for the 11-voxel SSIM window).
+    ``sizes`` replaces :data:`TINY_SIZES` (e.g. volumes large enough for the 11-voxel SSIM window);
+    ``tissue`` trains-as-declared a tissue head (train.json ``tissue_weight`` 1.0, weights with the head).
     """
     if whole:
         shutil.copytree(REAL_BUNDLE, bundle, ignore=shutil.ignore_patterns("models", "eval"))
@@ -57,6 +59,8 @@ def make_tiny_bundle(bundle: Path, seed: int = 0, whole: bool = True, sizes: dic
         cfg.update({k: v for k, v in sizes.items() if k in cfg})
         if "uncertainty" in cfg:  # tiny bundles test the path with the head, whatever the real bundle says
             cfg["uncertainty"] = True
+        if tissue and "tissue_weight" in cfg:
+            cfg["tissue_weight"] = 1.0
         if isinstance(cfg.get("network_def"), dict):
             cfg["network_def"].update(TINY_NET)
         if "network_data_format" in cfg:  # metadata.json states the sizes train.json sets
@@ -90,3 +94,17 @@ def write_dx(
     ds.PatientID = "PAT-0042"
     path.parent.mkdir(parents=True, exist_ok=True)
     return xray_factory.save(ds, path)
+
+
+def run_inference_json(bundle: Path, inputs: Path, output_dir: Path) -> None:
+    """Run the bundle's inference.json on ``inputs`` (a file or folder) into ``output_dir``, on the CPU."""
+    from monai.bundle import ConfigWorkflow
+
+    wf = ConfigWorkflow(
+        config_file=str(bundle / "configs" / "inference.json"), logging_file=False, workflow_type=None,
+        meta_file=str(bundle / "configs" / "metadata.json"), bundle_root=str(bundle),
+        input=str(inputs), output_dir=str(output_dir), device="$torch.device('cpu')",
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()

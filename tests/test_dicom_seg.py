@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-import torch
 from bundle_factory import make_tiny_bundle
 from bundle_factory import write_dx as _dx
 
@@ -61,14 +60,7 @@ def test_seg_refuses_a_label_map_that_is_not_the_series(tmp_path):
 
 
 def _tissue_bundle(tmp_path: Path) -> Path:
-    from xray2mri.pipeline.training.engine import network_from_bundle
-
-    bundle = make_tiny_bundle(tmp_path / "bundle", whole=False)
-    train = bundle / "configs" / "train.json"
-    train.write_text(train.read_text().replace('"tissue_weight": 0.0', '"tissue_weight": 1.0'))
-    torch.manual_seed(0)
-    torch.save(network_from_bundle(bundle).state_dict(), bundle / "models" / "model.pt")
-    return bundle
+    return make_tiny_bundle(tmp_path / "bundle", whole=False, tissue=True)
 
 
 @pytest.mark.parametrize("side", ["R", "L"])

@@ -27,13 +27,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from bundle_factory import TINY_SIZES, make_tiny_bundle
 from bundle_factory import write_dx as _dx
 
 from xray2mri.pipeline.data.synth.tissues import NUM_CLASSES
 from xray2mri.pipeline.serving.predict import Predictor
-from xray2mri.pipeline.training.engine import network_from_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".venv-monailabel"
@@ -97,12 +95,8 @@ def test_server_lists_task_and_returns_synthetic_volume(tmp_path):
     if not python.is_file():
         pytest.fail(f"{python} is missing: run `make .venv-monailabel/.installed` (MONAI Label lives in its own venv)")
 
-    bundle = make_tiny_bundle(tmp_path / "bundle" / "knee_xray2mri")
     # with the tissue head, so the server also returns a label map
-    train = bundle / "configs" / "train.json"
-    train.write_text(train.read_text().replace('"tissue_weight": 0.0', '"tissue_weight": 1.0'))
-    torch.manual_seed(0)
-    torch.save(network_from_bundle(bundle).state_dict(), bundle / "models" / "model.pt")
+    bundle = make_tiny_bundle(tmp_path / "bundle" / "knee_xray2mri", tissue=True)
     studies = tmp_path / "studies"
     _dx(studies / "knee01.dcm", laterality="L")  # a left knee: the output is mirrored back to its side
     # what MONAI Label's DICOMweb datastore hands over: the radiograph converted to NIfTI

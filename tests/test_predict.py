@@ -18,7 +18,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 import xray_factory
-from bundle_factory import TINY_SIZES, make_tiny_bundle
+from bundle_factory import TINY_SIZES, make_tiny_bundle, run_inference_json
 from bundle_factory import write_dx as _dx
 
 from xray2mri.pipeline import cli
@@ -234,8 +234,6 @@ def test_radiograph_without_a_side_is_predicted_with_a_warning(tiny_bundle, tmp_
 
 def test_predict_and_inference_json_take_the_same_files_and_agree(tiny_bundle, tmp_path, capsys):
     """One input rule: nested folders and extensionless DICOM are taken, hidden names skipped, by both ways in."""
-    from monai.bundle import ConfigWorkflow
-
     from xray2mri.pipeline.serving.volume_outputs import inference_items
 
     inp = tmp_path / "in"
@@ -252,14 +250,7 @@ def test_predict_and_inference_json_take_the_same_files_and_agree(tiny_bundle, t
 
     assert _predict("--bundle", str(tiny_bundle), "--input", str(inp), "--output", str(tmp_path / "p")) == 1
     assert f"{inp / 'README.txt'}: rejected: " in capsys.readouterr().err
-    wf = ConfigWorkflow(
-        config_file=str(tiny_bundle / "configs" / "inference.json"), logging_file=False, workflow_type=None,
-        meta_file=str(tiny_bundle / "configs" / "metadata.json"), bundle_root=str(tiny_bundle),
-        input=str(inp), output_dir=str(tmp_path / "i"), device="$torch.device('cpu')",
-    )
-    wf.initialize()
-    wf.run()
-    wf.finalize()
+    run_inference_json(tiny_bundle, inp, tmp_path / "i")
     volumes = ["top_mri_synthetic.nii.gz", "visit1/001_mri_synthetic.nii.gz", "visit2/001_mri_synthetic.nii.gz"]
     maps = [v.replace("_mri_synthetic", "_uncertainty") for v in volumes]
     assert [f for f in _files(tmp_path / "p") if f.endswith(".nii.gz")] == sorted(volumes + maps)

@@ -205,18 +205,13 @@ def test_inference_json_writes_the_label_map_and_readings_as_predict_does(tmp_pa
     import json
 
     import nibabel as nib
-    from bundle_factory import make_tiny_bundle
+    from bundle_factory import make_tiny_bundle, run_inference_json
     from bundle_factory import write_dx as _dx
 
     from xray2mri.pipeline.serving.predict import Predictor, save_prediction
     from xray2mri.pipeline.serving.tissue_outputs import SIDECAR_READINGS
-    from xray2mri.pipeline.training.engine import network_from_bundle
 
-    bundle = make_tiny_bundle(tmp_path / "bundle", whole=False)
-    train = bundle / "configs" / "train.json"
-    train.write_text(train.read_text().replace('"tissue_weight": 0.0', '"tissue_weight": 1.0'))
-    torch.manual_seed(1)
-    torch.save(network_from_bundle(bundle).state_dict(), bundle / "models" / "model.pt")  # weights with the head
+    bundle = make_tiny_bundle(tmp_path / "bundle", whole=False, tissue=True)
     inp = tmp_path / "in"
     for side in ("R", "L"):
         _dx(inp / f"knee_{side}.dcm", side)
@@ -224,14 +219,7 @@ def test_inference_json_writes_the_label_map_and_readings_as_predict_does(tmp_pa
     predictor = Predictor.from_bundle(bundle)
     for side in ("R", "L"):
         save_prediction(predictor.predict(inp / f"knee_{side}.dcm"), tmp_path / "p", f"knee_{side}")
-    wf = ConfigWorkflow(
-        config_file=str(bundle / "configs" / "inference.json"), logging_file=False, workflow_type=None,
-        meta_file=str(bundle / "configs" / "metadata.json"), bundle_root=str(bundle),
-        input=str(inp), output_dir=str(tmp_path / "i"), device="$torch.device('cpu')",
-    )
-    wf.initialize()
-    wf.run()
-    wf.finalize()
+    run_inference_json(bundle, inp, tmp_path / "i")
     for side in ("R", "L"):
         by_predict, by_bundle = (nib.load(tmp_path / d / f"knee_{side}_labels_synthetic.nii.gz") for d in ("p", "i"))
         assert by_bundle.get_data_dtype() == np.uint8 and "SYNTHETIC" in str(by_bundle.header["descrip"])

@@ -72,26 +72,27 @@ def fetch_generated_mri(server: str, image_id: str, task: str = TASK, dest_dir: 
     return path
 
 
+def _fetch_if_served(what: str, refusal_mark: str, server: str, image_id: str, task: str, dest_dir: str | None,
+                     timeout: float) -> str | None:
+    """``fetch_generated_mri(..., what=what)``, or None when the server's refusal says the bundle has no such output."""
+    try:
+        return fetch_generated_mri(server, image_id, task, dest_dir, timeout, what=what)
+    except RuntimeError as exc:
+        if refusal_mark in str(exc):
+            return None
+        raise
+
+
 def fetch_uncertainty_map(server: str, image_id: str, task: str = TASK, dest_dir: str | None = None,
                           timeout: float = 300.0) -> str | None:
     """The calibrated uncertainty map's NIfTI path, or None when the served bundle gives none."""
-    try:
-        return fetch_generated_mri(server, image_id, task, dest_dir, timeout, what="uncertainty")
-    except RuntimeError as exc:
-        if NO_MAP_MARK in str(exc):
-            return None
-        raise
+    return _fetch_if_served("uncertainty", NO_MAP_MARK, server, image_id, task, dest_dir, timeout)
 
 
 def fetch_label_map(server: str, image_id: str, task: str = TASK, dest_dir: str | None = None,
                     timeout: float = 300.0) -> str | None:
     """The tissue label map's NIfTI path, or None when the served bundle's network has no tissue head."""
-    try:
-        return fetch_generated_mri(server, image_id, task, dest_dir, timeout, what="labels")
-    except RuntimeError as exc:
-        if NO_LABELS_MARK in str(exc):
-            return None
-        raise
+    return _fetch_if_served("labels", NO_LABELS_MARK, server, image_id, task, dest_dir, timeout)
 
 
 def load_generated_mri(server: str, image_id: str, task: str = TASK):
