@@ -17,9 +17,9 @@ trains the other terms alone). SSIM is MONAI's definition
 (:py:class:`monai.losses.SSIMLoss` with ``spatial_dims=3``, ``data_range=1.0`` since targets
 are normalised to [0, 1]: "valid" Gaussian or uniform window, SSIM map averaged per volume,
 ``1 - SSIM`` averaged over the batch), computed by :func:`ssim_loss_3d` with the window
-applied one axis at a time: the same value (the tests compare it with ``SSIMLoss``) about
-35 times faster on CPU (forward + backward, batch of four 64^3 volumes, one thread: ~0.13 s
-instead of ~4.5 s). A term whose weight is 0 is not computed at all
+applied one axis at a time (:mod:`xray2mri.pipeline.ssim`): the same value (the tests compare
+it with ``SSIMLoss``) about 35 times faster on CPU (forward + backward, batch of four 64^3
+volumes, one thread: ~0.13 s instead of ~4.5 s). A term whose weight is 0 is not computed at all
 (CAE pre-training with ``mri_weight=0`` costs no MRI loss or generator backward).
 
 Logging: after every call the loss stores the latest values in ``last_terms``, a plain
@@ -40,28 +40,12 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.losses import DiceCELoss
 
+from xray2mri.pipeline.ssim import ssim_3d
+
 __all__ = ["HybridLoss", "POINTWISE_LOSSES", "ssim_loss_3d"]
 
 #: Names accepted for the radiograph and MRI terms, and the functions they name.
 POINTWISE_LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
-
-
-def _window_1d(size: int, sigma: float, kernel_type: str) -> torch.Tensor:
-    """Normalised 1-D window: MONAI's Gaussian (centred, ``sigma`` in voxels) or uniform."""
-    if kernel_type == "uniform":
-        return torch.full((size,), 1.0 / size)
-    dist = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    gauss = torch.exp(-((dist / sigma) ** 2) / 2)
-    return gauss / gauss.sum()
-
-
-def _valid_filter_matrix(n: int, window: torch.Tensor) -> torch.Tensor:
-    """(n, n - k + 1) band matrix M with ``v @ M`` = the "valid" correlation of ``v`` with ``window``."""
-    k = window.numel()
-    out = torch.arange(n - k + 1, device=window.device)
-    matrix = torch.zeros(n, n - k + 1, device=window.device, dtype=window.dtype)
-    matrix[out[:, None] + torch.arange(k, device=window.device)[None, :], out[:, None]] = window
-    return matrix
 
 
 def ssim_loss_3d(
@@ -74,38 +58,15 @@ def ssim_loss_3d(
     k1: float = 0.01,
     k2: float = 0.03,
 ) -> torch.Tensor:
-    """``1 - SSIM`` of two (B, C, D, H, W) batches, averaged over the batch (MONAI's ``SSIMLoss``).
-
-    The window is separable (a product of 1-D windows), so it is applied one axis at a time
-    ("valid", no padding, like MONAI) to the five local statistics at once, each pass a
-    matrix product with a band matrix (BLAS-fast; a single-channel ``conv3d`` is not, on CPU).
+    """``1 - SSIM`` of two (B, C, D, H, W) batches, averaged over the batch (MONAI's ``SSIMLoss``),
+    by the separable :func:`xray2mri.pipeline.ssim.ssim_3d`.
 
     Raises:
         ValueError: inputs that are not 5-D, or a side smaller than ``win_size``.
     """
-    if pred.dim() != 5 or pred.shape != target.shape:
-        raise ValueError(
-            f"ssim_loss_3d expects two (B, C, D, H, W) tensors of one shape, got "
-            f"{tuple(pred.shape)} and {tuple(target.shape)}"
-        )
-    if min(pred.shape[2:]) < win_size:
-        raise ValueError(
-            f"ssim_loss_3d: volume {tuple(pred.shape[2:])} is smaller than the SSIM window {win_size}"
-        )
-    if kernel_type not in ("gaussian", "uniform"):
-        raise ValueError(f"kernel_type must be 'gaussian' or 'uniform', got {kernel_type!r}")
-    b = pred.shape[0]
-    x = torch.stack([pred, target, pred * pred, target * target, pred * target], dim=2)  # (B, C, 5, D, H, W)
-    window = _window_1d(win_size, sigma, kernel_type).to(device=pred.device, dtype=pred.dtype)
-    for dim in (3, 4, 5):
-        x = (x.movedim(dim, -1) @ _valid_filter_matrix(x.shape[dim], window)).movedim(-1, dim)
-    mu_x, mu_y, mu_xx, mu_yy, mu_xy = x.unbind(dim=2)
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    sigma_x, sigma_y, sigma_xy = mu_xx - mu_x * mu_x, mu_yy - mu_y * mu_y, mu_xy - mu_x * mu_y
-    ssim_map = ((2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)) * (
-        (2 * sigma_xy + c2) / (sigma_x + sigma_y + c2)
-    )
-    return (1 - ssim_map.reshape(b, -1).mean(dim=1)).mean()
+    ssim = ssim_3d(pred, target, data_range=data_range, win_size=win_size, sigma=sigma,
+                   kernel_type=kernel_type, k1=k1, k2=k2)
+    return (1 - ssim).mean()
 
 
 class HybridLoss(nn.Module):
