@@ -265,3 +265,33 @@ def test_augmentation_varies_the_radiographs_appearance_and_keeps_it_in_range(tm
     names = {type(t).__name__ for t in wf.parser.get_parsed_content("train#random_transforms")}
     assert {"RandAdjustContrastd", "RandGaussianSmoothd", "RandGaussianSharpend", "RandHistogramShiftd",
             "RandGaussianNoised"} <= names
+
+
+def test_adversarial_option_trains_and_resumes_its_discriminator(tmp_path, bundle_dir, tiny_bundle_overrides):
+    """``adversarial_weight`` > 0: both terms are logged every iteration, the patch discriminator and its
+    optimizer are in the checkpoint, and a resumed run continues with the saved discriminator."""
+    # two downsamplings fewer than the 64^3 default: the tiny 16^3 volumes keep 2^3 patches before the last layer
+    overrides = {**tiny_bundle_overrides, "output_dir": str(tmp_path), "epochs": 1, "adversarial_weight": 0.1,
+                 "discriminator_def#num_layers_d": 1}
+    wf = _workflow(bundle_dir, overrides)
+    wf.initialize()
+    trainer, loss = wf.parser.get_parsed_content("train#trainer"), wf.parser.get_parsed_content("loss")
+    disc = wf.parser.get_parsed_content("discriminator")
+    before = {k: v.clone() for k, v in disc.state_dict().items()}
+    terms: list[dict] = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: terms.append(dict(loss.last_terms)))
+    wf.run()
+    assert terms and all({"adv_g", "adv_d", "mri", "total"} <= set(t) for t in terms)
+    latest = load_checkpoint(tmp_path / "checkpoints" / "checkpoint_latest.pt")
+    assert {"discriminator", "d_optimizer"} <= set(latest)
+    assert any(not torch.equal(before[k], v) for k, v in latest["discriminator"].items())
+
+    resumed = _workflow(bundle_dir, {**overrides, "epochs": 2, "resume": True})
+    resumed.initialize()
+    trainer, disc = resumed.parser.get_parsed_content("train#trainer"), resumed.parser.get_parsed_content("discriminator")
+    seen = {}
+    trainer.add_event_handler(Events.EPOCH_STARTED(once=2), lambda e: seen.update(
+        {k: v.clone() for k, v in disc.state_dict().items()}))
+    resumed.run()
+    for key, value in latest["discriminator"].items():
+        torch.testing.assert_close(seen[key], value)

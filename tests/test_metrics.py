@@ -188,3 +188,18 @@ def test_jsw_places_found_on_the_mri_itself_match_the_label_map_ones():
     assert np.median(rows) == pytest.approx(np.median([ln.row for ln in from_mri["medial"]]) + 5, abs=1)
     # no joint band at all: no lines, so JSW is nan rather than a guess
     assert M.compartment_lines_from_mri(np.full_like(vol, 0.3), spacing) == {"medial": [], "lateral": []}
+
+
+def test_boundary_sharpness_is_one_for_the_truth_and_falls_with_blur():
+    labels = np.zeros((16, 16, 16), dtype=np.int16)
+    labels[:, 6:, :] = 1
+    labels[4:12, 9:13, 4:12] = 2
+    truth = np.choose(labels, [0.1, 0.6, 0.9]).astype(np.float32)
+    blurred = torch.nn.functional.avg_pool3d(torch.from_numpy(truth)[None, None], 3, 1, 1,
+                                             count_include_pad=False)[0, 0].numpy()
+    assert M.boundary_sharpness(truth, truth, labels) == pytest.approx(1.0)
+    assert M.boundary_sharpness(blurred, truth, labels) < 0.9
+    assert M.boundary_sharpness(np.full_like(truth, 0.5), truth, labels) == 0.0  # no edges at all
+    assert math.isnan(M.boundary_sharpness(truth, truth, np.zeros_like(labels)))  # one tissue: no boundary
+    with pytest.raises(ValueError, match="labels shape"):
+        M.boundary_sharpness(truth, truth, labels[:8])

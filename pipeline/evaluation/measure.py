@@ -53,7 +53,7 @@ class MetricInfo:
     key: str
     label: str
     unit: str
-    better: str  # "↑" higher is better, "↓" lower is better, "→0" signed, best near zero
+    better: str  # "↑" higher is better, "↓" lower is better, "→0" signed, best near zero, "→1" a ratio, best near one
     note: str
 
 
@@ -71,6 +71,10 @@ METRICS: tuple[MetricInfo, ...] = (
         "ssim3d", "SSIM 3-D", "", "↑", "MONAI SSIMMetric, spatial_dims 3, data_range 1.0, Gaussian window 11"
     ),
     MetricInfo("mae", "MAE", "[0,1]", "↓", "mean absolute error on the [0, 1] scale"),
+    MetricInfo(
+        "boundary_sharpness", "edge sharpness vs truth", "ratio", "→1",
+        "mean gradient magnitude on the true tissue boundaries / the truth's (1 = as sharp; needs label maps)",
+    ),
     MetricInfo(
         "xray_psnr_db", "radiograph recon. PSNR", "dB", "↑", "CAE reconstruction vs input, data_range 1.0"
     ),
@@ -229,6 +233,9 @@ def evaluate_cases(
             )
             measured = {k: M.measure_jsw(vol, v, spacing, **gap_kw) for k, v in lines.items()}
             row.update(_jsw_columns(measured, truth))
+            row["boundary_sharpness"] = (
+                M.boundary_sharpness(vol, gt, case.labels) if case.labels is not None else math.nan
+            )
             if case.labels is not None and legend:
                 for tissue, value in M.mae_per_tissue(vol, gt, case.labels, legend).items():
                     row[f"mae_{tissue}"] = value

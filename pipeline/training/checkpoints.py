@@ -110,7 +110,8 @@ class LatestCheckpoint:
 
     Args:
         save_dir: folder of the checkpoint.
-        save_dict: objects with ``state_dict()``; a DDP-wrapped network is unwrapped.
+        save_dict: objects with ``state_dict()``; a DDP-wrapped network is unwrapped; an entry that is
+            ``None`` (an optional part switched off, e.g. the discriminator) is left out.
         filename: name of the file in ``save_dir``.
         interval: save every this many epochs.
     """
@@ -122,7 +123,7 @@ class LatestCheckpoint:
         if TRAINER_KEY in save_dict:
             raise ValueError(f"save_dict must not hold {TRAINER_KEY!r}: the attached engine's state is saved under it")
         self.path = Path(save_dir) / filename
-        self.save_dict = dict(save_dict)
+        self.save_dict = {k: v for k, v in save_dict.items() if v is not None}
         self.interval = int(interval)
 
     def attach(self, engine: Engine) -> None:
@@ -203,7 +204,8 @@ class ResumeFrom:
     Args:
         load_path: the latest checkpoint.
         load_dict: objects with ``load_state_dict`` by checkpoint key (network, optimizer,
-            lr_scheduler, best tracker); a key missing from the checkpoint raises KeyError.
+            lr_scheduler, best tracker); a key missing from the checkpoint raises KeyError; an entry
+            that is ``None`` (an optional part switched off) is left out, as :class:`LatestCheckpoint` does.
         map_location: ``torch.load`` map_location (default: CPU; the objects move the tensors).
         enabled: ``False`` makes the handler do nothing (the config's ``resume`` switch).
 
@@ -216,7 +218,7 @@ class ResumeFrom:
         enabled: bool = True,
     ) -> None:
         self.load_path = Path(load_path)
-        self.load_dict = dict(load_dict)
+        self.load_dict = {k: v for k, v in load_dict.items() if v is not None}
         self.map_location = map_location
         self.enabled = bool(enabled)
 
