@@ -151,6 +151,23 @@ def test_tilted_joint_line_centre_is_midway_between_the_compartments():
     assert _mm(found.centre, (240.0, 180.0), (0.5, 0.5)) < 2.0
 
 
+def test_thumbnail_with_coarse_pixels_is_searched_at_the_grid():
+    """Thumbnails and previews (figure panels, PACS previews: 2-3 mm pixels) hold a knee in about 150 x 80 pixels.
+
+    At 2.8 mm the 5 mm joint space is under two pixels; searched at the image's own pixels (band offsets
+    and smoothing in whole pixels, several times the millimetres they mean) it was not seen and the knee
+    was refused ("no joint space found"). The image is now interpolated up to the 1 mm grid first.
+    """
+    from scipy.ndimage import zoom
+
+    fine = xray_factory.knee_attenuation(800, 440, 0.5, (400.0, 220.0), "R")
+    spacing = 2.8
+    thumb = zoom(fine, 0.5 / spacing, order=1, grid_mode=True, mode="nearest")
+    known = tuple((c + 0.5) * 0.5 / spacing - 0.5 for c in (400.0, 220.0))
+    (found,) = locate_knees(thumb, (spacing, spacing))
+    assert _mm(found.centre, known, (spacing, spacing)) < 5.0 and found.confidence > 0.5
+
+
 @pytest.mark.parametrize("kind", ["chest", "hand", "blank"])
 def test_images_without_a_knee_are_refused_with_a_reason(kind, tiny_bundle, tmp_path, capsys):
     """A chest-like, a hand-like and a blank radiograph: rejected with the reason, exit 2, no output."""

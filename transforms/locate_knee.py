@@ -199,6 +199,23 @@ def _block_mean(image: np.ndarray, factors: tuple[int, int]) -> np.ndarray:
     return image[: h * fr, : w * fc].reshape(h, fr, w, fc).mean(axis=(1, 3), dtype=np.float64)
 
 
+def _to_grid(img: np.ndarray, spacing: Sequence[float], grid_mm: float) -> tuple[np.ndarray, tuple[float, float]]:
+    """The image brought to about ``grid_mm`` pixels, and how many source pixels one of its pixels spans per axis.
+
+    Finer images are averaged over whole blocks of pixels. Coarser ones (thumbnails, figure panels,
+    a downsampled PACS preview: 1.5-3 mm pixels) are interpolated up to the grid: the search's
+    windows and offsets are whole pixels of the grid, and at 2-3 mm a joint space is one pixel, so
+    the band offsets and smoothing would otherwise span several times the millimetres they mean.
+    Source pixel ``i`` covers grid pixels ``(i + 0.5) / factor - 0.5`` either way.
+    """
+    if max(float(s) for s in spacing) <= 1.5 * grid_mm:
+        factors = tuple(max(1, int(round(grid_mm / float(s)))) for s in spacing)
+        return _block_mean(img, factors), (float(factors[0]), float(factors[1]))
+    zoom = tuple(max(1.0, float(s) / grid_mm) for s in spacing)
+    grid = ndimage.zoom(img, zoom, order=1, mode="nearest", grid_mode=True)
+    return grid, (img.shape[0] / grid.shape[0], img.shape[1] / grid.shape[1])
+
+
 def _border_bands(v: np.ndarray, mm: float) -> np.ndarray:
     """Mask of flat bright bands along the borders (collimation, unexposed detector)."""
     mask = np.zeros(v.shape, dtype=bool)
@@ -512,8 +529,7 @@ def locate_knees(
         raise ValueError(f"expected a 2-D radiograph, got shape {img.shape}")
     if not np.isfinite(img).all():
         raise NoKneeFound("the image holds non-finite values")
-    factors = tuple(max(1, int(round(p.grid_mm / float(s)))) for s in spacing)
-    small = _block_mean(img, factors)
+    small, factors = _to_grid(img, spacing, p.grid_mm)
     mm = (float(spacing[0]) * factors[0], float(spacing[1]) * factors[1])
     if min(small.shape[0] * mm[0], small.shape[1] * mm[1]) < 60:
         raise NoKneeFound(f"the image covers {small.shape[0] * mm[0]:.0f} x {small.shape[1] * mm[1]:.0f} mm, "
