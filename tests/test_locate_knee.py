@@ -168,6 +168,26 @@ def test_thumbnail_with_coarse_pixels_is_searched_at_the_grid():
     assert _mm(found.centre, known, (spacing, spacing)) < 5.0 and found.confidence > 0.5
 
 
+def test_knee_replacement_whose_saturated_metal_would_set_the_thresholds():
+    """A total knee replacement on a display-processed radiograph: the metal saturates, flat, far above bone.
+
+    With the metal in the histogram, the three-class thresholds split air+soft tissue / bone / metal:
+    the bone fell in with the soft tissue and the knee was refused ("bone below the dark band is 0 mm
+    wide"), as a real replaced knee was found 37 mm off. Metal (a large textureless plateau near the
+    brightest value) is now left out of the thresholds and counts as bone.
+    """
+    spacing = 0.5
+    image = xray_factory.knee_attenuation(560, 400, spacing, (280.0, 200.0), "R")
+    y, x = np.mgrid[0:560, 0:400].astype(float)
+    y, x = (y - 280.0) * spacing, (x - 200.0) * spacing
+    femoral = (y > -30) & (y < -3) & (np.abs(x) < 36) & ~((y < -12) & (np.abs(x) < 10))  # with its box
+    tray = ((y > 4) & (y < 10) & (np.abs(x) < 36)) | ((y >= 10) & (y < 55) & (np.abs(x) < 8))  # and its stem
+    image = np.where(femoral | tray, image.max() + 1.5, image)
+    display = 255.0 * ((image - image.min()) / np.ptp(image)) ** 3.0  # a display LUT darkening the soft tissue
+    (found,) = locate_knees(display, (spacing, spacing))
+    assert _mm(found.centre, (280.0, 200.0), (spacing, spacing)) < 3.0
+
+
 @pytest.mark.parametrize("kind", ["chest", "hand", "blank"])
 def test_images_without_a_knee_are_refused_with_a_reason(kind, tiny_bundle, tmp_path, capsys):
     """A chest-like, a hand-like and a blank radiograph: rejected with the reason, exit 2, no output."""

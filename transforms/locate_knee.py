@@ -4,12 +4,14 @@ One knee (an AP/PA knee view, a tight crop, a long-leg view) or two (a bilateral
 OAI's standard) are found the same way at training, in ``inference.json``, in ``xray2mri
 predict`` and in the MONAI Label task: :class:`LocateKneed` before :class:`~.knee_crop.CropKneed`.
 
-How (:func:`locate_knees`, on a copy of the image brought to about 1 mm pixels):
+How (:func:`locate_knees`, on a copy of the image brought to about 1 mm pixels, averaged down or,
+for a thumbnail, interpolated up):
 
 1. refuse a blank image (no structure above the noise);
 2. drop what is not anatomy: flat bright bands at the border (collimation, unexposed
    detector) and small isolated bright blobs away from the body (burned-in markers and text);
-3. three-class Otsu thresholds split air, soft tissue and bone;
+3. three-class Otsu thresholds split air, soft tissue and bone, metal left out (implants
+   saturate: a large textureless plateau near the brightest value; it counts as bone);
 4. legs are the bands of columns holding body, split at the soft-tissue gap between them (or,
    when the legs touch, at the bone-free columns between the two knees);
 5. per leg, every row is scored as a joint line: a horizontal dark band in the bone (the joint
@@ -88,6 +90,9 @@ class LocatorParams:
         min_confidence: knees found with a lower confidence are refused.
         tight_crop_mm: an image smaller than this both ways is a tight crop around one knee (soft
             tissue and bone, no air): its thresholds split those two only.
+        metal_min_area_mm2, metal_max_texture: metal (implants, saturating) is a plateau near the
+            brightest value at least this large, whose local standard deviation (3 mm window, share
+            of the image's range) has a median under ``metal_max_texture`` (bone has texture).
     """
 
     grid_mm: float = 1.0
@@ -100,6 +105,8 @@ class LocatorParams:
     max_leg_width_mm: float = 240.0
     min_confidence: float = 0.2
     tight_crop_mm: float = 150.0
+    metal_min_area_mm2: float = 150.0
+    metal_max_texture: float = 0.006
 
 
 @dataclass
@@ -238,6 +245,37 @@ def _border_bands(v: np.ndarray, mm: float) -> np.ndarray:
                 else:
                     mask[:, sl] = True
     return mask
+
+
+def _metal(small: np.ndarray, excluded: np.ndarray, mm: tuple[float, float], p: LocatorParams) -> np.ndarray:
+    """Mask of metal: large, flat plateaus near the brightest value of the image.
+
+    Implants, stems and calibration balls attenuate far more than bone: the detector (or the
+    display's LUT) saturates there, so metal is a smooth area at or near the brightest value that
+    fills more than a few mm (burned-in text may be brighter still, but its strokes are thin).
+    Left in, metal dominates the thresholds (the soft tissue then falls in with the air, and a
+    knee's bone looks like a slab with nothing around it). Bone as bright (an equalised or
+    over-processed image) keeps its trabecular texture; metal has none.
+    """
+    size = (max(1, int(round(5.0 / mm[0]))), max(1, int(round(5.0 / mm[1]))))
+    top = float(ndimage.grey_erosion(np.where(excluded, small.min(), small), size=size).max())
+    lo = float(np.percentile(small, 1.0))
+    if top - lo <= 0:
+        return np.zeros(small.shape, dtype=bool)
+    plateau = (small >= top - 0.12 * (top - lo)) & ~excluded
+    labels, n = ndimage.label(plateau)
+    if not n:
+        return plateau
+    win = (max(3, int(round(3.0 / mm[0]))), max(3, int(round(3.0 / mm[1]))))
+    mean = ndimage.uniform_filter(small, win)
+    texture = np.sqrt(np.clip(ndimage.uniform_filter(small**2, win) - mean**2, 0.0, None)) / (top - lo)
+    areas = ndimage.sum_labels(plateau, labels, index=np.arange(1, n + 1)) * mm[0] * mm[1]
+    metal = np.zeros(small.shape, dtype=bool)
+    for i in np.flatnonzero(areas >= p.metal_min_area_mm2):
+        part = labels == i + 1
+        if float(np.median(texture[part])) < p.metal_max_texture:
+            metal |= part
+    return metal
 
 
 def _runs(row: np.ndarray) -> list[tuple[int, int]]:
@@ -544,9 +582,10 @@ def locate_knees(
     v = gaussian_filter(v, 0.7)
     # what is not anatomy: collimation bands, then burned-in markers (small blobs apart from the body)
     excluded = _border_bands(v, min(mm))
-    valid = v[~excluded]
-    if valid.size < 0.2 * v.size:
+    if (~excluded).sum() < 0.2 * v.size:
         raise NoKneeFound("no exposed field (the image is collimation or unexposed)")
+    metal = _metal(small, excluded, mm, p)
+    valid = v[~excluded & ~metal]  # the thresholds of the anatomy; metal is bone to the search
     tight = max(v.shape[0] * mm[0], v.shape[1] * mm[1]) < p.tight_crop_mm
     if tight:  # a tight crop around one knee: no air to speak of, soft tissue and bone only
         t_air, t_bone = float(np.percentile(valid, 0.5)), otsu2(valid)
