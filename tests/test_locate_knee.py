@@ -188,6 +188,28 @@ def test_knee_replacement_whose_saturated_metal_would_set_the_thresholds():
     assert _mm(found.centre, (280.0, 200.0), (spacing, spacing)) < 3.0
 
 
+def test_stemmed_revision_knee_joint_is_the_band_between_the_metal_components():
+    """A stemmed revision replacement: metal replaces the bone ends, a thin tray sits on a stem.
+
+    Around the joint line there is no bone of a knee's shape (below the thin tray only the stem), so
+    the band was rejected and another found 29 mm away, as on a real revision knee (72 mm off). The
+    band between a metal component a knee's width across just above and another just below is now
+    the joint line of a replaced knee.
+    """
+    spacing = 0.5
+    image = xray_factory.knee_attenuation(700, 400, spacing, (350.0, 200.0), "R", fibula=False)
+    y, x = np.mgrid[0:700, 0:400].astype(float)
+    y, x = (y - 350.0) * spacing, (x - 200.0) * spacing
+    soft = float(np.median(image[(np.abs(y) < 30) & (np.abs(x) > 45) & (np.abs(x) < 55)]))
+    resected = (np.abs(y) < 30) & (np.abs(x) < 42)  # the bone ends the implant replaces
+    image = np.where(resected, soft + np.random.default_rng(0).normal(0.0, 0.03, image.shape), image)
+    femoral = ((y > -28) & (y < -3) & (np.abs(x) < 36)) | ((y >= -90) & (y <= -28) & (np.abs(x) < 8))
+    tibial = ((y > 3) & (y < 6) & (np.abs(x) < 36)) | ((y >= 6) & (y < 90) & (np.abs(x) < 7))
+    image = np.where(femoral | tibial, image.max() + 1.5, image)
+    (found,) = locate_knees(image, (spacing, spacing))
+    assert _mm(found.centre, (350.0, 200.0), (spacing, spacing)) < 3.0
+
+
 @pytest.mark.parametrize("kind", ["chest", "hand", "blank"])
 def test_images_without_a_knee_are_refused_with_a_reason(kind, tiny_bundle, tmp_path, capsys):
     """A chest-like, a hand-like and a blank radiograph: rejected with the reason, exit 2, no output."""

@@ -22,7 +22,9 @@ for a thumbnail, interpolated up):
    narrower than the knee where the image reaches it (so an ankle, a hip or the ribs of a chest
    do not pass; each shaft is thresholded among its own rows' pixels, since the soft tissue of a
    real thigh or calf is often as bright as the knee's bone). The strongest row that passes is the joint line; the joint centre's column
-   is the middle of the bone beside it. A leg with no such row has no knee.
+   is the middle of the bone beside it. A leg with no such row has no knee. A replaced knee's
+   joint line is the strongest band between two pieces of metal a knee's width across (femoral
+   component above, tibial tray below), with no anatomy to check.
 
 Sides. A knee's side (patient left/right) comes from, in order: the caller (a datalist's
 ``side``), the image's ImageLaterality/Laterality for a single knee, its position for two knees
@@ -431,9 +433,38 @@ def _band_row(score: np.ndarray, row: int, reach: int) -> float:
     return r + (0.5 * (a - c) / denom if np.isfinite(denom) and denom < 0 else 0.0)
 
 
+def _implant_joint(row: int, metal: np.ndarray, mm: tuple[float, float]) -> float | None:
+    """The column of a joint replacement's articulation at ``row``, or None when the row is not one.
+
+    A replaced knee's femoral component and tibial tray are metal a knee's width across (not a
+    screw, a ball or a marker) with the radiolucent polyethylene insert between them: the joint
+    line is a band with little metal between metal just above and metal just below (a post or a
+    hinge may join the two). Such a joint has no bone of a knee's shape around it to check. The
+    column is midway across the metal.
+    """
+    h = metal.shape[0]
+    reach, skip = int(round(15.0 / mm[0])), max(1, int(round(2.0 / mm[0])))
+    spans = []
+    for rows in (np.arange(row - reach, row - skip + 1), np.arange(row + skip, row + reach + 1)):
+        rows = rows[(rows >= 0) & (rows < h)]
+        cols = np.flatnonzero(metal[rows].any(axis=0)) if rows.size else np.zeros(0, int)
+        if cols.size == 0 or (cols[-1] - cols[0] + 1) * mm[1] < 40.0:
+            return None
+        spans.append((int(cols[0]), int(cols[-1])))
+    c0, c1 = max(spans[0][0], spans[1][0]), min(spans[0][1], spans[1][1])
+    if c1 <= c0 or metal[row, c0:c1 + 1].mean() > 0.35:
+        return None  # metal across the band: inside a component, not between two
+    return float((sum(spans[0]) + sum(spans[1])) / 4)
+
+
 def _one_knee(leg: np.ndarray, bone: np.ndarray, body: np.ndarray, t_air: float, t_bone: float,
-              mm: tuple[float, float], p: LocatorParams) -> tuple[tuple[float, float] | None, str, float]:
-    """((row, col) in ``leg`` pixels or None, reason, confidence) for the knee in one leg's columns."""
+              mm: tuple[float, float], p: LocatorParams,
+              metal: np.ndarray | None = None) -> tuple[tuple[float, float] | None, str, float]:
+    """((row, col) in ``leg`` pixels or None, reason, confidence) for the knee in one leg's columns.
+
+    With ``metal`` (the leg's metal mask) the strongest band that is a joint replacement's
+    articulation (:func:`_implant_joint`) is the joint line, before any band checked for anatomy.
+    """
     if bone.sum() * mm[0] * mm[1] < 400:
         return None, "no bone found", 0.0
     rows_with_bone = bone.any(axis=1)
@@ -480,6 +511,11 @@ def _one_knee(leg: np.ndarray, bone: np.ndarray, body: np.ndarray, t_air: float,
         best = float(np.max(score[np.isfinite(score)], initial=0.0))
         return None, f"no joint space found (contrast {best:.3f} < {p.min_contrast})", 0.0
     first_reason = ""
+    for row in candidates if metal is not None and metal.any() else []:
+        col = _implant_joint(int(row), metal, mm)
+        if col is not None:
+            row_f = float(np.mean([_band_row(side, row, shift) for side in sides]))
+            return (row_f, col), "", float(np.clip(score[row] / (4 * p.min_contrast), 0.0, 1.0))
     for row in candidates:
         ok, reason, col, width, fill = _knee_at(int(row), bone, float(axis[row]), mm, p, leg)
         if ok and not _soft_tissue_around(int(row), bone, body, mm):
@@ -619,7 +655,8 @@ def locate_knees(
         best: tuple = (None, "", 0.0, None)
         for t in (t_leg, t_air + 0.6 * (t_leg - t_air)):
             leg_bone = (leg_v > t) & leg_body
-            centre, reason, confidence = _one_knee(leg_v, leg_bone, leg_body, t_air, t, mm, p)
+            centre, reason, confidence = _one_knee(leg_v, leg_bone, leg_body, t_air, t, mm, p,
+                                                   metal[:, leg.c0:leg.c1])
             if centre is not None and confidence > best[2] + (0.1 if best[0] is not None else 0.0):
                 best = (centre, "", confidence, leg_bone)
             elif best[0] is None and not best[1]:
