@@ -139,6 +139,19 @@ def test_thick_limbs_whose_soft_tissue_is_as_bright_as_bone_beside_the_shafts():
     assert _mm(found.centre, (280.0, 180.0), (0.5, 0.5)) < 5.0
 
 
+def test_thick_limbs_brightest_in_the_middle_do_not_pass_for_a_wide_shaft():
+    """Heavier limbs (or stronger processing): the soft tissue's brightness rises smoothly towards the limb's middle.
+
+    The limb is a cylinder, thickest in the middle; split by intensity alone, the thick middle of
+    the thigh passed for the femoral shaft, the shaft looked nearly as wide as the knee and the knee
+    was refused, as a real standing AP knee and both knees of a real bilateral thumbnail were (or a
+    wrong band was taken). The shaft is now split from what is left once the smooth profile is taken off.
+    """
+    image = xray_factory.knee_attenuation(700, 360, 0.5, (350.0, 180.0), "R", limb_lift=4.0)
+    (found,) = locate_knees(image, (0.5, 0.5))
+    assert _mm(found.centre, (350.0, 180.0), (0.5, 0.5)) < 5.0
+
+
 def test_tilted_joint_line_centre_is_midway_between_the_compartments():
     """Real knees: the two compartments' joint lines are seldom level (tilted plateau, varus/valgus, rotation).
 

@@ -351,20 +351,25 @@ def _soft_tissue_around(row: int, bone: np.ndarray, body: np.ndarray, mm: tuple[
     return bool(margins) and float(np.median(margins)) >= 6.0
 
 
-def _shaft_bone(rows: list[int], leg: np.ndarray, bone: np.ndarray, c0: int, c1: int) -> np.ndarray:
+def _shaft_bone(rows: list[int], leg: np.ndarray, bone: np.ndarray, c0: int, c1: int, col_mm: float) -> np.ndarray:
     """The bone of a shaft's rows, thresholded among those rows' own pixels (a mask of ``rows`` x ``c0:c1``).
 
     Thigh and calf are thicker than the knee, and a real radiograph's processing (unsharp masking,
     LUTs) lifts their soft tissue further, so the knee's bone threshold takes the soft tissue beside a
-    shaft for bone and the shaft looks as wide as the leg. The shaft is brighter than the soft tissue
-    of its own rows: Otsu's split of those rows' leg pixels separates them. The threshold is only ever
-    raised (never below the knee's), so bone seen at the knee's threshold is all the shaft can be.
+    shaft for bone and the shaft looks as wide as the leg. A limb is a cylinder: its soft tissue is
+    brightest where it is thickest, in the middle, so a split of the rows' intensities takes the
+    thick middle of the thigh for the shaft. The shaft is a narrow step on that smooth profile: the
+    profile smoothed over 10 mm along the row is taken off first, and Otsu's split of what is left
+    separates the shaft. The threshold is only ever raised (never below the knee's), so bone seen at
+    the knee's threshold is all the shaft can be.
     """
     sub_bone = bone[rows, c0:c1]
-    values = leg[rows, c0:c1][sub_bone]
+    sub = leg[rows, c0:c1]
+    detail = sub - gaussian_filter1d(sub, 10.0 / col_mm, axis=1, mode="nearest")
+    values = detail[sub_bone]
     if values.size < 50 or np.ptp(values) <= 1e-9:
         return sub_bone
-    return sub_bone & (leg[rows, c0:c1] > otsu2(values))
+    return sub_bone & (detail > otsu2(values))
 
 
 def _knee_at(row: int, bone: np.ndarray, axis_col: float, mm: tuple[float, float], p: LocatorParams,
@@ -383,7 +388,7 @@ def _knee_at(row: int, bone: np.ndarray, axis_col: float, mm: tuple[float, float
         rows = [r for r in rows if 0 <= r < h]
         if not rows:
             return None
-        mask = _shaft_bone(rows, leg, bone, c0, c1) if shaft and leg is not None else bone[rows, c0:c1]
+        mask = _shaft_bone(rows, leg, bone, c0, c1, mm[1]) if shaft and leg is not None else bone[rows, c0:c1]
         stats = [_extent(m) for m in mask]
         gap = max(1, int(round(3.0 / mm[1])))  # runs bridge gaps under 3 mm (trabecular texture)
         closed = [ndimage.binary_closing(m, np.ones(gap + 1, bool)) | m for m in mask]
