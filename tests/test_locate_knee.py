@@ -223,6 +223,19 @@ def test_stemmed_revision_knee_joint_is_the_band_between_the_metal_components():
     assert _mm(found.centre, (350.0, 200.0), (spacing, spacing)) < 3.0
 
 
+@pytest.mark.parametrize("collapsed", ["image-left", "image-right"])
+def test_bone_on_bone_compartment_leaves_the_joint_line_to_the_open_one(collapsed):
+    """KL 4: one compartment's joint space is gone (femur on tibia, a sclerotic line), the other is open.
+
+    The collapsed compartment has no dark band; its faint best row, up to 4 mm off, was averaged with
+    the open one's and the centre came out 3-4 mm off. A band under a quarter of the other's is now
+    taken for a collapsed compartment and the open one alone gives the joint line.
+    """
+    image = xray_factory.knee_attenuation(560, 400, 0.5, (280.0, 200.0), "R", collapsed=collapsed)
+    (found,) = locate_knees(image, (0.5, 0.5))
+    assert _mm(found.centre, (280.0, 200.0), (0.5, 0.5)) < 1.5
+
+
 @pytest.mark.parametrize("kind", ["chest", "hand", "blank"])
 def test_images_without_a_knee_are_refused_with_a_reason(kind, tiny_bundle, tmp_path, capsys):
     """A chest-like, a hand-like and a blank radiograph: rejected with the reason, exit 2, no output."""

@@ -16,7 +16,8 @@ for a thumbnail, interpolated up):
    when the legs touch, at the bone-free columns between the two knees);
 5. per leg, every row is scored as a joint line: a horizontal dark band in the bone (the joint
    space between femoral condyles and tibial plateau) on each side of the leg's bone axis (each
-   compartment's band may lie a few mm above or below the other's: the joint line is midway). The best
+   compartment's band may lie a few mm above or below the other's: the joint line is midway, or
+   the one band seen when the other compartment has collapsed, bone on bone). The best
    rows are checked for a knee's anatomy: bone 50-130 mm wide and solid just above and just
    below the band (condyles, plateau: a hand's fingers or a chest's ribs are not), and a shaft
    narrower than the knee where the image reaches it (so an ankle, a hip or the ribs of a chest
@@ -92,6 +93,8 @@ class LocatorParams:
         min_confidence: knees found with a lower confidence are refused.
         tight_crop_mm: an image smaller than this both ways is a tight crop around one knee (soft
             tissue and bone, no air): its thresholds split those two only.
+        collapsed_band_ratio: a compartment whose dark band is under this share of the other's has
+            lost its joint space (bone on bone, KL 4): the other compartment's band alone is the joint line.
         metal_min_area_mm2, metal_max_texture: metal (implants, saturating) is a plateau near the
             brightest value at least this large, whose local standard deviation (3 mm window, share
             of the image's range) has a median under ``metal_max_texture`` (bone has texture).
@@ -109,6 +112,7 @@ class LocatorParams:
     tight_crop_mm: float = 150.0
     metal_min_area_mm2: float = 150.0
     metal_max_texture: float = 0.006
+    collapsed_band_ratio: float = 0.25
 
 
 @dataclass
@@ -438,6 +442,21 @@ def _band_row(score: np.ndarray, row: int, reach: int) -> float:
     return r + (0.5 * (a - c) / denom if np.isfinite(denom) and denom < 0 else 0.0)
 
 
+def _joint_row(sides: list[np.ndarray], row: int, reach: int, collapsed: float) -> float:
+    """The joint line near ``row``: midway between the two compartments' dark bands, or the one band seen.
+
+    A compartment whose cartilage is gone (bone on bone, KL 4) has no dark band of its own: the row
+    of its strongest (faint) score within ``reach`` is noise or the edge of a sclerotic line. When one
+    compartment's band is under ``collapsed`` times the other's, the other one alone gives the row.
+    """
+    rows = [_band_row(side, row, reach) for side in sides]
+    lo, hi = max(0, row - reach), row + reach + 1
+    depth = [max(float(np.max(side[lo:hi], initial=0.0)), 0.0) for side in sides]
+    if min(depth) < collapsed * max(depth):
+        return float(rows[int(np.argmax(depth))])
+    return float(np.mean(rows))
+
+
 def _implant_joint(row: int, metal: np.ndarray, mm: tuple[float, float]) -> float | None:
     """The column of a joint replacement's articulation at ``row``, or None when the row is not one.
 
@@ -519,7 +538,7 @@ def _one_knee(leg: np.ndarray, bone: np.ndarray, body: np.ndarray, t_air: float,
     for row in candidates if metal is not None and metal.any() else []:
         col = _implant_joint(int(row), metal, mm)
         if col is not None:
-            row_f = float(np.mean([_band_row(side, row, shift) for side in sides]))
+            row_f = _joint_row(sides, row, shift, p.collapsed_band_ratio)
             return (row_f, col), "", float(np.clip(score[row] / (4 * p.min_contrast), 0.0, 1.0))
     for row in candidates:
         ok, reason, col, width, fill = _knee_at(int(row), bone, float(axis[row]), mm, p, leg)
@@ -529,7 +548,7 @@ def _one_knee(leg: np.ndarray, bone: np.ndarray, body: np.ndarray, t_air: float,
             first_reason = first_reason or reason
             continue
         # the joint line: midway between the two compartments' dark bands near this row
-        row_f = float(np.mean([_band_row(side, row, shift) for side in sides]))
+        row_f = _joint_row(sides, row, shift, p.collapsed_band_ratio)
         confidence = float(np.clip(score[row] / (4 * p.min_contrast), 0.0, 1.0)) * float(np.clip(fill, 0.0, 1.0))
         return (float(row_f), float(col)), "", confidence
     return None, f"no knee: {first_reason}", 0.0
