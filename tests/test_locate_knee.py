@@ -236,6 +236,30 @@ def test_bone_on_bone_compartment_leaves_the_joint_line_to_the_open_one(collapse
     assert _mm(found.centre, (280.0, 200.0), (0.5, 0.5)) < 1.5
 
 
+@pytest.mark.parametrize("offset_mm", [-50.0, 55.0])
+def test_burned_in_marker_over_the_leg_beside_the_joint(offset_mm):
+    """A burned-in side marker (an "R", 30 mm tall, 3.5 mm strokes, above any anatomy) over the soft tissue beside the knee.
+
+    Small bright blobs were only dropped away from the body: over the leg, the letter's strokes were
+    taken for bone and the band between them for a joint space, 8-13 mm from the knee. Strokes
+    brighter than anything filling a 5 mm square are now erased first.
+    """
+    spacing = 0.5
+    image = xray_factory.knee_attenuation(700, 440, spacing, (350.0, 220.0), "R")
+    h, w = 60, 42  # pixels
+    letter = np.zeros((h, w), dtype=bool)
+    t = w // 6
+    letter[:, :t] = letter[:t, :] = letter[h // 2 - t // 2: h // 2 + t // 2 + 1, :] = True  # stem, top, bar
+    letter[: h // 2, -t:] = True  # the bowl's right side
+    for i in range(h // 2, h):  # the leg
+        c = int((i - h // 2) / (h / 2) * (w - t))
+        letter[i, c:c + t] = True
+    r0, c0 = 350 - h // 2, int(220 + offset_mm / spacing - w / 2)
+    image[r0:r0 + h, c0:c0 + w][letter] = 1.3 * image.max()
+    (found,) = locate_knees(image, (spacing, spacing))
+    assert _mm(found.centre, (350.0, 220.0), (spacing, spacing)) < 3.0
+
+
 @pytest.mark.parametrize("kind", ["chest", "hand", "blank"])
 def test_images_without_a_knee_are_refused_with_a_reason(kind, tiny_bundle, tmp_path, capsys):
     """A chest-like, a hand-like and a blank radiograph: rejected with the reason, exit 2, no output."""
@@ -310,6 +334,22 @@ def test_locate_kneed_routes_training_items():
     with pytest.raises(XrayInputError, match="b.dcm: blank image"):
         LocateKneed("xray")({"xray": MetaTensor(torch.zeros(1, 300, 300), meta={"spacing": (0.5, 0.5),
                                                                                  "filename_or_obj": "b.dcm"})})
+
+
+@pytest.mark.parametrize(("spacing", "gamma"), [(0.5, 3.0), (2.0, 1.0), (2.0, 3.0), (2.8, 3.0)])
+def test_hand_is_refused_as_a_thumbnail_and_under_a_harsh_lut(spacing, gamma):
+    """A hand stays refused when small (2-2.8 mm pixels) or under a harsh display LUT (its bones' peaks then stand out thin and bright).
+
+    Guards the thumbnail search (interpolated up to the grid) and the erasing of burned-in strokes
+    (a bone's bright peak is not a flat stroke): a 2 mm thumbnail of a hand was taken for a knee before.
+    """
+    from scipy.ndimage import zoom
+
+    hand = xray_factory.hand_attenuation(480, 400, 0.5)
+    image = hand if spacing == 0.5 else zoom(hand, 0.5 / spacing, order=1, grid_mode=True, mode="nearest")
+    image = ((image - image.min()) / np.ptp(image)) ** gamma
+    with pytest.raises(NoKneeFound):
+        locate_knees(image, (spacing, spacing))
 
 
 def test_refusal_reasons_name_what_was_seen():
