@@ -139,6 +139,19 @@ def test_thick_limbs_whose_soft_tissue_is_as_bright_as_bone_beside_the_shafts():
     assert _mm(found.centre, (280.0, 180.0), (0.5, 0.5)) < 5.0
 
 
+def test_thick_limbs_brightest_in_the_middle_do_not_pass_for_a_wide_shaft():
+    """Heavier limbs (or stronger processing): the soft tissue's brightness rises smoothly towards the limb's middle.
+
+    The limb is a cylinder, thickest in the middle; split by intensity alone, the thick middle of
+    the thigh passed for the femoral shaft, the shaft looked nearly as wide as the knee and the knee
+    was refused, as a real standing AP knee and both knees of a real bilateral thumbnail were (or a
+    wrong band was taken). The shaft is now split from what is left once the smooth profile is taken off.
+    """
+    image = xray_factory.knee_attenuation(700, 360, 0.5, (350.0, 180.0), "R", limb_lift=4.0)
+    (found,) = locate_knees(image, (0.5, 0.5))
+    assert _mm(found.centre, (350.0, 180.0), (0.5, 0.5)) < 5.0
+
+
 def test_tilted_joint_line_centre_is_midway_between_the_compartments():
     """Real knees: the two compartments' joint lines are seldom level (tilted plateau, varus/valgus, rotation).
 
@@ -149,6 +162,102 @@ def test_tilted_joint_line_centre_is_midway_between_the_compartments():
     image = xray_factory.knee_attenuation(480, 360, 0.5, (240.0, 180.0), "R", tilt_mm=6.0)
     (found,) = locate_knees(image, (0.5, 0.5))
     assert _mm(found.centre, (240.0, 180.0), (0.5, 0.5)) < 2.0
+
+
+def test_thumbnail_with_coarse_pixels_is_searched_at_the_grid():
+    """Thumbnails and previews (figure panels, PACS previews: 2-3 mm pixels) hold a knee in about 150 x 80 pixels.
+
+    At 2.8 mm the 5 mm joint space is under two pixels; searched at the image's own pixels (band offsets
+    and smoothing in whole pixels, several times the millimetres they mean) it was not seen and the knee
+    was refused ("no joint space found"). The image is now interpolated up to the 1 mm grid first.
+    """
+    from scipy.ndimage import zoom
+
+    fine = xray_factory.knee_attenuation(800, 440, 0.5, (400.0, 220.0), "R")
+    spacing = 2.8
+    thumb = zoom(fine, 0.5 / spacing, order=1, grid_mode=True, mode="nearest")
+    known = tuple((c + 0.5) * 0.5 / spacing - 0.5 for c in (400.0, 220.0))
+    (found,) = locate_knees(thumb, (spacing, spacing))
+    assert _mm(found.centre, known, (spacing, spacing)) < 5.0 and found.confidence > 0.5
+
+
+def test_knee_replacement_whose_saturated_metal_would_set_the_thresholds():
+    """A total knee replacement on a display-processed radiograph: the metal saturates, flat, far above bone.
+
+    With the metal in the histogram, the three-class thresholds split air+soft tissue / bone / metal:
+    the bone fell in with the soft tissue and the knee was refused ("bone below the dark band is 0 mm
+    wide"), as a real replaced knee was found 37 mm off. Metal (a large textureless plateau near the
+    brightest value) is now left out of the thresholds and counts as bone.
+    """
+    spacing = 0.5
+    image = xray_factory.knee_attenuation(560, 400, spacing, (280.0, 200.0), "R")
+    y, x = np.mgrid[0:560, 0:400].astype(float)
+    y, x = (y - 280.0) * spacing, (x - 200.0) * spacing
+    femoral = (y > -30) & (y < -3) & (np.abs(x) < 36) & ~((y < -12) & (np.abs(x) < 10))  # with its box
+    tray = ((y > 4) & (y < 10) & (np.abs(x) < 36)) | ((y >= 10) & (y < 55) & (np.abs(x) < 8))  # and its stem
+    image = np.where(femoral | tray, image.max() + 1.5, image)
+    display = 255.0 * ((image - image.min()) / np.ptp(image)) ** 3.0  # a display LUT darkening the soft tissue
+    (found,) = locate_knees(display, (spacing, spacing))
+    assert _mm(found.centre, (280.0, 200.0), (spacing, spacing)) < 3.0
+
+
+def test_stemmed_revision_knee_joint_is_the_band_between_the_metal_components():
+    """A stemmed revision replacement: metal replaces the bone ends, a thin tray sits on a stem.
+
+    Around the joint line there is no bone of a knee's shape (below the thin tray only the stem), so
+    the band was rejected and another found 29 mm away, as on a real revision knee (72 mm off). The
+    band between a metal component a knee's width across just above and another just below is now
+    the joint line of a replaced knee.
+    """
+    spacing = 0.5
+    image = xray_factory.knee_attenuation(700, 400, spacing, (350.0, 200.0), "R", fibula=False)
+    y, x = np.mgrid[0:700, 0:400].astype(float)
+    y, x = (y - 350.0) * spacing, (x - 200.0) * spacing
+    soft = float(np.median(image[(np.abs(y) < 30) & (np.abs(x) > 45) & (np.abs(x) < 55)]))
+    resected = (np.abs(y) < 30) & (np.abs(x) < 42)  # the bone ends the implant replaces
+    image = np.where(resected, soft + np.random.default_rng(0).normal(0.0, 0.03, image.shape), image)
+    femoral = ((y > -28) & (y < -3) & (np.abs(x) < 36)) | ((y >= -90) & (y <= -28) & (np.abs(x) < 8))
+    tibial = ((y > 3) & (y < 6) & (np.abs(x) < 36)) | ((y >= 6) & (y < 90) & (np.abs(x) < 7))
+    image = np.where(femoral | tibial, image.max() + 1.5, image)
+    (found,) = locate_knees(image, (spacing, spacing))
+    assert _mm(found.centre, (350.0, 200.0), (spacing, spacing)) < 3.0
+
+
+@pytest.mark.parametrize("collapsed", ["image-left", "image-right"])
+def test_bone_on_bone_compartment_leaves_the_joint_line_to_the_open_one(collapsed):
+    """KL 4: one compartment's joint space is gone (femur on tibia, a sclerotic line), the other is open.
+
+    The collapsed compartment has no dark band; its faint best row, up to 4 mm off, was averaged with
+    the open one's and the centre came out 3-4 mm off. A band under a quarter of the other's is now
+    taken for a collapsed compartment and the open one alone gives the joint line.
+    """
+    image = xray_factory.knee_attenuation(560, 400, 0.5, (280.0, 200.0), "R", collapsed=collapsed)
+    (found,) = locate_knees(image, (0.5, 0.5))
+    assert _mm(found.centre, (280.0, 200.0), (0.5, 0.5)) < 1.5
+
+
+@pytest.mark.parametrize("offset_mm", [-50.0, 55.0])
+def test_burned_in_marker_over_the_leg_beside_the_joint(offset_mm):
+    """A burned-in side marker (an "R", 30 mm tall, 3.5 mm strokes, above any anatomy) over the soft tissue beside the knee.
+
+    Small bright blobs were only dropped away from the body: over the leg, the letter's strokes were
+    taken for bone and the band between them for a joint space, 8-13 mm from the knee. Strokes
+    brighter than anything filling a 5 mm square are now erased first.
+    """
+    spacing = 0.5
+    image = xray_factory.knee_attenuation(700, 440, spacing, (350.0, 220.0), "R")
+    h, w = 60, 42  # pixels
+    letter = np.zeros((h, w), dtype=bool)
+    t = w // 6
+    letter[:, :t] = letter[:t, :] = letter[h // 2 - t // 2: h // 2 + t // 2 + 1, :] = True  # stem, top, bar
+    letter[: h // 2, -t:] = True  # the bowl's right side
+    for i in range(h // 2, h):  # the leg
+        c = int((i - h // 2) / (h / 2) * (w - t))
+        letter[i, c:c + t] = True
+    r0, c0 = 350 - h // 2, int(220 + offset_mm / spacing - w / 2)
+    image[r0:r0 + h, c0:c0 + w][letter] = 1.3 * image.max()
+    (found,) = locate_knees(image, (spacing, spacing))
+    assert _mm(found.centre, (350.0, 220.0), (spacing, spacing)) < 3.0
 
 
 @pytest.mark.parametrize("kind", ["chest", "hand", "blank"])
@@ -225,6 +334,22 @@ def test_locate_kneed_routes_training_items():
     with pytest.raises(XrayInputError, match="b.dcm: blank image"):
         LocateKneed("xray")({"xray": MetaTensor(torch.zeros(1, 300, 300), meta={"spacing": (0.5, 0.5),
                                                                                  "filename_or_obj": "b.dcm"})})
+
+
+@pytest.mark.parametrize(("spacing", "gamma"), [(0.5, 3.0), (2.0, 1.0), (2.0, 3.0), (2.8, 3.0)])
+def test_hand_is_refused_as_a_thumbnail_and_under_a_harsh_lut(spacing, gamma):
+    """A hand stays refused when small (2-2.8 mm pixels) or under a harsh display LUT (its bones' peaks then stand out thin and bright).
+
+    Guards the thumbnail search (interpolated up to the grid) and the erasing of burned-in strokes
+    (a bone's bright peak is not a flat stroke): a 2 mm thumbnail of a hand was taken for a knee before.
+    """
+    from scipy.ndimage import zoom
+
+    hand = xray_factory.hand_attenuation(480, 400, 0.5)
+    image = hand if spacing == 0.5 else zoom(hand, 0.5 / spacing, order=1, grid_mode=True, mode="nearest")
+    image = ((image - image.min()) / np.ptp(image)) ** gamma
+    with pytest.raises(NoKneeFound):
+        locate_knees(image, (spacing, spacing))
 
 
 def test_refusal_reasons_name_what_was_seen():

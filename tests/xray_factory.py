@@ -220,7 +220,7 @@ def _chord(x: np.ndarray, half_width: np.ndarray | float) -> np.ndarray:
 
 def knee_attenuation(
     rows: int, cols: int, spacing: float, centre: tuple[float, float], side: str = "R", seed: int = 0,
-    fibula: bool = True, limb_lift: float = 0.0, tilt_mm: float = 0.0,
+    fibula: bool = True, limb_lift: float = 0.0, tilt_mm: float = 0.0, collapsed: str | None = None,
 ) -> np.ndarray:
     """An analytic AP knee (float, more attenuation = higher): soft tissue, femur, tibia, fibula.
 
@@ -232,6 +232,8 @@ def knee_attenuation(
     beside the shafts is as bright as the knee's bone. ``tilt_mm`` tilts the joint space about the
     centre: the image-right compartment's joint line lies ``tilt_mm`` higher than the image-left one's
     (a tilted plateau, varus/valgus, a rotated or flexed knee); the centre stays where it is.
+    ``collapsed`` (``"image-left"`` or ``"image-right"``) closes that compartment's joint space:
+    femur on tibia with a 4 mm sclerotic line along the contact (KL 4), the other compartment open.
     """
     y, x = np.mgrid[0:rows, 0:cols].astype(float)
     y = (y - centre[0]) * spacing  # mm, + inferior
@@ -239,9 +241,12 @@ def knee_attenuation(
     soft = _chord(x, 60.0 + 10.0 * np.clip(-y / 150.0, 0.0, 1.0))
     femur_hw = 15.0 + 23.0 * np.clip((y + 70.0) / 40.0, 0.0, 1.0)
     gap = -tilt_mm * np.clip(x / 50.0, -0.5, 0.5)  # the joint line's height (mm, + inferior) across the knee
-    femur = np.where(y < gap - 2.5, _chord(x, femur_hw), 0.0)
+    closed = np.zeros_like(x, dtype=bool) if collapsed is None else (x < 0) == (collapsed == "image-left")
+    half_gap = np.where(closed, 0.0, 2.5)
+    femur = np.where(y < gap - half_gap, _chord(x, femur_hw), 0.0)
     tibia_hw = 14.0 + 22.0 * np.clip((70.0 - y) / 45.0, 0.0, 1.0)
-    tibia = np.where(y > gap + 2.5, _chord(x, tibia_hw), 0.0)
+    tibia = np.where(np.where(closed, y >= gap, y > gap + 2.5), _chord(x, tibia_hw), 0.0)
+    tibia += 20.0 * (closed & (np.abs(y - gap) < 2.0) & (np.abs(x) < tibia_hw))  # subchondral sclerosis
     lateral = -1.0 if side == "R" else 1.0
     fibula_path = np.where((y > 15.0) & (y < 200.0), _chord(x - lateral * (tibia_hw + 8.0), 6.0), 0.0)
     bone = femur + tibia + (fibula_path if fibula else 0.0)

@@ -4,23 +4,29 @@ One knee (an AP/PA knee view, a tight crop, a long-leg view) or two (a bilateral
 OAI's standard) are found the same way at training, in ``inference.json``, in ``xray2mri
 predict`` and in the MONAI Label task: :class:`LocateKneed` before :class:`~.knee_crop.CropKneed`.
 
-How (:func:`locate_knees`, on a copy of the image brought to about 1 mm pixels):
+How (:func:`locate_knees`, on a copy of the image brought to about 1 mm pixels, averaged down or,
+for a thumbnail, interpolated up):
 
 1. refuse a blank image (no structure above the noise);
-2. drop what is not anatomy: flat bright bands at the border (collimation, unexposed
-   detector) and small isolated bright blobs away from the body (burned-in markers and text);
-3. three-class Otsu thresholds split air, soft tissue and bone;
+2. drop what is not anatomy: thin strokes brighter than anything thick (burned-in markers and
+   text, even over the leg), flat bright bands at the border (collimation, unexposed detector)
+   and small isolated bright blobs away from the body;
+3. three-class Otsu thresholds split air, soft tissue and bone, metal left out (implants
+   saturate: a large textureless plateau near the brightest value; it counts as bone);
 4. legs are the bands of columns holding body, split at the soft-tissue gap between them (or,
    when the legs touch, at the bone-free columns between the two knees);
 5. per leg, every row is scored as a joint line: a horizontal dark band in the bone (the joint
    space between femoral condyles and tibial plateau) on each side of the leg's bone axis (each
-   compartment's band may lie a few mm above or below the other's: the joint line is midway). The best
+   compartment's band may lie a few mm above or below the other's: the joint line is midway, or
+   the one band seen when the other compartment has collapsed, bone on bone). The best
    rows are checked for a knee's anatomy: bone 50-130 mm wide and solid just above and just
    below the band (condyles, plateau: a hand's fingers or a chest's ribs are not), and a shaft
    narrower than the knee where the image reaches it (so an ankle, a hip or the ribs of a chest
    do not pass; each shaft is thresholded among its own rows' pixels, since the soft tissue of a
    real thigh or calf is often as bright as the knee's bone). The strongest row that passes is the joint line; the joint centre's column
-   is the middle of the bone beside it. A leg with no such row has no knee.
+   is the middle of the bone beside it. A leg with no such row has no knee. A replaced knee's
+   joint line is the strongest band between two pieces of metal a knee's width across (femoral
+   component above, tibial tray below), with no anatomy to check.
 
 Sides. A knee's side (patient left/right) comes from, in order: the caller (a datalist's
 ``side``), the image's ImageLaterality/Laterality for a single knee, its position for two knees
@@ -88,6 +94,11 @@ class LocatorParams:
         min_confidence: knees found with a lower confidence are refused.
         tight_crop_mm: an image smaller than this both ways is a tight crop around one knee (soft
             tissue and bone, no air): its thresholds split those two only.
+        collapsed_band_ratio: a compartment whose dark band is under this share of the other's has
+            lost its joint space (bone on bone, KL 4): the other compartment's band alone is the joint line.
+        metal_min_area_mm2, metal_max_texture: metal (implants, saturating) is a plateau near the
+            brightest value at least this large, whose local standard deviation (3 mm window, share
+            of the image's range) has a median under ``metal_max_texture`` (bone has texture).
     """
 
     grid_mm: float = 1.0
@@ -100,6 +111,9 @@ class LocatorParams:
     max_leg_width_mm: float = 240.0
     min_confidence: float = 0.2
     tight_crop_mm: float = 150.0
+    metal_min_area_mm2: float = 150.0
+    metal_max_texture: float = 0.006
+    collapsed_band_ratio: float = 0.25
 
 
 @dataclass
@@ -199,6 +213,55 @@ def _block_mean(image: np.ndarray, factors: tuple[int, int]) -> np.ndarray:
     return image[: h * fr, : w * fc].reshape(h, fr, w, fc).mean(axis=(1, 3), dtype=np.float64)
 
 
+def _to_grid(img: np.ndarray, spacing: Sequence[float], grid_mm: float) -> tuple[np.ndarray, tuple[float, float]]:
+    """The image brought to about ``grid_mm`` pixels, and how many source pixels one of its pixels spans per axis.
+
+    Finer images are averaged over whole blocks of pixels. Coarser ones (thumbnails, figure panels,
+    a downsampled PACS preview: 1.5-3 mm pixels) are interpolated up to the grid: the search's
+    windows and offsets are whole pixels of the grid, and at 2-3 mm a joint space is one pixel, so
+    the band offsets and smoothing would otherwise span several times the millimetres they mean.
+    Source pixel ``i`` covers grid pixels ``(i + 0.5) / factor - 0.5`` either way.
+    """
+    if max(float(s) for s in spacing) <= 1.5 * grid_mm:
+        factors = tuple(max(1, int(round(grid_mm / float(s)))) for s in spacing)
+        return _block_mean(img, factors), (float(factors[0]), float(factors[1]))
+    zoom = tuple(max(1.0, float(s) / grid_mm) for s in spacing)
+    grid = ndimage.zoom(img, zoom, order=1, mode="nearest", grid_mode=True)
+    return grid, (img.shape[0] / grid.shape[0], img.shape[1] / grid.shape[1])
+
+
+def _erase_thin_overlays(small: np.ndarray, mm: tuple[float, float]) -> np.ndarray:
+    """``small`` with thin strokes brighter than anything thick replaced by their surroundings.
+
+    Burned-in side markers, annotations and rulers are drawn at (or near) the top of the stored
+    range in strokes a few mm thick; laid over the leg's soft tissue beside the knee they look like
+    bone and bands between their strokes like a joint space. Anatomy (and metal) that is that bright
+    fills more than a 5 mm square, so whatever is brighter than the brightest 5 mm square (by a tenth
+    of the range: edges and noise are not) is an overlay: it is replaced by the mean of what is not
+    overlay within 15 mm (strokes under about 5 mm thick; a bigger letter stays, as metal does).
+    Strokes are drawn at one value: a bright spot that is not flat-topped is anatomy and stays.
+    """
+    size = (max(1, int(round(5.0 / mm[0]))), max(1, int(round(5.0 / mm[1]))))
+    top = float(ndimage.grey_erosion(small, size=size).max())
+    span = top - float(np.percentile(small, 1.0))
+    labels, n = ndimage.label(small > top + 0.1 * span)
+    if not n:
+        return small
+    # drawn strokes are flat (one value); a bone's peak brighter than the rest (a harsh LUT) is a hump
+    low = ndimage.labeled_comprehension(small, labels, np.arange(1, n + 1), lambda x: np.percentile(x, 25), float, 0.0)
+    high = ndimage.maximum(small, labels, np.arange(1, n + 1))
+    flat = np.concatenate([[False], np.asarray(low) >= np.asarray(high) - 0.02 * span])
+    thin = flat[labels]
+    if not thin.any():
+        return small
+    grow = max(1, int(round(1.0 / min(mm))))
+    thin = ndimage.binary_dilation(thin, iterations=grow)  # and the strokes' anti-aliased edges
+    win = (_odd(15.0 / mm[0]), _odd(15.0 / mm[1]))
+    keep = (~thin).astype(np.float64)
+    around = ndimage.uniform_filter(small * keep, win) / np.maximum(ndimage.uniform_filter(keep, win), 1e-6)
+    return np.where(thin, around, small)
+
+
 def _border_bands(v: np.ndarray, mm: float) -> np.ndarray:
     """Mask of flat bright bands along the borders (collimation, unexposed detector)."""
     mask = np.zeros(v.shape, dtype=bool)
@@ -221,6 +284,37 @@ def _border_bands(v: np.ndarray, mm: float) -> np.ndarray:
                 else:
                     mask[:, sl] = True
     return mask
+
+
+def _metal(small: np.ndarray, excluded: np.ndarray, mm: tuple[float, float], p: LocatorParams) -> np.ndarray:
+    """Mask of metal: large, flat plateaus near the brightest value of the image.
+
+    Implants, stems and calibration balls attenuate far more than bone: the detector (or the
+    display's LUT) saturates there, so metal is a smooth area at or near the brightest value that
+    fills more than a few mm (burned-in text may be brighter still, but its strokes are thin).
+    Left in, metal dominates the thresholds (the soft tissue then falls in with the air, and a
+    knee's bone looks like a slab with nothing around it). Bone as bright (an equalised or
+    over-processed image) keeps its trabecular texture; metal has none.
+    """
+    size = (max(1, int(round(5.0 / mm[0]))), max(1, int(round(5.0 / mm[1]))))
+    top = float(ndimage.grey_erosion(np.where(excluded, small.min(), small), size=size).max())
+    lo = float(np.percentile(small, 1.0))
+    if top - lo <= 0:
+        return np.zeros(small.shape, dtype=bool)
+    plateau = (small >= top - 0.12 * (top - lo)) & ~excluded
+    labels, n = ndimage.label(plateau)
+    if not n:
+        return plateau
+    win = (max(3, int(round(3.0 / mm[0]))), max(3, int(round(3.0 / mm[1]))))
+    mean = ndimage.uniform_filter(small, win)
+    texture = np.sqrt(np.clip(ndimage.uniform_filter(small**2, win) - mean**2, 0.0, None)) / (top - lo)
+    areas = ndimage.sum_labels(plateau, labels, index=np.arange(1, n + 1)) * mm[0] * mm[1]
+    metal = np.zeros(small.shape, dtype=bool)
+    for i in np.flatnonzero(areas >= p.metal_min_area_mm2):
+        part = labels == i + 1
+        if float(np.median(texture[part])) < p.metal_max_texture:
+            metal |= part
+    return metal
 
 
 def _runs(row: np.ndarray) -> list[tuple[int, int]]:
@@ -294,20 +388,25 @@ def _soft_tissue_around(row: int, bone: np.ndarray, body: np.ndarray, mm: tuple[
     return bool(margins) and float(np.median(margins)) >= 6.0
 
 
-def _shaft_bone(rows: list[int], leg: np.ndarray, bone: np.ndarray, c0: int, c1: int) -> np.ndarray:
+def _shaft_bone(rows: list[int], leg: np.ndarray, bone: np.ndarray, c0: int, c1: int, col_mm: float) -> np.ndarray:
     """The bone of a shaft's rows, thresholded among those rows' own pixels (a mask of ``rows`` x ``c0:c1``).
 
     Thigh and calf are thicker than the knee, and a real radiograph's processing (unsharp masking,
     LUTs) lifts their soft tissue further, so the knee's bone threshold takes the soft tissue beside a
-    shaft for bone and the shaft looks as wide as the leg. The shaft is brighter than the soft tissue
-    of its own rows: Otsu's split of those rows' leg pixels separates them. The threshold is only ever
-    raised (never below the knee's), so bone seen at the knee's threshold is all the shaft can be.
+    shaft for bone and the shaft looks as wide as the leg. A limb is a cylinder: its soft tissue is
+    brightest where it is thickest, in the middle, so a split of the rows' intensities takes the
+    thick middle of the thigh for the shaft. The shaft is a narrow step on that smooth profile: the
+    profile smoothed over 10 mm along the row is taken off first, and Otsu's split of what is left
+    separates the shaft. The threshold is only ever raised (never below the knee's), so bone seen at
+    the knee's threshold is all the shaft can be.
     """
     sub_bone = bone[rows, c0:c1]
-    values = leg[rows, c0:c1][sub_bone]
+    sub = leg[rows, c0:c1]
+    detail = sub - gaussian_filter1d(sub, 10.0 / col_mm, axis=1, mode="nearest")
+    values = detail[sub_bone]
     if values.size < 50 or np.ptp(values) <= 1e-9:
         return sub_bone
-    return sub_bone & (leg[rows, c0:c1] > otsu2(values))
+    return sub_bone & (detail > otsu2(values))
 
 
 def _knee_at(row: int, bone: np.ndarray, axis_col: float, mm: tuple[float, float], p: LocatorParams,
@@ -326,7 +425,7 @@ def _knee_at(row: int, bone: np.ndarray, axis_col: float, mm: tuple[float, float
         rows = [r for r in rows if 0 <= r < h]
         if not rows:
             return None
-        mask = _shaft_bone(rows, leg, bone, c0, c1) if shaft and leg is not None else bone[rows, c0:c1]
+        mask = _shaft_bone(rows, leg, bone, c0, c1, mm[1]) if shaft and leg is not None else bone[rows, c0:c1]
         stats = [_extent(m) for m in mask]
         gap = max(1, int(round(3.0 / mm[1])))  # runs bridge gaps under 3 mm (trabecular texture)
         closed = [ndimage.binary_closing(m, np.ones(gap + 1, bool)) | m for m in mask]
@@ -376,9 +475,53 @@ def _band_row(score: np.ndarray, row: int, reach: int) -> float:
     return r + (0.5 * (a - c) / denom if np.isfinite(denom) and denom < 0 else 0.0)
 
 
+def _joint_row(sides: list[np.ndarray], row: int, reach: int, collapsed: float) -> float:
+    """The joint line near ``row``: midway between the two compartments' dark bands, or the one band seen.
+
+    A compartment whose cartilage is gone (bone on bone, KL 4) has no dark band of its own: the row
+    of its strongest (faint) score within ``reach`` is noise or the edge of a sclerotic line. When one
+    compartment's band is under ``collapsed`` times the other's, the other one alone gives the row.
+    """
+    rows = [_band_row(side, row, reach) for side in sides]
+    lo, hi = max(0, row - reach), row + reach + 1
+    depth = [max(float(np.max(side[lo:hi], initial=0.0)), 0.0) for side in sides]
+    if min(depth) < collapsed * max(depth):
+        return float(rows[int(np.argmax(depth))])
+    return float(np.mean(rows))
+
+
+def _implant_joint(row: int, metal: np.ndarray, mm: tuple[float, float]) -> float | None:
+    """The column of a joint replacement's articulation at ``row``, or None when the row is not one.
+
+    A replaced knee's femoral component and tibial tray are metal a knee's width across (not a
+    screw, a ball or a marker) with the radiolucent polyethylene insert between them: the joint
+    line is a band with little metal between metal just above and metal just below (a post or a
+    hinge may join the two). Such a joint has no bone of a knee's shape around it to check. The
+    column is midway across the metal.
+    """
+    h = metal.shape[0]
+    reach, skip = int(round(15.0 / mm[0])), max(1, int(round(2.0 / mm[0])))
+    spans = []
+    for rows in (np.arange(row - reach, row - skip + 1), np.arange(row + skip, row + reach + 1)):
+        rows = rows[(rows >= 0) & (rows < h)]
+        cols = np.flatnonzero(metal[rows].any(axis=0)) if rows.size else np.zeros(0, int)
+        if cols.size == 0 or (cols[-1] - cols[0] + 1) * mm[1] < 40.0:
+            return None
+        spans.append((int(cols[0]), int(cols[-1])))
+    c0, c1 = max(spans[0][0], spans[1][0]), min(spans[0][1], spans[1][1])
+    if c1 <= c0 or metal[row, c0:c1 + 1].mean() > 0.35:
+        return None  # metal across the band: inside a component, not between two
+    return float((sum(spans[0]) + sum(spans[1])) / 4)
+
+
 def _one_knee(leg: np.ndarray, bone: np.ndarray, body: np.ndarray, t_air: float, t_bone: float,
-              mm: tuple[float, float], p: LocatorParams) -> tuple[tuple[float, float] | None, str, float]:
-    """((row, col) in ``leg`` pixels or None, reason, confidence) for the knee in one leg's columns."""
+              mm: tuple[float, float], p: LocatorParams,
+              metal: np.ndarray | None = None) -> tuple[tuple[float, float] | None, str, float]:
+    """((row, col) in ``leg`` pixels or None, reason, confidence) for the knee in one leg's columns.
+
+    With ``metal`` (the leg's metal mask) the strongest band that is a joint replacement's
+    articulation (:func:`_implant_joint`) is the joint line, before any band checked for anatomy.
+    """
     if bone.sum() * mm[0] * mm[1] < 400:
         return None, "no bone found", 0.0
     rows_with_bone = bone.any(axis=1)
@@ -425,6 +568,11 @@ def _one_knee(leg: np.ndarray, bone: np.ndarray, body: np.ndarray, t_air: float,
         best = float(np.max(score[np.isfinite(score)], initial=0.0))
         return None, f"no joint space found (contrast {best:.3f} < {p.min_contrast})", 0.0
     first_reason = ""
+    for row in candidates if metal is not None and metal.any() else []:
+        col = _implant_joint(int(row), metal, mm)
+        if col is not None:
+            row_f = _joint_row(sides, row, shift, p.collapsed_band_ratio)
+            return (row_f, col), "", float(np.clip(score[row] / (4 * p.min_contrast), 0.0, 1.0))
     for row in candidates:
         ok, reason, col, width, fill = _knee_at(int(row), bone, float(axis[row]), mm, p, leg)
         if ok and not _soft_tissue_around(int(row), bone, body, mm):
@@ -433,7 +581,7 @@ def _one_knee(leg: np.ndarray, bone: np.ndarray, body: np.ndarray, t_air: float,
             first_reason = first_reason or reason
             continue
         # the joint line: midway between the two compartments' dark bands near this row
-        row_f = float(np.mean([_band_row(side, row, shift) for side in sides]))
+        row_f = _joint_row(sides, row, shift, p.collapsed_band_ratio)
         confidence = float(np.clip(score[row] / (4 * p.min_contrast), 0.0, 1.0)) * float(np.clip(fill, 0.0, 1.0))
         return (float(row_f), float(col)), "", confidence
     return None, f"no knee: {first_reason}", 0.0
@@ -512,12 +660,12 @@ def locate_knees(
         raise ValueError(f"expected a 2-D radiograph, got shape {img.shape}")
     if not np.isfinite(img).all():
         raise NoKneeFound("the image holds non-finite values")
-    factors = tuple(max(1, int(round(p.grid_mm / float(s)))) for s in spacing)
-    small = _block_mean(img, factors)
+    small, factors = _to_grid(img, spacing, p.grid_mm)
     mm = (float(spacing[0]) * factors[0], float(spacing[1]) * factors[1])
     if min(small.shape[0] * mm[0], small.shape[1] * mm[1]) < 60:
         raise NoKneeFound(f"the image covers {small.shape[0] * mm[0]:.0f} x {small.shape[1] * mm[1]:.0f} mm, "
                           "too small to hold a knee")
+    small = _erase_thin_overlays(small, mm)
     lo, hi = np.percentile(small, (1.0, 99.5))
     if hi - lo <= 1e-9 * max(1.0, abs(hi)):
         raise NoKneeFound("blank image (every pixel has the same value)")
@@ -528,9 +676,10 @@ def locate_knees(
     v = gaussian_filter(v, 0.7)
     # what is not anatomy: collimation bands, then burned-in markers (small blobs apart from the body)
     excluded = _border_bands(v, min(mm))
-    valid = v[~excluded]
-    if valid.size < 0.2 * v.size:
+    if (~excluded).sum() < 0.2 * v.size:
         raise NoKneeFound("no exposed field (the image is collimation or unexposed)")
+    metal = _metal(small, excluded, mm, p)
+    valid = v[~excluded & ~metal]  # the thresholds of the anatomy; metal is bone to the search
     tight = max(v.shape[0] * mm[0], v.shape[1] * mm[1]) < p.tight_crop_mm
     if tight:  # a tight crop around one knee: no air to speak of, soft tissue and bone only
         t_air, t_bone = float(np.percentile(valid, 0.5)), otsu2(valid)
@@ -564,7 +713,8 @@ def locate_knees(
         best: tuple = (None, "", 0.0, None)
         for t in (t_leg, t_air + 0.6 * (t_leg - t_air)):
             leg_bone = (leg_v > t) & leg_body
-            centre, reason, confidence = _one_knee(leg_v, leg_bone, leg_body, t_air, t, mm, p)
+            centre, reason, confidence = _one_knee(leg_v, leg_bone, leg_body, t_air, t, mm, p,
+                                                   metal[:, leg.c0:leg.c1])
             if centre is not None and confidence > best[2] + (0.1 if best[0] is not None else 0.0):
                 best = (centre, "", confidence, leg_bone)
             elif best[0] is None and not best[1]:
