@@ -41,7 +41,6 @@ import torch
 from monai.metrics import MAEMetric, PSNRMetric
 
 from xray2mri.pipeline.ssim import SeparableSSIMMetric
-
 from xray2mri.transforms.geometry import CANONICAL_SIDE, MRI_AXCODES
 
 #: Intensity range of every normalised image the metrics compare (radiograph and MRI).

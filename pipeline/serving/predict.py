@@ -44,6 +44,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 
 from xray2mri.pipeline.serving import writers
 from xray2mri.pipeline.serving.bundle import open_bundle
@@ -315,7 +316,9 @@ class Predictor:
             xray = item[self.image_key]
             meta = dict(getattr(xray, "meta", {}) or {})
             mirrored = bool(meta.get(MIRRORED_KEY, item.get(MIRRORED_KEY, False)))
-            batch = torch.as_tensor(xray, dtype=torch.float32).unsqueeze(0).to(self.device)
+            # a plain tensor: a MetaTensor would carry its meta through every op of the network (per-op overhead)
+            plain = xray.as_tensor() if isinstance(xray, MetaTensor) else xray
+            batch = torch.as_tensor(plain, dtype=torch.float32).unsqueeze(0).to(self.device)
             half_width, ood = None, None
             if self.calibration is not None and getattr(self.network, "uncertainty", False):
                 out = self.network.forward_dict(batch)

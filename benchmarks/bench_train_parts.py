@@ -1,0 +1,122 @@
+"""Two parts of a training run, each against what it replaced, measured interleaved in one run.
+
+* validation's 3-D SSIM on a batch of two 64^3 volumes: MONAI's ``SSIMMetric`` (dense 11^3 window)
+  vs :class:`xray2mri.pipeline.ssim.SeparableSSIMMetric` (train.json's ``val_mri_ssim``, the report's
+  ``ssim3d``), with the largest difference between their values;
+* the optimizer step of the bundle's network (demo configuration, uncertainty head, gradients from
+  one real backward pass): ``torch.optim.Adam`` with its default (for-each) implementation vs
+  ``fused=True`` (train.json), and a whole training step (forward, loss, backward, step) with each;
+* a training step with the adversarial option (``adversarial_weight`` > 0: the generator's term through
+  train.json's patch discriminator, then the discriminator's own step) against one without.
+
+Rounds alternate the two candidates, so load from other processes hits both alike; the figures
+are medians over rounds. Usage::
+
+    .venv/bin/python benchmarks/bench_train_parts.py [--rounds 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from monai.metrics import SSIMMetric
+
+from xray2mri.pipeline.ssim import SeparableSSIMMetric
+from xray2mri.pipeline.training.losses import HybridLoss
+from xray2mri.pipeline.training.networks import Xray2MRI
+from xray2mri.pipeline.training.uncertainty_loss import WithUncertaintyLoss
+
+
+def _interleaved(a, b, rounds: int, per_round: int) -> tuple[float, float]:
+    """Median seconds per call of ``a`` and ``b``, called alternately ``per_round`` times a round."""
+    ta, tb = [], []
+    for _ in range(rounds):
+        for fn, out in ((a, ta), (b, tb)):
+            t0 = time.perf_counter()
+            for _ in range(per_round):
+                fn()
+            out.append((time.perf_counter() - t0) / per_round)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def ssim_parts(rounds: int) -> dict:
+    g = torch.Generator().manual_seed(0)
+    truth = torch.rand(2, 1, 64, 64, 64, generator=g)
+    pred = (0.7 * truth + 0.3 * torch.rand(2, 1, 64, 64, 64, generator=g)).clamp(0, 1)
+    dense = SSIMMetric(spatial_dims=3, data_range=1.0, reduction="none")
+    separable = SeparableSSIMMetric(spatial_dims=3, data_range=1.0, reduction="none")
+    diff = float((dense(pred, truth) - separable(pred, truth)).abs().max())
+    t_dense, t_sep = _interleaved(lambda: dense(pred, truth), lambda: separable(pred, truth), rounds, 2)
+    return {"monai_ssim_metric_s": t_dense, "separable_s": t_sep, "speedup": t_dense / t_sep, "max_abs_diff": diff}
+
+
+def adam_parts(rounds: int) -> dict:
+    torch.manual_seed(0)
+    net = Xray2MRI(xray_size=[128, 128], mri_shape=[64, 64, 64], variant="geometry", uncertainty=True, return_dict=True)
+    loss_fn = WithUncertaintyLoss(HybridLoss(xray_weight=1.0, mri_weight=30.0, ssim_weight=1.0, mri_loss="mse"),
+                                  nll_weight=1.0, distribution="gaussian")
+    x, mri = torch.rand(1, 1, 128, 128), torch.rand(1, 1, 64, 64, 64)
+    default = torch.optim.Adam(net.parameters(), lr=1e-6)
+    fused = torch.optim.Adam(net.parameters(), lr=1e-6, fused=True)
+
+    def step(opt) -> None:
+        opt.zero_grad()
+        loss_fn(net(x), {"xray": x, "mri": mri}).backward()
+        opt.step()
+
+    step(default)
+    step(fused)  # both have state; the gradients of the last backward stay for the optimizer-only timing
+    t_default, t_fused = _interleaved(default.step, fused.step, rounds, 10)
+    s_default, s_fused = _interleaved(lambda: step(default), lambda: step(fused), rounds, 4)
+    return {"optimizer_step_s": {"foreach": t_default, "fused": t_fused, "ratio": t_fused / t_default},
+            "training_step_s": {"foreach": s_default, "fused": s_fused, "ratio": s_fused / s_default}}
+
+
+def adversarial_parts(rounds: int) -> dict:
+    from monai.networks.nets import PatchDiscriminator
+
+    from xray2mri.pipeline.training.adversarial import WithAdversarialLoss
+
+    torch.manual_seed(0)
+    net = Xray2MRI(xray_size=[128, 128], mri_shape=[64, 64, 64], variant="geometry", uncertainty=True, return_dict=True)
+    base = WithUncertaintyLoss(HybridLoss(xray_weight=1.0, mri_weight=30.0, ssim_weight=1.0, mri_loss="mse"),
+                               nll_weight=1.0, distribution="gaussian")
+    disc = PatchDiscriminator(spatial_dims=3, num_layers_d=3, channels=16, in_channels=1, out_channels=1, norm="INSTANCE")
+    adv = WithAdversarialLoss(base, discriminator=disc, weight=0.02)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-6, fused=True)
+    d_opt = torch.optim.Adam(disc.parameters(), lr=1e-6, betas=(0.5, 0.999))
+    x, mri = torch.rand(1, 1, 128, 128), torch.rand(1, 1, 64, 64, 64)
+
+    def plain() -> None:
+        opt.zero_grad()
+        base(net(x), {"xray": x, "mri": mri}).backward()
+        opt.step()
+
+    def adversarial() -> None:
+        opt.zero_grad()
+        pred = net(x)
+        adv(pred, {"xray": x, "mri": mri}).backward()
+        opt.step()
+        adv.discriminator_step(pred, {"mri": mri}, d_opt)
+
+    t_plain, t_adv = _interleaved(plain, adversarial, rounds, 4)
+    return {"training_step_s": {"without": t_plain, "with_adversarial": t_adv, "ratio": t_adv / t_plain}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
+    args = parser.parse_args(argv)
+    out = {"threads": torch.get_num_threads(), "torch": torch.__version__,
+           "ssim": ssim_parts(args.rounds), "adam": adam_parts(args.rounds),
+           "adversarial": adversarial_parts(args.rounds)}
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
