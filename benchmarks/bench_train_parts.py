@@ -9,8 +9,8 @@
 * a training step with the adversarial option (``adversarial_weight`` > 0: the generator's term through
   train.json's patch discriminator, then the discriminator's own step) against one without.
 
-Rounds alternate the two candidates, so load from other processes hits both alike; the figures
-are medians over rounds. Usage::
+Rounds alternate the two candidates (``bench_uncertainty._interleaved``), so load from other processes
+hits both alike; the figures are medians over calls. Usage::
 
     .venv/bin/python benchmarks/bench_train_parts.py [--rounds 7]
 """
@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from monai.metrics import SSIMMetric
@@ -30,17 +31,17 @@ from xray2mri.pipeline.training.losses import HybridLoss
 from xray2mri.pipeline.training.networks import Xray2MRI
 from xray2mri.pipeline.training.uncertainty_loss import WithUncertaintyLoss
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_uncertainty import _interleaved  # noqa: E402  (the benchmarks' one interleaved timer)
 
-def _interleaved(a, b, rounds: int, per_round: int) -> tuple[float, float]:
-    """Median seconds per call of ``a`` and ``b``, called alternately ``per_round`` times a round."""
-    ta, tb = [], []
-    for _ in range(rounds):
-        for fn, out in ((a, ta), (b, tb)):
-            t0 = time.perf_counter()
-            for _ in range(per_round):
-                fn()
-            out.append((time.perf_counter() - t0) / per_round)
-    return statistics.median(ta), statistics.median(tb)
+
+def _timed(fn):
+    """``fn`` as a callable returning the seconds one call took (what ``_interleaved`` medians)."""
+    def _one() -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+    return _one
 
 
 def ssim_parts(rounds: int) -> dict:
@@ -50,7 +51,7 @@ def ssim_parts(rounds: int) -> dict:
     dense = SSIMMetric(spatial_dims=3, data_range=1.0, reduction="none")
     separable = SeparableSSIMMetric(spatial_dims=3, data_range=1.0, reduction="none")
     diff = float((dense(pred, truth) - separable(pred, truth)).abs().max())
-    t_dense, t_sep = _interleaved(lambda: dense(pred, truth), lambda: separable(pred, truth), rounds, 2)
+    t_dense, t_sep = _interleaved(_timed(lambda: dense(pred, truth)), _timed(lambda: separable(pred, truth)), rounds, 2)
     return {"monai_ssim_metric_s": t_dense, "separable_s": t_sep, "speedup": t_dense / t_sep, "max_abs_diff": diff}
 
 
@@ -70,8 +71,8 @@ def adam_parts(rounds: int) -> dict:
 
     step(default)
     step(fused)  # both have state; the gradients of the last backward stay for the optimizer-only timing
-    t_default, t_fused = _interleaved(default.step, fused.step, rounds, 10)
-    s_default, s_fused = _interleaved(lambda: step(default), lambda: step(fused), rounds, 4)
+    t_default, t_fused = _interleaved(_timed(default.step), _timed(fused.step), rounds, 10)
+    s_default, s_fused = _interleaved(_timed(lambda: step(default)), _timed(lambda: step(fused)), rounds, 4)
     return {"optimizer_step_s": {"foreach": t_default, "fused": t_fused, "ratio": t_fused / t_default},
             "training_step_s": {"foreach": s_default, "fused": s_fused, "ratio": s_fused / s_default}}
 
@@ -103,7 +104,7 @@ def adversarial_parts(rounds: int) -> dict:
         opt.step()
         adv.discriminator_step(pred, {"mri": mri}, d_opt)
 
-    t_plain, t_adv = _interleaved(plain, adversarial, rounds, 4)
+    t_plain, t_adv = _interleaved(_timed(plain), _timed(adversarial), rounds, 4)
     return {"training_step_s": {"without": t_plain, "with_adversarial": t_adv, "ratio": t_adv / t_plain}}
 
 

@@ -29,15 +29,10 @@ from ignite.engine import Engine, Events
 from monai.losses import PatchAdversarialLoss
 from monai.utils import CommonKeys
 
+from xray2mri.pipeline.training.checkpoints import _unwrap
+from xray2mri.pipeline.training.uncertainty_loss import _plain
+
 __all__ = ["WithAdversarialLoss", "DiscriminatorStep"]
-
-
-def _plain(t: torch.Tensor) -> torch.Tensor:
-    return t.as_tensor() if hasattr(t, "as_tensor") else t
-
-
-def _unwrap(module: nn.Module) -> nn.Module:
-    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
 
 
 def _logits(discriminator: nn.Module, volume: torch.Tensor) -> torch.Tensor:
