@@ -5,10 +5,13 @@ a knee not found counts as a miss; target: within 5 mm for >= 95 % of knees):
 
 * ``bilateral``: SYNTHETIC bilateral PA radiographs of the OAI-layout tree (``xray2mri synth
   --layout oai``; truth from its ``oai_truth.json`` / ``known_centres.csv``), both knees, sides checked;
-* ``single``: SYNTHETIC single-knee AP radiographs of the built-in cohort (knee centred in the field);
-* ``long-leg``: each cohort radiograph placed off centre in a 700 x 320 mm field with its shafts
-  continued, a burned-in side marker and a collimation edge (:mod:`xray2mri.pipeline.data.synth.framing`),
-  written as DX DICOM without a side tag (side from the anatomy, checked);
+* ``cohort``: SYNTHETIC radiographs of the built-in cohort as written, framed in turn (knee field,
+  long-leg field, marked knee field, bilateral view: :data:`~xray2mri.pipeline.data.synth.framing.COHORT_FRAMINGS`),
+  truth from each subject's meta (``joint_centre_px``, ``other_knee_centre_px``), sides checked;
+* ``long-leg``: each cohort radiograph framed as a knee field placed off centre in a 700 x 320 mm
+  field with its shafts continued, a burned-in side marker and a collimation edge
+  (:func:`~xray2mri.pipeline.data.synth.framing.long_leg_field`), written as DX DICOM without a side
+  tag (side from the anatomy, checked);
 * ``real``: real radiographs marked by hand, listed in ``benchmarks/data/real_knee_marks.csv`` with
   each image's repository, commit, path and licence. The images are never committed: clone the
   repositories and give the folder holding them (``--real DIR``, or the ``XRAY2MRI_REAL_KNEES``
@@ -119,36 +122,42 @@ def bench_bilateral(tmp: Path, participants: int, seed: int, locator: LocateKnee
     return _summary("bilateral", errors, misses, wrong, timing)
 
 
-def bench_single_and_long_leg(tmp: Path, subjects: int, seed: int, locator: LocateKnee) -> list[dict]:
+def bench_cohort_and_long_leg(tmp: Path, subjects: int, seed: int, locator: LocateKnee) -> list[dict]:
     cohort = generate_cohort(tmp / "cohort", subjects, seed=seed, preset="demo", workers=os.cpu_count() or 1,
                              progress=False)
     rng = np.random.default_rng(seed)
-    sets = {name: {"errors": [], "misses": 0, "wrong_side": 0, "timing": []} for name in ("single", "long-leg")}
+    sets = {name: {"errors": [], "misses": 0, "wrong_side": 0, "timing": []} for name in ("cohort", "long-leg")}
     for meta_file in sorted(cohort.glob("SYN*/SYN*_meta.json")):
         meta = json.loads(meta_file.read_text())
-        xray = LoadXray()(meta_file.with_name(f"{meta['subject']}_xray.dcm"))
-        spacing = xray.meta["spacing"]
-        image = xray[0].numpy()
-        centre = ((image.shape[0] - 1) / 2, (image.shape[1] - 1) / 2)  # the cohort's knees are centred
-        framed = long_leg_field(image, centre, spacing[0], rng)
-        path = tmp / f"{meta['subject']}_longleg.dcm"
         info = meta["xray"]
-        write_dx(path, framed.image / float(info["stored_units_per_neper"]), subject=meta["subject"], laterality="U",
-                 imager_pixel_mm=info["imager_pixel_spacing_mm"], sid_mm=info["sid_mm"], sod_mm=info["sod_mm"])
-        for name, img, known in (("single", xray, centre), ("long-leg", LoadXray()(path), framed.centre)):
+        xray = LoadXray()(meta_file.with_name(f"{meta['subject']}_xray.dcm"))
+        known = {meta["side"]: tuple(info["joint_centre_px"])}
+        if info.get("other_knee_centre_px"):
+            known[{"R": "L", "L": "R"}[meta["side"]]] = tuple(info["other_knee_centre_px"])
+        cases = [("cohort", xray, known)]
+        if not info.get("other_knee_centre_px") and info.get("framing", "knee") == "knee":
+            image = xray[0].numpy()
+            framed = long_leg_field(image, known[meta["side"]], xray.meta["spacing"][0], rng)
+            path = tmp / f"{meta['subject']}_longleg.dcm"
+            write_dx(path, framed.image / float(info["stored_units_per_neper"]), subject=meta["subject"],
+                     laterality="U", imager_pixel_mm=info["imager_pixel_spacing_mm"], sid_mm=info["sid_mm"],
+                     sod_mm=info["sod_mm"])
+            cases.append(("long-leg", LoadXray()(path), {meta["side"]: framed.centre}))
+        for name, img, truth in cases:
             stats = sets[name]
             t0 = time.perf_counter()
             try:
                 knees = locator(img)
             except XrayInputError:
-                stats["misses"] += 1
+                stats["misses"] += len(truth)
                 continue
             stats["timing"].append(time.perf_counter() - t0)
             if name == "long-leg" and len(FIGURE_IMAGES) == 1:
                 FIGURE_IMAGES.append(("long-leg field, marker, collimation", img[0].numpy(), knees))
-            best = min(knees, key=lambda k: _error(k.centre, known, img.meta["spacing"]))
-            stats["errors"].append(_error(best.centre, known, img.meta["spacing"]))
-            stats["wrong_side"] += int(best.side != meta["side"])
+            for side, centre in truth.items():
+                best = min(knees, key=lambda k: _error(k.centre, centre, img.meta["spacing"]))
+                stats["errors"].append(_error(best.centre, centre, img.meta["spacing"]))
+                stats["wrong_side"] += int(best.side != side)
     return [_summary(name, s["errors"], s["misses"], s["wrong_side"], s["timing"]) for name, s in sets.items()]
 
 
@@ -224,7 +233,8 @@ def bench_real(root: Path | None) -> list[dict] | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--participants", type=int, default=20, help="bilateral radiographs (2 knees each)")
-    parser.add_argument("--subjects", type=int, default=20, help="single-knee radiographs (and as many long-leg)")
+    parser.add_argument("--subjects", type=int, default=20,
+                        help="cohort radiographs (those framed as a knee field also placed in long-leg fields)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--real", default=os.environ.get("XRAY2MRI_REAL_KNEES"), help="folder of the real images")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
@@ -233,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     locator = LocateKnee()
     with tempfile.TemporaryDirectory() as tmp:
         results = [bench_bilateral(Path(tmp), args.participants, args.seed, locator)]
-        results += bench_single_and_long_leg(Path(tmp), args.subjects, args.seed, locator)
+        results += bench_cohort_and_long_leg(Path(tmp), args.subjects, args.seed, locator)
     if args.figure and FIGURE_IMAGES:
         draw_figure(Path(args.figure))
     real = bench_real(Path(args.real) if args.real else None)

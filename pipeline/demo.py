@@ -84,11 +84,18 @@ def _bundle_cmd(settings: DemoSettings, configs: Sequence[str], overrides: dict[
 
 
 def make_cohort(settings: DemoSettings) -> None:
-    """Generate the synthetic cohort unless the same one (same datalist) is already there."""
+    """Generate the synthetic cohort unless the same one (same datalist, same generator version) is already there."""
+    from xray2mri.pipeline.data.synth.cohort import GENERATOR_VERSION
+
     datalist = settings.cohort / "datalist.json"
-    if datalist.exists():
+    info = settings.cohort / "cohort.json"
+    made_by = json.loads(info.read_text()).get("generator_version", 1) if info.is_file() else None
+    if datalist.exists() and made_by == GENERATOR_VERSION:
         _say(f"cohort: reusing {settings.cohort} (delete it to regenerate)")
     else:
+        if datalist.exists():
+            _say(f"cohort: {settings.cohort} was made by generator version {made_by}, this is {GENERATOR_VERSION}: "
+                 "regenerating")
         cmd = [sys.executable, "-m", "xray2mri.pipeline.cli", "synth", "--out", settings.cohort,
                "--subjects", settings.subjects, "--seed", settings.seed, "--preset", settings.preset]
         if settings.workers:
@@ -136,13 +143,13 @@ def ood_calibration_radiographs(settings: DemoSettings) -> Path | None:
         return None
     folder = settings.cohort.with_name(f"{settings.cohort.name}_ood_calibration")
     stamp = folder / "held_out.json"
+    from xray2mri.pipeline.data.synth.cohort import GENERATOR_VERSION, generate_subjects
+
     wanted = {"synthetic": True, "seed": settings.seed, "preset": settings.preset,
-              "indices": [settings.subjects, settings.subjects + n]}
+              "indices": [settings.subjects, settings.subjects + n], "generator_version": GENERATOR_VERSION}
     if stamp.is_file() and json.loads(stamp.read_text()) == wanted:
         _say(f"OOD calibration radiographs: reusing {folder}")
         return folder
-    from xray2mri.pipeline.data.synth.cohort import generate_subjects
-
     _say(f"OOD calibration radiographs: {n} held-out SYNTHETIC subjects -> {folder}")
     if folder.exists():
         shutil.rmtree(folder)

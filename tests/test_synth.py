@@ -14,14 +14,16 @@ import pytest
 from scipy.ndimage import map_coordinates
 
 from xray2mri.pipeline.cli import main
+from xray2mri.pipeline.data.synth.bone_texture import trabecular_attenuation
 from xray2mri.pipeline.data.synth.cohort import generate_cohort, make_subject
+from xray2mri.pipeline.data.synth.framing import COHORT_FRAMINGS
 from xray2mri.pipeline.data.synth.phantom import (
     compartment_centres,
     compartment_halfwidths,
     draw_params,
     render_labels,
 )
-from xray2mri.pipeline.data.synth.tissues import BONE_LABELS, LABEL
+from xray2mri.pipeline.data.synth.tissues import BONE_LABELS, LABEL, attenuation_lut
 from xray2mri.transforms.mri import LoadMrid
 from xray2mri.transforms.xray import LoadXrayd
 
@@ -98,13 +100,18 @@ def test_files_load_through_the_project_loaders_to_the_canonical_arrays(cohort):
         assert b"SYNTHETIC" in nib.load(folder / f"{subj}_mri.nii.gz").header["descrip"].tobytes()
 
         x = load_x({"xray": str(folder / f"{subj}_xray.dcm")})["xray"]
-        assert tuple(x.shape) == (1, *m["preset"]["xray_shape"])
+        assert tuple(x.shape) == (1, *m["xray"]["shape"])
+        if m["xray"]["framing"] == "knee":
+            assert tuple(x.shape) == (1, *m["preset"]["xray_shape"])
         expect = m["xray"]["imager_pixel_spacing_mm"] / m["xray"]["magnification"]
         np.testing.assert_allclose(np.asarray(x.meta["spacing"], dtype=float), [expect, expect], rtol=1e-4)
-        assert x.meta["laterality"] == m["side"]
+        bilateral = m["xray"]["framing"] == "bilateral"
+        assert x.meta["laterality"] == (None if bilateral else m["side"])
         assert (x.meta["modality"], x.meta["body_part"], x.meta["view_position"]) == ("DX", "KNEE", "AP")
         ds = pydicom.dcmread(folder / f"{subj}_xray.dcm", stop_before_pixels=True)
-        assert list(ds.ImageType) == ["DERIVED", "SECONDARY"] and ds.BurnedInAnnotation == "NO"
+        assert ds.ImageLaterality == ("B" if bilateral else m["side"]) and ("Laterality" in ds) != bilateral
+        burned = "YES" if m["xray"]["burned_in_annotation"] else "NO"
+        assert list(ds.ImageType) == ["DERIVED", "SECONDARY"] and ds.BurnedInAnnotation == burned
         assert "SYNTHETIC" in ds.SeriesDescription and "SYNTHETIC" in ds.ImageComments
         assert ds.PatientID == subj and ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.1.1"
         photometrics.add(ds.PhotometricInterpretation)
@@ -140,7 +147,8 @@ def test_radiograph_bone_is_bright_and_lies_where_the_label_maps_bone_projects(c
         n, mri_sp = lab.shape[1], m["preset"]["mri_spacing_mm"]
         # radiograph resampled onto the MRI's (rows, cols) grid, both centred on the knee
         mm = (np.arange(n) - (n - 1) / 2) * mri_sp
-        rr, cc = np.meshgrid(mm / sp + (x.shape[0] - 1) / 2, mm / sp + (x.shape[1] - 1) / 2, indexing="ij")
+        r0, c0 = m["xray"]["joint_centre_px"]  # where the framing put the knee centre
+        rr, cc = np.meshgrid(mm / sp + r0, mm / sp + c0, indexing="ij")
         xr = map_coordinates(x, [rr, cc], order=1)
         bone = np.isin(lab, BONE_LABELS).any(axis=0)
         limb = (lab > 0).any(axis=0)
@@ -148,6 +156,56 @@ def test_radiograph_bone_is_bright_and_lies_where_the_label_maps_bone_projects(c
         bright = xr > _otsu(xr[limb])
         assert _dice(bright & limb, bone) > 0.8, subj
         assert _dice(bright[:, ::-1] & limb, bone) < _dice(bright & limb, bone)
+
+
+def test_radiographs_are_framed_in_turn_and_the_meta_says_where_each_knee_is(cohort):
+    """Knee field, long-leg field, marked knee field and bilateral view, each knee where the meta says."""
+    from xray2mri.transforms.locate_knee import LocateKnee
+    from xray2mri.transforms.xray import LoadXray
+
+    metas = _metas(cohort)
+    assert [m["xray"]["framing"] for m in metas] == [COHORT_FRAMINGS[i % len(COHORT_FRAMINGS)] for i in range(N_SUBJECTS)]
+    assert set(COHORT_FRAMINGS) <= {m["xray"]["framing"] for m in metas}
+    locate = LocateKnee(field_mm=160.0)
+    for m in metas:
+        x = LoadXray()(cohort / m["subject"] / f"{m['subject']}_xray.dcm")
+        knees = {k.side: k for k in locate(x)}
+        truth = {m["side"]: m["xray"]["joint_centre_px"]}
+        if m["xray"]["framing"] == "bilateral":
+            truth[{"R": "L", "L": "R"}[m["side"]]] = m["xray"]["other_knee_centre_px"]
+            assert x.shape[-1] > 2 * m["preset"]["xray_shape"][1] * 0.9  # both knees on one detector
+        else:
+            assert m["xray"]["other_knee_centre_px"] is None
+        if m["xray"]["framing"] == "long_leg":
+            assert x.shape[-2] * float(x.meta["spacing"][0]) > 500  # a long-leg field
+        assert sorted(knees) == sorted(truth), m["subject"]
+        for side, (row, col) in truth.items():
+            err = np.hypot(*(np.subtract(knees[side].centre, (row, col)) * np.asarray(x.meta["spacing"], dtype=float)))
+            assert err < 5.0, (m["subject"], side, err)
+
+
+def test_framing_and_texture_change_the_radiograph_only():
+    """The anatomy, MRI and labels do not depend on how the radiograph is framed; the marrow is textured."""
+    plain, framed = make_subject(1, seed=SEED, framing="knee"), make_subject(1, seed=SEED)
+    assert framed.meta["xray"]["framing"] == "long_leg"
+    np.testing.assert_array_equal(plain.mri, framed.mri)
+    np.testing.assert_array_equal(plain.labels, framed.labels)
+    assert plain.meta["params"] == framed.meta["params"] and plain.xray.shape != framed.xray.shape
+    with pytest.raises(ValueError, match="unknown framing"):
+        make_subject(0, seed=SEED, framing="lateral")
+
+
+def test_trabecular_texture_varies_the_marrow_and_nothing_else():
+    labels = np.full((24, 24, 24), LABEL["muscle"], dtype=np.uint8)
+    labels[6:18, 6:18, 6:18] = LABEL["tibia"]
+    labels[6:18, 6:18, 6] = LABEL["cortical_bone"]
+    mu = attenuation_lut()[labels]
+    out = trabecular_attenuation(mu, labels, 1.0, np.random.default_rng(0), amplitude=0.3)
+    marrow = labels == LABEL["tibia"]
+    np.testing.assert_array_equal(out[~marrow], mu[~marrow])  # cortex and soft tissue as they were
+    rel = out[marrow] / mu[marrow]
+    assert 0.15 < rel.std() < 0.4 and abs(rel.mean() - 1.0) < 0.05
+    np.testing.assert_array_equal(trabecular_attenuation(mu, labels, 1.0, np.random.default_rng(0), amplitude=0.0), mu)
 
 
 def _measured_jsw(p, centre, halfwidth, step=0.05) -> float:

@@ -3,7 +3,7 @@
 Runs the bundle's ``evaluate.json`` on the split (predictions in ``OUT/evaluate``), then the report
 (``OUT/report/report.md``) against the mean-training-volume and nearest-neighbour baselines fitted on
 the datalist's training split. Works for every datalist the manifests describe: the synthetic cohort,
-an OAI import (its knees are cropped at load time with the bundle's ``oai.json``), a CSV of pairs.
+an OAI import (its knees are found and cropped at load time, as every datalist's), a CSV of pairs.
 
 Example::
 

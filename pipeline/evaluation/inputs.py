@@ -69,10 +69,9 @@ def bundle_preprocessing(
     """The bundle's deterministic preprocessing as a callable, and its sizes (``SIZE_IDS``).
 
     Opens the bundle with :func:`~xray2mri.pipeline.serving.bundle.open_bundle` on
-    ``configs/train.json`` (and ``evaluate.json`` over it when present, then ``configs``, e.g.
-    ``oai.json`` for knees cropped at load time) and instantiates ``preprocessing_id`` (default: the
-    first of :data:`PREPROCESSING_IDS` that the configs define). The callable takes a datalist item
-    with absolute paths and returns it preprocessed; ground-truth label maps (``labels``) that the
+    ``configs/train.json`` (and ``evaluate.json`` over it when present, then ``configs``) and
+    instantiates ``preprocessing_id`` (default: the first of :data:`PREPROCESSING_IDS` that the configs
+    define). The callable takes a datalist item with absolute paths and returns it preprocessed; ground-truth label maps (``labels``) that the
     bundle's chain leaves alone are loaded, mirrored and resampled with the MRI chain's label mode
     (nearest neighbour) at the bundle's ``mri_spacing`` / ``mri_shape``.
     """

@@ -5,8 +5,9 @@ configs), as a subprocess whose output is streamed and kept in a log; ``make dem
 through the same functions (:func:`run_step`, :func:`bundle_command`, :func:`run_evaluate_json`).
 :func:`evaluate_bundle` is what ``xray2mri evaluate`` runs: the bundle's predictions on the
 datalist's ``split``, then :func:`~xray2mri.pipeline.evaluation.report.report_from_files` against the
-baselines fitted on that datalist's training split. A datalist whose items carry a crop box (an OAI
-import) gets the bundle's load-time crop overlay (:func:`~xray2mri.pipeline.serving.bundle.datalist_configs`).
+baselines fitted on that datalist's training split. train.json finds and crops each knee at load time
+(``LocateKneed``/``CropKneed``; an item's ``crop_box`` from an OAI import is used as it is), so every
+datalist is read by the same configs.
 """
 
 from __future__ import annotations
@@ -137,8 +138,7 @@ def evaluate_bundle(
         weights: weights of the bundle's declared variant (default ``models/model.pt``).
         criteria: a quality-bar JSON (:func:`~.summary.load_criteria`); none: no quality bar.
         name: the model's row name (default: the declared variant's, :data:`~xray2mri.pipeline.training.networks.VARIANT_NAMES`).
-        configs: config overlays after train.json + evaluate.json (default: as the datalist needs,
-            :func:`~xray2mri.pipeline.serving.bundle.datalist_configs`).
+        configs: config overlays after train.json + evaluate.json (default: none).
         overrides: extra ``--key value`` for the bundle run (e.g. ``num_workers``).
     Returns the report's summary.
 
@@ -150,7 +150,7 @@ def evaluate_bundle(
     from xray2mri.pipeline.data import manifests
     from xray2mri.pipeline.evaluation.report import report_from_files
     from xray2mri.pipeline.evaluation.summary import load_criteria
-    from xray2mri.pipeline.serving.bundle import DEFAULT_WEIGHTS, datalist_configs, open_bundle
+    from xray2mri.pipeline.serving.bundle import DEFAULT_WEIGHTS, EVALUATE_CONFIGS, open_bundle
     from xray2mri.transforms.errors import InputError
 
     out = Path(out_dir)
@@ -161,11 +161,8 @@ def evaluate_bundle(
     wpath = Path(weights) if weights is not None else Path(bundle) / DEFAULT_WEIGHTS
     if not wpath.is_file():
         raise InputError(wpath, "no weights: train the bundle first, or give --weights")
-    if configs is None:
-        configs = datalist_configs(bundle, items)
+    configs = tuple(configs or ())
     if name is None:
-        from xray2mri.pipeline.serving.bundle import EVALUATE_CONFIGS
-
         variant = open_bundle(bundle, configs=EVALUATE_CONFIGS).setting("variant")
         name = VARIANT_NAMES.get(str(variant), f"model ({variant})")
     out.mkdir(parents=True, exist_ok=True)

@@ -35,11 +35,9 @@ __all__ = [
     "OpenedBundle",
     "open_bundle",
     "load_state_dict",
-    "datalist_configs",
     "DEFAULT_WEIGHTS",
     "INFERENCE_CONFIGS",
     "EVALUATE_CONFIGS",
-    "CROP_CONFIG",
 ]
 
 #: Where a bundle keeps the weights of its declared variant (the model zoo's convention).
@@ -50,11 +48,6 @@ SCRIPTS_PACKAGE: str = "scripts"
 INFERENCE_CONFIGS: tuple[str, ...] = ("inference.json",)
 #: Config files read to evaluate a bundle on a datalist: training's ids with evaluate.json over them.
 EVALUATE_CONFIGS: tuple[str, ...] = ("train.json", "evaluate.json")
-#: Overlay (relative to ``configs/``) that crops each knee at load time from its item's ``crop_box``
-#: (a bilateral radiograph of an OAI import); read after the configs above when a datalist needs it.
-CROP_CONFIG: str = "oai.json"
-#: The datalist item key that says a radiograph is cropped at load time.
-CROP_BOX_KEY: str = "crop_box"
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -122,23 +115,6 @@ class OpenedBundle:
         if found is None:
             raise InputError(self.config_files[-1], f"defines none of the preprocessing ids {keys}")
         return self.parser.get_parsed_content(found, instantiate=True)
-
-
-def datalist_configs(bundle_dir: str | os.PathLike, items: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
-    """The config overlays a datalist's items need on top of train.json (+ evaluate.json).
-
-    Items with a ``crop_box`` (knees cropped at load time from a bilateral radiograph) need
-    :data:`CROP_CONFIG`; other datalists none.
-
-    Raises:
-        InputError: the items need the crop overlay and the bundle has none.
-    """
-    if not any(item.get(CROP_BOX_KEY) is not None for item in items):
-        return ()
-    path = Path(bundle_dir) / "configs" / CROP_CONFIG
-    if not path.is_file():
-        raise InputError(path, f"the datalist's items carry {CROP_BOX_KEY!r} and the bundle has no crop overlay")
-    return (CROP_CONFIG,)
 
 
 def open_bundle(

@@ -65,13 +65,10 @@ class SplitOutputs:
 
 def _open(bundle_dir: str | os.PathLike, datalist: str | os.PathLike, base_dir: str | os.PathLike, split: str,
           overrides: Mapping[str, Any] | None) -> Any:
-    from xray2mri.pipeline.data import manifests
-    from xray2mri.pipeline.serving.bundle import EVALUATE_CONFIGS, datalist_configs, open_bundle
+    from xray2mri.pipeline.serving.bundle import EVALUATE_CONFIGS, open_bundle
 
-    items = manifests.load_datalist(datalist, split, base_dir)
-    configs = (*EVALUATE_CONFIGS, *datalist_configs(bundle_dir, items))
     return open_bundle(
-        bundle_dir, configs=configs,
+        bundle_dir, configs=EVALUATE_CONFIGS,
         overrides={"dataset_dir": str(base_dir), "datalist": str(datalist), "validate#split": split,
                    "eval_split": split, "num_workers": 0, **(overrides or {})},
     )

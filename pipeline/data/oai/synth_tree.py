@@ -222,9 +222,7 @@ def write_radiograph(
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = f"{date:%Y%m%d}"
     ds.StudyDescription = "OAI^XR^SYNTHETIC"
     ds.SeriesDescription = f"{series_description} (SYNTHETIC)"
-    ds.ViewPosition = "PA"
-    ds.ImageLaterality = "B"
-    del ds.Laterality  # series Laterality is R or L only; a bilateral image has none
+    ds.ViewPosition = "PA"  # write_dx wrote ImageLaterality B and no series Laterality (R or L only)
     ds.PatientOrientation = ["R", "F"] if mirrored else ["L", "F"]
     ds.save_as(path, enforce_file_format=True)
 

@@ -10,9 +10,16 @@ Layout of ``DIR`` (docs/architecture.md, "Data")::
     DIR/SYN0000/SYN0000_labels.nii.gz  tissue labels on the MRI grid (uint8), same orientation
     DIR/SYN0000/SYN0000_meta.json    grade, side, JSW, geometry and every random parameter
 
-Determinism: subject ``i`` of seed ``S`` draws everything from
-``numpy.random.default_rng([S, i])``, so a subject's files do not depend on how many
-subjects or worker processes there are. Subjects are rendered in parallel worker processes.
+Radiographs: a cone-beam DRR through the label map, the marrow textured
+(:mod:`~xray2mri.pipeline.data.synth.bone_texture`), then framed in turn by subject index
+(:data:`~xray2mri.pipeline.data.synth.framing.COHORT_FRAMINGS`: knee field, long-leg field,
+marked knee field, bilateral view), so the knee finder and the network meet real framings in
+training; the meta file records the framing and the joint centre in the written pixels.
+
+Determinism: subject ``i`` of seed ``S`` draws its anatomy, MRI and exposure from
+``numpy.random.default_rng([S, i])`` and its radiograph's appearance (texture, framing) from
+``default_rng([S, i, 1])``, so a subject's files do not depend on how many subjects or worker
+processes there are. Subjects are rendered in parallel worker processes.
 """
 
 from __future__ import annotations
@@ -30,8 +37,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from xray2mri.pipeline.data.synth.bone_texture import trabecular_attenuation
 from xray2mri.pipeline.data.synth.dicom_writer import BITS_STORED, PHOTOMETRICS, TRANSFER_SYNTAXES, write_dx
 from xray2mri.pipeline.data.synth.drr import expose, line_integrals
+from xray2mri.pipeline.data.synth.framing import COHORT_FRAMINGS, frame_radiograph
 from xray2mri.pipeline.data.synth.mri_render import draw_mri_params, render_mri
 from xray2mri.pipeline.data.synth.nifti_writer import ACQUISITION_AXCODES, write_volume
 from xray2mri.pipeline.data.synth.phantom import (
@@ -45,6 +54,8 @@ from xray2mri.pipeline.data.synth.presets import SynthPreset, get_preset
 from xray2mri.pipeline.data.synth.tissues import attenuation_lut, legend
 from xray2mri.transforms.geometry import MRI_AXCODES, canonical_affine
 
+#: Version of what the generator draws and writes: a cohort made by another version is regenerated.
+GENERATOR_VERSION: int = 2
 SUBJECT_PREFIX = "SYN"
 VISIT = "00m"
 _SUBJECT_DIR = re.compile(rf"^{SUBJECT_PREFIX}\d{{4,}}$")
@@ -60,6 +71,17 @@ def subject_rng(seed: int, index: int) -> np.random.Generator:
     if seed < 0 or index < 0:
         raise ValueError(f"seed and index must be >= 0, got seed={seed}, index={index}")
     return np.random.default_rng([int(seed), int(index)])
+
+
+def appearance_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of subject ``index``'s radiograph appearance (texture, framing), apart from its anatomy's."""
+    subject_rng(seed, index)  # validates
+    return np.random.default_rng([int(seed), int(index), 1])
+
+
+def cohort_framing(index: int) -> str:
+    """How the default cohort frames subject ``index``'s radiograph (:data:`COHORT_FRAMINGS`, in turn)."""
+    return COHORT_FRAMINGS[index % len(COHORT_FRAMINGS)]
 
 
 def _axis_mm(n: int, spacing: float) -> np.ndarray:
@@ -85,10 +107,14 @@ def make_subject(
     preset: str | SynthPreset = "demo",
     grade: int | None = None,
     side: str | None = None,
+    framing: str | None = None,
 ) -> SubjectData:
-    """Render subject ``index`` of the cohort of ``seed`` (grade/side may be forced, for tests)."""
+    """Render subject ``index`` of the cohort of ``seed`` (grade/side/framing may be forced, for tests;
+    framing None: :func:`cohort_framing`)."""
     pre = get_preset(preset) if isinstance(preset, str) else preset
+    framing = cohort_framing(index) if framing is None else framing
     rng = subject_rng(seed, index)
+    look = appearance_rng(seed, index)
     p = draw_params(rng, grade=grade, side=side)
     acq = draw_mri_params(rng, pre.mri_spacing_mm)
     sid = float(rng.uniform(980.0, 1020.0))
@@ -104,9 +130,12 @@ def make_subject(
     fine_labels = render_labels(p, *fine)
     labels = render_labels(p, *coarse)
     mri = render_mri(fine_labels, pre.supersample, acq, rng)
-    mu = attenuation_lut()[fine_labels]
+    mu = trabecular_attenuation(attenuation_lut()[fine_labels], fine_labels, pre.fine_spacing_mm, look)
     integrals = line_integrals(mu, pre.fine_spacing_mm, pre.xray_shape, pre.xray_pixel_mm, sid, sod, pre.drr_slab)
-    xray = expose(integrals, photons, pre.detector_blur_px, heel, rng)
+    centred = ((pre.xray_shape[0] - 1) / 2.0, (pre.xray_shape[1] - 1) / 2.0)  # the central ray meets the knee centre
+    framed = frame_radiograph(framing, expose(integrals, photons, pre.detector_blur_px, heel, rng), centred, p.side,
+                              pre.xray_pixel_mm, sid / sod, look)
+    xray = framed.image
 
     subject = subject_id(index)
     affine = canonical_affine(pre.mri_shape, pre.mri_spacing_mm, centre_world)
@@ -151,13 +180,18 @@ def make_subject(
         "geometry": geometry,
         "mri": {**acq, "acquisition_axcodes": ACQUISITION_AXCODES[index % len(ACQUISITION_AXCODES)]},
         "xray": {
-            "view": "AP",
+            "view": "AP bilateral" if framed.other_centre is not None else "AP",
+            "framing": framing,
+            "joint_centre_px": [round(float(v), 3) for v in framed.centre],
+            "other_knee_centre_px": None if framed.other_centre is None else [round(float(v), 3)
+                                                                              for v in framed.other_centre],
+            "burned_in_annotation": framed.burned_in,
             "sid_mm": round(sid, 3),
             "sod_mm": round(sod, 3),
             "magnification": round(sid / sod, 6),
             "imager_pixel_spacing_mm": pre.xray_pixel_mm,
             "pixel_spacing_at_knee_mm": round(pre.xray_pixel_mm * sod / sid, 6),
-            "shape": list(pre.xray_shape),
+            "shape": list(xray.shape),
             "photons_per_pixel": round(photons, 1),
             "heel_effect": round(heel, 4),
             "detector_blur_px": pre.detector_blur_px,
@@ -191,7 +225,7 @@ def write_subject(out_dir: str | os.PathLike, data: SubjectData) -> Path:
         work / f"{data.subject}_xray.dcm",
         data.xray,
         subject=data.subject,
-        laterality=data.meta["side"],
+        laterality="B" if x.get("other_knee_centre_px") else data.meta["side"],
         imager_pixel_mm=x["imager_pixel_spacing_mm"],
         sid_mm=x["sid_mm"],
         sod_mm=x["sod_mm"],
@@ -200,6 +234,7 @@ def write_subject(out_dir: str | os.PathLike, data: SubjectData) -> Path:
         bits_stored=x["bits_stored"],
         uid_seed=f"xray2mri-synth/{m['seed']}/{m['index']}",
         kvp=x["kvp"],
+        burned_in=bool(x.get("burned_in_annotation", False)),
     )
     x.update(written)
     (work / f"{data.subject}_meta.json").write_text(json.dumps(data.meta, indent=1) + "\n")
@@ -289,6 +324,7 @@ def generate_cohort(
     (out / "tissues.json").write_text(json.dumps(legend(), indent=1) + "\n")
     info = {
         "synthetic": True,
+        "generator_version": GENERATOR_VERSION,
         "description": "SYNTHETIC paired knee cohort (AP DRR radiograph + DESS-like MRI + tissue labels) made by xray2mri synth",
         "seed": seed,
         "subjects": n_subjects,

@@ -71,6 +71,7 @@ def write_dx(
     uid_seed: str = "",
     kvp: float = 65.0,
     exposure_mas: float = 5.0,
+    burned_in: bool = False,
 ) -> dict:
     """Write one AP knee radiograph; returns what was written (JSON-ready).
 
@@ -78,12 +79,14 @@ def write_dx(
         path: output file (written to a temporary name, then renamed).
         log_att: float log-attenuation image (rows S->I, cols R->L).
         subject: pseudonymous id, used as PatientID (no real identifier ever goes here).
-        laterality: "L" or "R" (ImageLaterality).
+        laterality: "L" or "R", or "B" for both knees (ImageLaterality; the series Laterality is
+            R or L only, so a bilateral image has none).
         imager_pixel_mm: detector pixel pitch (ImagerPixelSpacing).
         sid_mm: source-to-detector distance; sod_mm: source-to-knee distance.
         photometric, transfer_syntax, bits_stored: how the pixels are stored.
         uid_seed: string that makes the UIDs deterministic (same seed, same UIDs).
         kvp, exposure_mas: nominal technique factors.
+        burned_in: a marker is burned into the pixels (BurnedInAnnotation YES).
     """
     path = Path(path)
     stored, units = quantise(log_att, bits_stored, photometric)
@@ -124,7 +127,8 @@ def write_dx(
     ds.BodyPartExamined = "KNEE"
     ds.ViewPosition = "AP"
     ds.ImageLaterality = laterality
-    ds.Laterality = laterality
+    if laterality in ("R", "L"):
+        ds.Laterality = laterality
     ds.PatientOrientation = ["L", "F"]  # along a row: towards patient left; down a column: feet
     ds.KVP = f"{kvp:.0f}"
     ds.ExposureInuAs = int(round(exposure_mas * 1000))
@@ -139,7 +143,7 @@ def write_dx(
     ds.StudyID = "1"
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
-    ds.BurnedInAnnotation = "NO"
+    ds.BurnedInAnnotation = "YES" if burned_in else "NO"
     ds.LossyImageCompression = "00"
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = photometric
