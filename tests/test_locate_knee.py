@@ -164,6 +164,30 @@ def test_tilted_joint_line_centre_is_midway_between_the_compartments():
     assert _mm(found.centre, (240.0, 180.0), (0.5, 0.5)) < 2.0
 
 
+def test_compartments_whose_joint_lines_lie_12_mm_apart():
+    """A real tight crop: each compartment's joint space level, the image-right one 12 mm higher (a step at the notch).
+
+    Each compartment's band was looked for only 4 mm above or below the row: no row reached both,
+    the open compartment was taken for a collapsed one and the other's band alone gave the joint
+    line, 6 mm off (a real tight crop 8.4 mm off). The bands are now looked for 5 mm either way, and the bone of a knee above the upper band and below the lower one.
+    """
+    image = xray_factory.knee_attenuation(480, 360, 0.5, (240.0, 180.0), "R", step_mm=12.0)
+    (found,) = locate_knees(image, (0.5, 0.5))
+    assert _mm(found.centre, (240.0, 180.0), (0.5, 0.5)) < 2.0
+
+
+def test_locator_defaults_match_the_bundle_config():
+    """Each threshold train.json's ``locate_knee`` block sets is ``LocatorParams``' default (the bundle passes its own)."""
+    from dataclasses import asdict
+
+    from xray2mri.transforms.locate_knee import LocatorParams
+
+    config = Path(__file__).resolve().parents[1] / "bundles" / "knee_xray2mri" / "configs" / "train.json"
+    block = json.loads(config.read_text())["locate_knee"]
+    defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(LocatorParams()).items()}
+    assert block == {k: defaults[k] for k in block}
+
+
 def test_thumbnail_with_coarse_pixels_is_searched_at_the_grid():
     """Thumbnails and previews (figure panels, PACS previews: 2-3 mm pixels) hold a knee in about 150 x 80 pixels.
 

@@ -221,6 +221,7 @@ def _chord(x: np.ndarray, half_width: np.ndarray | float) -> np.ndarray:
 def knee_attenuation(
     rows: int, cols: int, spacing: float, centre: tuple[float, float], side: str = "R", seed: int = 0,
     fibula: bool = True, limb_lift: float = 0.0, tilt_mm: float = 0.0, collapsed: str | None = None,
+    step_mm: float = 0.0,
 ) -> np.ndarray:
     """An analytic AP knee (float, more attenuation = higher): soft tissue, femur, tibia, fibula.
 
@@ -232,6 +233,8 @@ def knee_attenuation(
     beside the shafts is as bright as the knee's bone. ``tilt_mm`` tilts the joint space about the
     centre: the image-right compartment's joint line lies ``tilt_mm`` higher than the image-left one's
     (a tilted plateau, varus/valgus, a rotated or flexed knee); the centre stays where it is.
+    ``step_mm`` sets each compartment's joint line level but the image-right one ``step_mm`` higher,
+    the step at the notch (plateaus of different heights seen with the knee rotated or tilted).
     ``collapsed`` (``"image-left"`` or ``"image-right"``) closes that compartment's joint space:
     femur on tibia with a 4 mm sclerotic line along the contact (KL 4), the other compartment open.
     """
@@ -241,6 +244,7 @@ def knee_attenuation(
     soft = _chord(x, 60.0 + 10.0 * np.clip(-y / 150.0, 0.0, 1.0))
     femur_hw = 15.0 + 23.0 * np.clip((y + 70.0) / 40.0, 0.0, 1.0)
     gap = -tilt_mm * np.clip(x / 50.0, -0.5, 0.5)  # the joint line's height (mm, + inferior) across the knee
+    gap -= 0.5 * step_mm * np.sign(x)
     closed = np.zeros_like(x, dtype=bool) if collapsed is None else (x < 0) == (collapsed == "image-left")
     half_gap = np.where(closed, 0.0, 2.5)
     femur = np.where(y < gap - half_gap, _chord(x, femur_hw), 0.0)

@@ -84,7 +84,8 @@ class LocatorParams:
         grid_mm: pixel size (mm) the image is brought to before searching.
         band_offset_mm: distance above and below a row compared with it when scoring a dark band.
         compartment_offset_mm: how far (up or down) each compartment's joint space may lie from the joint
-            line, which is midway between the two (tilted plateaus, varus/valgus, rotation, flexion).
+            line, which is midway between the two (tilted plateaus, varus/valgus, rotation, flexion; a
+            real tight crop's two joint spaces lie 12 mm apart).
         min_contrast: smallest accepted dark-band score (relative to the bone-soft tissue contrast).
         knee_width_mm: (min, max) width of the bone just above and below the joint line.
         min_plateau_fill: share of the tibial plateau's extent its widest run of bone must cover (one solid
@@ -103,7 +104,7 @@ class LocatorParams:
 
     grid_mm: float = 1.0
     band_offset_mm: float = 4.0
-    compartment_offset_mm: float = 4.0
+    compartment_offset_mm: float = 5.0
     min_contrast: float = 0.03
     knee_width_mm: tuple[float, float] = (50.0, 130.0)
     min_plateau_fill: float = 0.7
@@ -410,18 +411,23 @@ def _shaft_bone(rows: list[int], leg: np.ndarray, bone: np.ndarray, c0: int, c1:
 
 
 def _knee_at(row: int, bone: np.ndarray, axis_col: float, mm: tuple[float, float], p: LocatorParams,
-             leg: np.ndarray | None = None):
+             leg: np.ndarray | None = None, bands: tuple[float, float] | None = None):
     """Check a knee's anatomy around joint line ``row`` of one leg; (ok, reason, col, width, fill).
 
     ``leg`` (the leg's intensities) lets the shafts be measured with their own bone threshold
-    (:func:`_shaft_bone`); without it they are measured on ``bone``.
+    (:func:`_shaft_bone`); without it they are measured on ``bone``. ``bands`` (the upper and the
+    lower compartment's joint-space rows, :func:`_compartment_rows`) puts the femur's checks above
+    the upper band and the tibia's below the lower one: with the compartments' joint spaces several
+    mm apart, rows a few mm from the midway line cross the other compartment's joint space.
     """
     h, w = bone.shape
+    top, bottom = (row, row) if bands is None else (int(np.floor(bands[0])), int(np.ceil(bands[1])))
     reach = int(round(75 / mm[1]))
     c0, c1 = max(0, int(np.floor(axis_col - reach))), min(w, int(np.ceil(axis_col + reach)) + 1)
 
     def rows_stats(start_mm: float, end_mm: float, shaft: bool = False):
-        rows = [row + int(round(v / mm[0])) for v in np.arange(start_mm, end_mm + 1e-6, mm[0])]
+        base = top if start_mm < 0 else bottom
+        rows = [base + int(round(v / mm[0])) for v in np.arange(start_mm, end_mm + 1e-6, mm[0])]
         rows = [r for r in rows if 0 <= r < h]
         if not rows:
             return None
@@ -451,7 +457,7 @@ def _knee_at(row: int, bone: np.ndarray, axis_col: float, mm: tuple[float, float
             axis_col, below[0], below[1]
     knee_width = min(above[0], below[0])
     for name, sign in (("femoral", -1.0), ("tibial", 1.0)):
-        inside = [row + sign * v / mm[0] for v in (60.0, 95.0)]
+        inside = [(top if sign < 0 else bottom) + sign * v / mm[0] for v in (60.0, 95.0)]
         if sum(0 <= r < h for r in np.linspace(*inside, 8)) < 4:
             continue  # the image ends before the shaft (a tight crop): not checked
         shaft = rows_stats(-95.0, -60.0, shaft=True) if sign < 0 else rows_stats(60.0, 95.0, shaft=True)
@@ -475,19 +481,25 @@ def _band_row(score: np.ndarray, row: int, reach: int) -> float:
     return r + (0.5 * (a - c) / denom if np.isfinite(denom) and denom < 0 else 0.0)
 
 
-def _joint_row(sides: list[np.ndarray], row: int, reach: int, collapsed: float) -> float:
-    """The joint line near ``row``: midway between the two compartments' dark bands, or the one band seen.
+def _compartment_rows(sides: list[np.ndarray], row: int, reach: int, collapsed: float) -> tuple[float, float]:
+    """(upper, lower) rows of the two compartments' dark bands near ``row``; the one band seen, twice.
 
     A compartment whose cartilage is gone (bone on bone, KL 4) has no dark band of its own: the row
     of its strongest (faint) score within ``reach`` is noise or the edge of a sclerotic line. When one
-    compartment's band is under ``collapsed`` times the other's, the other one alone gives the row.
+    compartment's band is under ``collapsed`` times the other's, the other one alone is the joint space.
     """
     rows = [_band_row(side, row, reach) for side in sides]
     lo, hi = max(0, row - reach), row + reach + 1
     depth = [max(float(np.max(side[lo:hi], initial=0.0)), 0.0) for side in sides]
     if min(depth) < collapsed * max(depth):
-        return float(rows[int(np.argmax(depth))])
-    return float(np.mean(rows))
+        one = float(rows[int(np.argmax(depth))])
+        return one, one
+    return float(min(rows)), float(max(rows))
+
+
+def _joint_row(sides: list[np.ndarray], row: int, reach: int, collapsed: float) -> float:
+    """The joint line near ``row``: midway between the two compartments' dark bands, or the one band seen."""
+    return float(np.mean(_compartment_rows(sides, row, reach, collapsed)))
 
 
 def _implant_joint(row: int, metal: np.ndarray, mm: tuple[float, float]) -> float | None:
@@ -574,7 +586,8 @@ def _one_knee(leg: np.ndarray, bone: np.ndarray, body: np.ndarray, t_air: float,
             row_f = _joint_row(sides, row, shift, p.collapsed_band_ratio)
             return (row_f, col), "", float(np.clip(score[row] / (4 * p.min_contrast), 0.0, 1.0))
     for row in candidates:
-        ok, reason, col, width, fill = _knee_at(int(row), bone, float(axis[row]), mm, p, leg)
+        bands = _compartment_rows(sides, row, shift, p.collapsed_band_ratio)
+        ok, reason, col, width, fill = _knee_at(int(row), bone, float(axis[row]), mm, p, leg, bands)
         if ok and not _soft_tissue_around(int(row), bone, body, mm):
             ok, reason = False, "bone fills the body beside the dark band (no soft tissue around it: not a knee)"
         if not ok:
