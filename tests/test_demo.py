@@ -61,9 +61,17 @@ def test_demo_installs_the_declared_variant_and_predicts_with_it(demo_run, tiny_
     installed = torch.load(bundle / "models" / "model.pt", weights_only=True)
     assert set(installed) == set(best)
     assert all(torch.equal(installed[k], best[k]) for k in best)
-    n_test = len(json.loads((tiny_cohort / "datalist.json").read_text())["test"])
+    test_items = json.loads((tiny_cohort / "datalist.json").read_text())["test"][:3]
     volumes = sorted((out / "predict").glob("*_mri_synthetic.nii.gz"))
-    assert len(volumes) == min(3, n_test) > 0
+    # one volume per knee: a bilateral radiograph of the cohort gives two, named with their sides
+    expected = []
+    for item in test_items:
+        stem = Path(item["xray"]).name.removesuffix(".dcm")
+        meta = json.loads((tiny_cohort / item["subject"] / f"{item['subject']}_meta.json").read_text())
+        sides = ["R", "L"] if meta["xray"]["framing"] == "bilateral" else [meta["side"]]
+        expected += [f"{stem}_{side}_mri_synthetic.nii.gz" if len(sides) == 2 else f"{stem}_mri_synthetic.nii.gz"
+                     for side in sides]
+    assert [v.name for v in volumes] == sorted(expected) and volumes
     assert all(nib.load(v).header["descrip"].tobytes().decode().startswith("SYNTHETIC") for v in volumes)
     # the demo calibrated the installed model on validation: each volume has its uncertainty map,
     # and the report measured the map's coverage on the test split
