@@ -26,9 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "synth",
         help="generate a SYNTHETIC paired knee cohort (DX radiograph + DESS-like MRI + labels)",
         description=(
-            "Render a synthetic paired knee cohort into DIR: per subject an AP cone-beam DRR as DX DICOM, "
-            "a DESS-like MRI and its tissue label map as NIfTI, and a meta JSON (KL grade, side, joint-space "
-            "widths, geometry, every random parameter); DIR/tissues.json (legend) and DIR/datalist.json "
+            "Render a synthetic paired knee cohort into DIR: per subject an AP cone-beam DRR as DX DICOM "
+            "(marrow textured; framed in turn as a knee field, a long-leg field, a marked and collimated knee "
+            "field or a bilateral view), a DESS-like MRI and its tissue label map as NIfTI, and a meta JSON "
+            "(KL grade, side, joint-space widths, geometry, framing and joint centre in the radiograph's pixels, "
+            "every random parameter); DIR/tissues.json (legend) and DIR/datalist.json "
             "(split by subject). The same seed gives the same files, whatever the number of workers."
         ),
         epilog=with_example("xray2mri synth --out data/synthetic_small --subjects 20 --seed 0 --preview"),
