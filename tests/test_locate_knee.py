@@ -358,6 +358,12 @@ def test_locate_kneed_routes_training_items():
     with pytest.raises(XrayInputError, match="b.dcm: blank image"):
         LocateKneed("xray")({"xray": MetaTensor(torch.zeros(1, 300, 300), meta={"spacing": (0.5, 0.5),
                                                                                  "filename_or_obj": "b.dcm"})})
+    # a datalist's knee (training, evaluation) that cannot be found: the message says how to place it
+    blank = MetaTensor(torch.zeros(1, 300, 300), meta={"spacing": (0.5, 0.5), "filename_or_obj": "b.dcm"})
+    with pytest.raises(XrayInputError, match="b.dcm: blank image.*datalist item a 'centre'.*'crop_box'"):
+        LocateKneed("xray")({"xray": blank, "side": "R"})
+    placed = LocateKneed("xray", field_mm=100.0)({"xray": blank, "side": "R", "centre": [150, 150]})
+    assert placed["crop_box"] == [50, 50, 250, 250] and placed["side"] == "R"
 
 
 @pytest.mark.parametrize(("spacing", "gamma"), [(0.5, 3.0), (2.0, 1.0), (2.0, 3.0), (2.8, 3.0)])

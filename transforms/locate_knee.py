@@ -900,7 +900,14 @@ class LocateKneed(MapTransform):
         img = d[key]
         wanted = normalise_side(d.get(self.side_key))
         centre = d.get(self.centre_key)
-        knees = self.locator(img, centre=centre, side=wanted)
+        try:
+            knees = self.locator(img, centre=centre, side=wanted)
+        except XrayInputError as exc:
+            if wanted is None:  # a radiograph to predict: refused as it is
+                raise
+            # a datalist's knee (training, evaluation): say how to place it by hand
+            raise XrayInputError(exc.filename, f"{exc.reason}; give its datalist item a {self.centre_key!r} "
+                                 f"[row, col] or a {self.box_key!r} to place the knee") from exc
         if wanted is not None and centre is None:
             chosen = [k for k in knees if k.side == wanted] or ([knees[0]] if len(knees) == 1 and knees[0].side is None
                                                                  else [])
