@@ -153,3 +153,29 @@ def test_preview_png_is_written(tmp_path):
         pixels = np.asarray(im.convert("L"))
     assert pixels.std() > 0  # the planes are drawn, not a blank canvas
     assert [p.name for p in tmp_path.iterdir()] == ["p_preview.png"]
+
+
+def test_rle_gzip_stores_the_same_nifti_as_nibabels_gzip(tmp_path):
+    """``gzip_rle`` changes only how the bytes are compressed: a gzip file holding nibabel's exact NIfTI."""
+    import gzip
+
+    vol, aff = _volume((9, 10, 11)), _affines()["PIL"]
+    plain = writers.write_nifti(vol, aff, tmp_path / "plain.nii.gz", data_dtype="uint16")
+    rle = writers.write_nifti(vol, aff, tmp_path / "rle.nii.gz", data_dtype="uint16", gzip_rle=True)
+    assert gzip.decompress(rle.read_bytes()) == gzip.decompress(plain.read_bytes())
+    img = nib.load(rle)
+    np.testing.assert_allclose(np.asarray(img.dataobj), vol, atol=1e-4)  # uint16 with scl_slope
+    np.testing.assert_allclose(img.affine, aff, atol=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.nii.gz", "rle.nii.gz"]  # no temp left
+
+
+def test_rle_gzip_that_fails_leaves_nothing_behind(tmp_path, monkeypatch):
+    def broken(img, path):
+        path.write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(writers, "_save_gzip_rle", broken)
+    with pytest.raises(OSError, match="disk full"):
+        writers.write_nifti(_volume(), np.eye(4), tmp_path / "u.nii.gz", gzip_rle=True)
+    assert list(tmp_path.iterdir()) == []
+
