@@ -356,6 +356,22 @@ def _predict(*args: str) -> int:
     return cli.main(["predict", *args])
 
 
+def test_the_map_file_is_16_bit_synthetic_and_within_its_quantisation_step(tmp_path):
+    """The one writer of the map (predict, the inference bundle and MONAI Label all use it)."""
+    import nibabel as nib
+
+    from xray2mri.pipeline.serving.uncertainty import MAP_DTYPE, write_uncertainty_map
+
+    half_width = np.random.default_rng(0).gamma(2.0, 0.05, (6, 7, 8)).astype(np.float32)
+    affine = np.diag([2.5, 2.5, 2.5, 1.0])
+    img = nib.load(write_uncertainty_map(half_width, affine, tmp_path / "k_uncertainty.nii.gz"))
+    assert img.get_data_dtype() == np.dtype(MAP_DTYPE)
+    assert img.header["descrip"].tobytes().decode().startswith("SYNTHETIC")
+    step = float(np.ptp(half_width)) / np.iinfo(MAP_DTYPE).max
+    np.testing.assert_allclose(np.asarray(img.dataobj), half_width, atol=step / 2 + 1e-7)
+    np.testing.assert_allclose(img.affine, affine)
+
+
 def test_predict_writes_the_map_with_the_volume_and_no_uncertainty_turns_it_off(tiny_bundle, tmp_path):
     import nibabel as nib
     from bundle_factory import write_dx

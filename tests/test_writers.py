@@ -153,3 +153,51 @@ def test_preview_png_is_written(tmp_path):
         pixels = np.asarray(im.convert("L"))
     assert pixels.std() > 0  # the planes are drawn, not a blank canvas
     assert [p.name for p in tmp_path.iterdir()] == ["p_preview.png"]
+
+
+def test_rle_gzip_stores_the_same_nifti_as_nibabels_gzip(tmp_path):
+    """``gzip_rle`` changes only how the bytes are compressed: a gzip file holding nibabel's exact NIfTI."""
+    import gzip
+
+    vol, aff = _volume((9, 10, 11)), _affines()["PIL"]
+    plain = writers.write_nifti(vol, aff, tmp_path / "plain.nii.gz", data_dtype="uint16")
+    rle = writers.write_nifti(vol, aff, tmp_path / "rle.nii.gz", data_dtype="uint16", gzip_rle=True)
+    assert gzip.decompress(rle.read_bytes()) == gzip.decompress(plain.read_bytes())
+    img = nib.load(rle)
+    np.testing.assert_allclose(np.asarray(img.dataobj), vol, atol=1e-4)  # uint16 with scl_slope
+    np.testing.assert_allclose(img.affine, aff, atol=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.nii.gz", "rle.nii.gz"]  # no temp left
+
+
+def test_rle_gzip_that_fails_leaves_nothing_behind(tmp_path, monkeypatch):
+    def broken(img, path):
+        path.write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(writers, "_save_gzip_rle", broken)
+    with pytest.raises(OSError, match="disk full"):
+        writers.write_nifti(_volume(), np.eye(4), tmp_path / "u.nii.gz", gzip_rle=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_preview_with_a_radiograph_is_grey_with_a_yellow_crop_box(tmp_path):
+    """A palette PNG: every pixel a grey level, but the knee's box and centre, drawn in the mark colour."""
+    from PIL import Image
+
+    radiograph = np.random.default_rng(1).random((200, 160), dtype=np.float32)
+    out = writers.write_preview_png(_volume((8, 10, 12)), _affines()["PIL"], tmp_path / "p_preview.png", "knee.dcm",
+                                    radiograph=radiograph, crop_box=[50, 40, 150, 120], uncertainty=_volume((8, 10, 12)))
+    with Image.open(out) as im:
+        assert im.mode == "P" and im.size == (writers.PREVIEW_SIZE[0] * 4 // 3, im.size[1])
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+    mark = np.all(rgb == writers._MARK_RGB, axis=-1)
+    assert mark.sum() > 2 * (100 + 80)  # the box's outline (2 px wide) at least
+    grey = rgb[~mark]
+    assert np.all(grey[:, 0] == grey[:, 1]) and np.all(grey[:, 1] == grey[:, 2])
+    assert grey[:, 0].std() > 0  # panels drawn
+
+
+@pytest.mark.parametrize("size", [1, 2, 100, 101, 4097])
+def test_percentile_99_is_numpys(size):
+    values = np.random.default_rng(size).random(size, dtype=np.float32).reshape(-1, 1)
+    assert writers._percentile_99(values) == pytest.approx(float(np.percentile(values, 99)), rel=1e-6)

@@ -64,14 +64,13 @@ from xray2mri.pipeline.serving.tissue_outputs import (
 )
 from xray2mri.pipeline.serving.uncertainty import (
     CALIBRATION_FILE,
-    MAP_DESCRIPTION,
-    MAP_DTYPE,
     OOD_WARNING,
     UNCERTAINTY_SUFFIX,
     UncertaintyCalibration,
     load_calibration,
     ood_components,
     ood_record,
+    write_uncertainty_map,
 )
 from xray2mri.pipeline.serving.write_queue import BackgroundWriter, OutputJob, WriteResult, write_all_or_none
 from xray2mri.pipeline.training.uncertainty_loss import LOG_SCALE_KEY
@@ -534,8 +533,7 @@ def prediction_outputs(
                                          radiograph=prediction.radiograph, crop_box=thumb_box, uncertainty=uncertainty)
 
     def write_uncertainty() -> Path:
-        return writers.write_nifti(uncertainty, affine, f"{base}{UNCERTAINTY_SUFFIX}", description=MAP_DESCRIPTION,
-                                   data_dtype=MAP_DTYPE)
+        return write_uncertainty_map(uncertainty, affine, f"{base}{UNCERTAINTY_SUFFIX}")
 
     jobs = [write_volume, write_labels] if prediction.labels is not None else [write_volume]
     jobs += [write_uncertainty] if uncertainty is not None else []

@@ -96,12 +96,17 @@ def write_nifti(
     description: str = SYNTHETIC_DESCRIPTION,
     dtype: type = np.float32,
     data_dtype: str | None = None,
+    gzip_rle: bool = False,
 ) -> Path:
     """Write a (D, H, W) volume with its RAS ``affine`` to ``path`` (``.nii`` or ``.nii.gz``), atomically.
 
     ``data_dtype`` (e.g. ``"uint16"``) stores the values as that integer type with NIfTI's
     ``scl_slope``/``scl_inter`` (nibabel chooses them; readers get floats back): less to compress
     for maps that need no float precision (the uncertainty map: error below 1e-5).
+
+    ``gzip_rle`` compresses a ``.nii.gz`` with zlib's run-length strategy (:func:`_save_gzip_rle`) instead
+    of nibabel's gzip: the same format and content, written about twice as fast for a file a few
+    per cent larger (measured on the uncertainty map: 7 vs 13 ms to compress, 417 vs 410 kB).
 
     The header's ``descrip`` holds ``description`` (truncated to NIfTI's 80 bytes), qform and
     sform both hold the affine (code 1, scanner), and the spatial unit is millimetres. The data are
@@ -119,8 +124,26 @@ def write_nifti(
     if data_dtype is not None:
         img.set_data_dtype(data_dtype)
     with atomic_file(path) as tmp:
-        nib.save(img, tmp)
+        if gzip_rle and str(path).endswith(".gz"):
+            _save_gzip_rle(img, tmp)
+        else:
+            nib.save(img, tmp)
     return Path(path)
+
+
+def _save_gzip_rle(img: Any, path: Path) -> None:
+    """Write ``img`` (a nibabel single-file image) to ``path`` as gzip, compressed with zlib's ``Z_RLE`` strategy.
+
+    Why: deflate's string matching, most of the time nibabel's gzip level 1 spends, finds little in
+    noisy low bytes; run-length matching keeps nearly all the gain for half the time. The header
+    and data are nibabel's own (``to_bytes``), so any NIfTI reader reads the file as before.
+    """
+    import zlib
+
+    stream = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS, 8, zlib.Z_RLE)  # 16 +: a gzip wrapper
+    with open(path, "wb") as handle:
+        handle.write(stream.compress(img.to_bytes()))
+        handle.write(stream.flush())
 
 
 def write_dicom_series(
@@ -258,7 +281,7 @@ def _fit(img: np.ndarray, aspect: float, box: tuple[int, int]) -> np.ndarray:
     rows = np.minimum((np.arange(out_h) + 0.5) * h / out_h, h - 1).astype(np.intp)
     cols = np.minimum((np.arange(out_w) + 0.5) * w / out_w, w - 1).astype(np.intp)
     grey = np.rint(np.clip(np.nan_to_num(img, nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8)
-    return grey[rows[:, None], cols[None, :]]
+    return grey[rows][:, cols]  # two 1-D gathers: several times faster than one 2-D fancy index
 
 
 def write_sidecar(facts: Mapping[str, Any], path: str | os.PathLike) -> Path:
@@ -270,23 +293,60 @@ def write_sidecar(facts: Mapping[str, Any], path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+#: The colour of the knee's crop box on the preview, and the palette index that shows it: a preview with the
+#: radiograph is a palette PNG of grey levels (index = grey) whose index 1 is this colour instead (grey 1 is drawn
+#: as 0, an invisible change). Pillow encodes a palette PNG several times faster than the same picture in RGB.
+_MARK_RGB: tuple[int, int, int] = (255, 220, 0)
+_MARK_INDEX: int = 1
+_GREY_AND_MARK_PALETTE: list[int] = [
+    v for grey in range(256) for v in (_MARK_RGB if grey == _MARK_INDEX else (grey, grey, grey))
+]
+_NO_MARK_LUT: list[int] = [0 if grey == _MARK_INDEX else grey for grey in range(256)]
+
+
 def _radiograph_panel(radiograph: np.ndarray, crop_box: Sequence[float] | None, box: tuple[int, int]):
-    """The radiograph (robust grey range) fitted to ``box``, with the crop box and its centre drawn (RGB)."""
+    """The radiograph (robust grey range) fitted to ``box`` as grey levels, with the crop box and its centre drawn
+    in :data:`_MARK_INDEX` (mode "L"; the preview's palette shows that index in colour)."""
     from PIL import Image, ImageDraw
 
     img = np.asarray(radiograph, dtype=np.float32)
     lo, hi = np.percentile(img, (1.0, 99.5))
-    panel = _fit((img - lo) / max(float(hi - lo), 1e-6), 1.0, box)
-    out = Image.fromarray(panel, mode="L").convert("RGB")
+    out = Image.fromarray(_fit((img - lo) / max(float(hi - lo), 1e-6), 1.0, box), mode="L").point(_NO_MARK_LUT)
     if crop_box is not None:
-        sy, sx = panel.shape[0] / img.shape[0], panel.shape[1] / img.shape[1]
+        sy, sx = out.height / img.shape[0], out.width / img.shape[1]
         r0, c0, r1, c1 = (float(v) for v in crop_box)
         draw = ImageDraw.Draw(out)
-        draw.rectangle([c0 * sx, r0 * sy, c1 * sx - 1, r1 * sy - 1], outline=(255, 220, 0), width=2)
+        draw.rectangle([c0 * sx, r0 * sy, c1 * sx - 1, r1 * sy - 1], outline=_MARK_INDEX, width=2)
         cy, cx = (r0 + r1) / 2 * sy, (c0 + c1) / 2 * sx
-        draw.line([cx - 5, cy, cx + 5, cy], fill=(255, 220, 0), width=2)
-        draw.line([cx, cy - 5, cx, cy + 5], fill=(255, 220, 0), width=2)
+        draw.line([cx - 5, cy, cx + 5, cy], fill=_MARK_INDEX, width=2)
+        draw.line([cx, cy - 5, cx, cy + 5], fill=_MARK_INDEX, width=2)
     return out
+
+
+def _percentile_99(values: np.ndarray) -> float:
+    """``np.percentile(values, 99)`` (linear interpolation) with one partition instead of two: the value above
+    the lower order statistic is the smallest of the partition's upper part."""
+    flat = values.reshape(-1)
+    position = 0.99 * (flat.size - 1)
+    k = int(position)
+    part = np.partition(flat, k)
+    lower = float(part[k])
+    if k + 1 >= flat.size:
+        return lower
+    return lower + (position - k) * (float(part[k + 1:].min()) - lower)
+
+
+def _plane_row(draw, canvas, planes, first: int, panel_w: int, box: tuple[int, int], top: int, titles: bool) -> None:
+    """Paste the three central planes (:func:`_plane_images`, values in [0, 1]) as panels ``first`` .. ``first + 2``
+    of a row whose panels start at ``top``; ``titles``: each panel's name above it."""
+    from PIL import Image
+
+    for k, (name, img, aspect) in enumerate(planes, start=first):
+        left = _PREVIEW_MARGIN + k * (panel_w + _PREVIEW_GAP)
+        panel = _fit(img, aspect, box)
+        canvas.paste(Image.fromarray(panel, mode="L"), (left + (panel_w - panel.shape[1]) // 2, top))
+        if titles:
+            draw.text((left + panel_w / 2, top - 4), name, fill=0, font=_font(_PREVIEW_TITLE_PX), anchor="md")
 
 
 def write_preview_png(
@@ -306,9 +366,10 @@ def write_preview_png(
     matplotlib took over 100 ms, most of the time ``xray2mri predict`` spent per radiograph).
     With ``radiograph`` (the source radiograph, or a thumbnail of it, as stored) a first panel
     shows it with the knee's ``crop_box`` ([row0, col0, row1, col1] in its pixels) and the joint
-    centre (the box's middle) drawn in yellow: where the knee was found (the image is then RGB
-    and a quarter wider). ``uncertainty`` (the map on the volume's grid) adds a row under the MRI
-    planes with the same planes of the map, grey from 0 to its 99th percentile (stated on the row).
+    centre (the box's middle) drawn in yellow: where the knee was found (the image is then a quarter
+    wider, and a palette PNG: grey levels plus the yellow). ``uncertainty`` (the map on the volume's
+    grid) adds a row under the MRI planes with the same planes of the map, grey from 0 to its 99th
+    percentile (stated on the row).
     """
     from PIL import Image, ImageDraw
 
@@ -316,43 +377,34 @@ def write_preview_png(
     spacing = np.linalg.norm(_as_affine(affine)[:3, :3], axis=0)
     width, height = PREVIEW_SIZE
     row_h = height - _PREVIEW_PANEL_TOP - _PREVIEW_MARGIN
-    extra = 0 if uncertainty is None else row_h + _PREVIEW_TITLE_PX + 2 * _PREVIEW_MARGIN
-    height += extra
+    height += 0 if uncertainty is None else row_h + _PREVIEW_TITLE_PX + 2 * _PREVIEW_MARGIN
     panels = 3 if radiograph is None else 4
-    width = width if panels == 3 else width * 4 // 3
-    canvas = Image.new("L" if panels == 3 else "RGB", (width, height), color=255 if panels == 3 else (255, 255, 255))
-    ink = 0 if panels == 3 else (0, 0, 0)
+    width = width * panels // 3
+    canvas = Image.new("L", (width, height), color=255)
     draw = ImageDraw.Draw(canvas)
     banner = "SYNTHETIC MRI - generated by xray2mri, not acquired"
     for i, line in enumerate([banner, title] if title else [banner]):
-        draw.text((width / 2, 6 + i * (_PREVIEW_BANNER_PX + 4)), line, fill=ink, font=_font(_PREVIEW_BANNER_PX),
+        draw.text((width / 2, 6 + i * (_PREVIEW_BANNER_PX + 4)), line, fill=0, font=_font(_PREVIEW_BANNER_PX),
                   anchor="ma")
     panel_w = (width - 2 * _PREVIEW_MARGIN - (panels - 1) * _PREVIEW_GAP) // panels
     box = (panel_w, row_h)
-    planes = list(_plane_images(arr, spacing))
-    if radiograph is not None:
-        shown = _radiograph_panel(radiograph, crop_box, box)
-        canvas.paste(shown, (_PREVIEW_MARGIN + (panel_w - shown.width) // 2, _PREVIEW_PANEL_TOP))
-        draw.text((_PREVIEW_MARGIN + panel_w / 2, _PREVIEW_PANEL_TOP - 4), "radiograph: knee found", fill=ink,
-                  font=_font(_PREVIEW_TITLE_PX), anchor="md")
-    for k, (name, img, aspect) in enumerate(planes, start=panels - 3):
-        left = _PREVIEW_MARGIN + k * (panel_w + _PREVIEW_GAP)
-        panel = _fit(img, aspect, box)
-        x0 = left + (panel_w - panel.shape[1]) // 2
-        canvas.paste(Image.fromarray(panel, mode="L"), (x0, _PREVIEW_PANEL_TOP))
-        draw.text((left + panel_w / 2, _PREVIEW_PANEL_TOP - 4), name, fill=ink, font=_font(_PREVIEW_TITLE_PX),
-                  anchor="md")
+    _plane_row(draw, canvas, _plane_images(arr, spacing), panels - 3, panel_w, box, _PREVIEW_PANEL_TOP, titles=True)
     if uncertainty is not None:
         unc = _as_numpy(uncertainty)
-        top = float(np.percentile(unc, 99)) or 1.0
+        top = _percentile_99(unc) or 1.0
         row_top = _PREVIEW_PANEL_TOP + row_h + _PREVIEW_TITLE_PX + 2 * _PREVIEW_MARGIN
         left0 = _PREVIEW_MARGIN + (panels - 3) * (panel_w + _PREVIEW_GAP)
         draw.text(((left0 + width) / 2, row_top - 4), f"uncertainty: calibrated 90% half-width, black 0 - white {top:.3f}",
-                  fill=ink, font=_font(_PREVIEW_TITLE_PX), anchor="md")
-        for k, (_, img, aspect) in enumerate(_plane_images(np.clip(unc / top, 0.0, 1.0), spacing), start=panels - 3):
-            left = _PREVIEW_MARGIN + k * (panel_w + _PREVIEW_GAP)
-            panel = _fit(img, aspect, box)
-            canvas.paste(Image.fromarray(panel, mode="L"), (left + (panel_w - panel.shape[1]) // 2, row_top))
+                  fill=0, font=_font(_PREVIEW_TITLE_PX), anchor="md")
+        planes = [(name, img / top, aspect) for name, img, aspect in _plane_images(unc, spacing)]  # _fit clips
+        _plane_row(draw, canvas, planes, panels - 3, panel_w, box, row_top, titles=False)
+    if radiograph is not None:
+        draw.text((_PREVIEW_MARGIN + panel_w / 2, _PREVIEW_PANEL_TOP - 4), "radiograph: knee found", fill=0,
+                  font=_font(_PREVIEW_TITLE_PX), anchor="md")
+        canvas = canvas.point(_NO_MARK_LUT)  # the title's anti-aliasing may have drawn grey 1
+        shown = _radiograph_panel(radiograph, crop_box, box)
+        canvas.paste(shown, (_PREVIEW_MARGIN + (panel_w - shown.width) // 2, _PREVIEW_PANEL_TOP))
+        canvas.putpalette(_GREY_AND_MARK_PALETTE)
     with atomic_file(path) as tmp:
         canvas.save(tmp, format="PNG", compress_level=1)  # level 6 takes 4x longer for a third less
     return Path(path)

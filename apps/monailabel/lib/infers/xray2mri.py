@@ -176,11 +176,10 @@ class GenerateMri(BasicInferTask):
         os.close(fd)
         uncertainty_path = None
         if pred.uncertainty is not None:
-            from xray2mri.pipeline.serving.uncertainty import MAP_DESCRIPTION, MAP_DTYPE, UNCERTAINTY_SUFFIX
+            from xray2mri.pipeline.serving.uncertainty import UNCERTAINTY_SUFFIX, write_uncertainty_map
 
             uncertainty_path = name[: -len(".nii.gz")] + UNCERTAINTY_SUFFIX
-            write_nifti(pred.uncertainty, pred.affine, uncertainty_path, description=MAP_DESCRIPTION,
-                        data_dtype=MAP_DTYPE)
+            write_uncertainty_map(pred.uncertainty, pred.affine, uncertainty_path)
         if data.get("uncertainty_only") and uncertainty_path is not None:  # (no map: refused in run_inferer)
             os.replace(uncertainty_path, name)
             uncertainty_path = name
