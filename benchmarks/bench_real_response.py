@@ -9,6 +9,9 @@ crop, network), on the real knee radiographs listed in ``benchmarks/data/real_kn
   deviation across the inputs' volumes (each on the canonical side), averaged over the knee's field.
   Reported for the real radiographs and for the synthetic test split (where the truth varies as
   much), and their ratio: near 0 means one template for every real radiograph.
+* **knee-likeness**: each real input's volume against the volumes generated for the test split
+  (the highest normalised cross-correlation with any of them; a test-split volume's own against the
+  others is the reference): low when the output has lost the knee's outline;
 * **joint space against grade**: the medial and lateral minimum JSW measured on each generated volume
   (the joint found on the volume itself, as for OAI: ``metrics.compartment_lines_from_mri``), for
   the KL 0-4 crops; a model that reads the radiograph narrows the medial joint space with grade
@@ -63,6 +66,18 @@ def spread(volumes: list[np.ndarray]) -> float:
     return float(np.std(np.stack(volumes), axis=0).mean())
 
 
+def nearest_ncc(volume: np.ndarray, references: list[np.ndarray]) -> float:
+    """Highest normalised cross-correlation of ``volume`` with any of ``references`` (the volumes generated
+    for the synthetic test split): near 1, a knee like those the model makes for radiographs it knows;
+    low, a volume that lost the knee's outline."""
+    v = (volume - volume.mean()) / max(float(volume.std()), 1e-6)
+    best = -1.0
+    for ref in references:
+        r = (ref - ref.mean()) / max(float(ref.std()), 1e-6)
+        best = max(best, float((v * r).mean()))
+    return best
+
+
 def jsw(volume: np.ndarray, spacing: float) -> dict[str, float]:
     """Medial and lateral minimum JSW (mm) measured on a generated volume, the joint found on it."""
     from xray2mri.pipeline.evaluation import metrics as M
@@ -73,6 +88,8 @@ def jsw(volume: np.ndarray, spacing: float) -> dict[str, float]:
 
 
 def _grade(name: str) -> int | None:
+    """The KL grade of a crop named ``real_kl<grade>`` (the CSV's ids), else None."""
+    name = name.removeprefix("real_")
     return int(name[2]) if name.startswith("kl") and name[2:3].isdigit() else None
 
 
@@ -134,9 +151,13 @@ def main(argv: list[str] | None = None) -> int:
         "real": {}, "kl_grades": {},
     }
     results["spread_ratio"] = results["spread_real"] / results["spread_synthetic_test"]
+    references = [r["volume"] for r in synthetic.values()]
+    results["nearest_synthetic_ncc_test"] = float(np.median([
+        nearest_ncc(r["volume"], [o for o in references if o is not r["volume"]]) for r in synthetic.values()]))
     for name, item in sorted(real.items()):
         readings = jsw(item["volume"], spacing)
         results["real"][name] = {"jsw_medial_mm": readings["medial"], "jsw_lateral_mm": readings["lateral"],
+                                 "nearest_synthetic_ncc": nearest_ncc(item["volume"], references),
                                  "ood_score": item["facts"].get("ood_score"), "ood_flag": item["facts"].get("ood_flag")}
         if _grade(name) is not None:
             results["kl_grades"][name] = _grade(name)
@@ -149,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"spread of the generated volumes: real {results['spread_real']:.4f}, synthetic test split "
           f"{results['spread_synthetic_test']:.4f} (ratio {results['spread_ratio']:.2f}; 0 = one template)")
     for name, r in results["real"].items():
-        print(f"  {name:16s} medial JSW {r['jsw_medial_mm']:.2f} mm  lateral {r['jsw_lateral_mm']:.2f} mm  "
+        print(f"  {name:18s} medial JSW {r['jsw_medial_mm']:.2f} mm  lateral {r['jsw_lateral_mm']:.2f} mm  "
+              f"nearest test-split volume NCC {r['nearest_synthetic_ncc']:.2f}  "
               f"OOD score {r['ood_score'] if r['ood_score'] is None else round(r['ood_score'], 2)}")
+    print(f"  (a test-split volume's nearest other test-split volume: NCC median {results['nearest_synthetic_ncc_test']:.2f})")
     if "spearman_grade_vs_medial_jsw" in results:
         print(f"Spearman(KL grade, medial JSW) on the KL 0-4 crops: {results['spearman_grade_vs_medial_jsw']:.2f}")
     if args.figure:

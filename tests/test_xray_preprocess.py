@@ -78,6 +78,21 @@ def test_percentiles_clip_the_extremes(tmp_path):
     assert (out == 1.0).float().mean() < 0.03 and (out == 0.0).float().mean() < 0.03
 
 
+def test_a_burned_in_marker_does_not_set_the_grey_scale(tmp_path):
+    """A marker or collimation band at the brightest value (here 4 % of the field) leaves the knee's grey levels as they were."""
+    stored = xf.phantom(60, 50)
+    marked = stored.copy()
+    marked[2:14, 2:12] = 4095  # a burned-in letter at the brightest stored value
+    plain_img = LoadXray()(xf.save(xf.make_radiograph(stored), tmp_path / "plain.dcm"))
+    marked_img = LoadXray()(xf.save(xf.make_radiograph(marked), tmp_path / "marked.dcm"))
+    prep = PreprocessXray(spacing=0.15, size=(60, 50), lower=1.0, upper=99.0)
+    plain, with_marker = prep(plain_img)[0].numpy(), prep(marked_img)[0].numpy()
+    away = np.ones_like(plain, dtype=bool)
+    away[:16, :14] = False
+    np.testing.assert_allclose(with_marker[away], plain[away], atol=0.02)
+    assert with_marker[5:10, 5:10].min() == 1.0  # the marker itself is clipped to white
+
+
 def test_log_compresses_but_keeps_the_order(tmp_path):
     img = LoadXray()(xf.save(xf.make_radiograph(xf.phantom(60, 50)), tmp_path / "x.dcm"))
     linear = PreprocessXray(spacing=0.15, size=(60, 50), lower=0, upper=100)(img)

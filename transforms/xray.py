@@ -50,6 +50,7 @@ __all__ = [
     "LoadXrayd",
     "PreprocessXray",
     "PreprocessXrayd",
+    "anatomy_values",
 ]
 
 #: Pixel spacing (mm) assumed when a radiograph states none; a typical DX/CR detector pitch.
@@ -506,6 +507,26 @@ class LoadXrayd(MapTransform):
         return self.mirror(d) if self.mirror is not None else d
 
 
+#: Smallest share of a field's pixels at its brightest value that makes a burned-in plateau (fewer: a hot pixel).
+PLATEAU_SHARE: float = 0.002
+
+
+def anatomy_values(values: np.ndarray) -> np.ndarray:
+    """The pixel values that set a radiograph's grey scale: all of them, less a plateau at the brightest value.
+
+    Markers, text and collimation are burned in at (or saturate to) the brightest stored value; a
+    plateau of them covering a percent of the field moves the upper percentile from the bone to
+    the marker and darkens the whole knee. Pixels within 0.1 % of the range of the maximum are left
+    out when they are at least :data:`PLATEAU_SHARE` of the field (and never more than half of it).
+    """
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    top, bottom = float(flat.max()), float(flat.min())
+    below = flat < top - 1e-3 * (top - bottom)
+    if PLATEAU_SHARE * flat.size <= flat.size - int(below.sum()) <= 0.5 * flat.size:
+        return flat[below]
+    return flat
+
+
 class PreprocessXray(Transform):
     """Bring a loaded radiograph to the network grid: spacing, field of view, intensity.
 
@@ -519,7 +540,9 @@ class PreprocessXray(Transform):
     4. centre crop to at most ``size`` pixels (``CenterSpatialCrop``);
     5. optionally ``log1p`` of the intensities above their minimum (compresses the range);
     6. map the ``lower``/``upper`` percentiles of the field of view to 0/1, clipped
-       (``ScaleIntensityRange``; the percentiles by one ``numpy.percentile`` call);
+       (``ScaleIntensityRange``; the percentiles by one ``numpy.percentile`` call), leaving out a
+       plateau at the brightest value (a burned-in marker or text, a collimation band:
+       :func:`anatomy_values`), so that it cannot set the bone's grey scale;
     7. centre pad to ``size`` with 0 (the least-attenuation value) (``SpatialPad``).
 
     The output meta ``spacing`` is the new spacing; everything else is kept.
@@ -580,7 +603,7 @@ class PreprocessXray(Transform):
         img = self.crop(img)
         if self.log:
             img = torch.log1p(img - img.min())
-        lo, hi = np.percentile(img.detach().cpu().numpy(), [self.lower, self.upper])
+        lo, hi = np.percentile(anatomy_values(img.detach().cpu().numpy()), [self.lower, self.upper])
         img = ScaleIntensityRange(float(lo), float(hi), 0.0, 1.0, clip=True, dtype=torch.float32)(img)
         img = self.pad(img)
         img.meta["spacing"] = self.spacing
