@@ -109,11 +109,12 @@ def test_inference_json_and_predict_give_the_same_volumes(bilateral, tiny_bundle
 
 def test_long_leg_field_with_the_knee_off_centre(tiny_cohort, tmp_path):
     """A cohort knee placed off centre in a 700 mm field with a side marker and a collimation edge."""
-    meta = json.loads((tiny_cohort / "SYN0001" / "SYN0001_meta.json").read_text())
-    knee = LoadXray()(tiny_cohort / "SYN0001" / "SYN0001_xray.dcm")
+    meta = json.loads((tiny_cohort / "SYN0000" / "SYN0000_meta.json").read_text())
+    assert meta["xray"]["framing"] == "knee"  # subject 0 of the cohort is framed as a knee field
+    knee = LoadXray()(tiny_cohort / "SYN0000" / "SYN0000_xray.dcm")
     spacing = knee.meta["spacing"]
     image = knee[0].numpy()
-    centre = ((image.shape[0] - 1) / 2, (image.shape[1] - 1) / 2)  # the cohort's knees are centred
+    centre = tuple(meta["xray"]["joint_centre_px"])
     framed = long_leg_field(image, centre, spacing[0], np.random.default_rng(1))
     assert framed.image.shape[0] * spacing[0] > 650 and abs(framed.centre[0] - framed.image.shape[0] / 2) > 20
     path = tmp_path / "longleg.dcm"
@@ -363,7 +364,8 @@ def test_locate_kneed_routes_training_items():
     with pytest.raises(XrayInputError, match="b.dcm: blank image.*datalist item a 'centre'.*'crop_box'"):
         LocateKneed("xray")({"xray": blank, "side": "R"})
     placed = LocateKneed("xray", field_mm=100.0)({"xray": blank, "side": "R", "centre": [150, 150]})
-    assert placed["crop_box"] == [50, 50, 250, 250] and placed["side"] == "R"
+    r0, c0, r1, c1 = placed["crop_box"]
+    assert (r1 - r0, c1 - c0) == (200, 200) and abs((r0 + r1 - 1) / 2 - 150) <= 0.5 and placed["side"] == "R"
 
 
 @pytest.mark.parametrize(("spacing", "gamma"), [(0.5, 3.0), (2.0, 1.0), (2.0, 3.0), (2.8, 3.0)])
