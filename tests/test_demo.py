@@ -104,6 +104,24 @@ def test_demo_refuses_a_cohort_made_with_other_settings(tmp_path, tiny_cohort):
         make_cohort(settings)
 
 
+def test_demo_regenerates_a_cohort_an_older_generator_made(tmp_path, capsys):
+    """A cohort whose cohort.json names another generator version (or none: version 1) is made again."""
+    from xray2mri.pipeline.data.synth.cohort import GENERATOR_VERSION, generate_cohort
+
+    cohort = generate_cohort(tmp_path / "cohort", 2, seed=4, workers=1, progress=False)
+    info = json.loads((cohort / "cohort.json").read_text())
+    assert info["generator_version"] == GENERATOR_VERSION
+    info.pop("generator_version")  # as the first generator wrote it
+    (cohort / "cohort.json").write_text(json.dumps(info))
+    settings = DemoSettings(cohort=cohort, datalist=tmp_path / "none.json", out_dir=tmp_path / "run", subjects=2,
+                            seed=4, workers=1)
+    make_cohort(settings)
+    assert "made by generator version 1" in capsys.readouterr().out
+    assert json.loads((cohort / "cohort.json").read_text())["generator_version"] == GENERATOR_VERSION
+    make_cohort(settings)  # now current: reused
+    assert "cohort: reusing" in capsys.readouterr().out
+
+
 def test_demo_headline_prints_undefined_means_and_noisy_criteria(capsys):
     """summary.json writes a mean without finite values as null (JSW where no joint band was found):
     the closing lines say n/a instead of crashing, and name the criteria whose margin is within noise."""
