@@ -18,6 +18,7 @@ MONAI's PydicomReader says nothing; both return a stack with an averaged, wrong 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,11 @@ from pydicom.errors import InvalidDicomError
 
 from .errors import MriInputError
 from .geometry import MRI_AXCODES
+
+#: One SimpleITK DICOM series read at a time: its GDCM reader crashes now and then when threads read
+#: concurrently (SimpleITK issues #805, #1466), as MONAI's CacheDataset does when it fills its cache
+#: (a segmentation fault of the OAI training test once in two full runs here).
+_SITK_SERIES_LOCK = threading.Lock()
 
 __all__ = ["LoadMri", "LoadMrid", "PreprocessMri", "PreprocessMrid"]
 
@@ -202,7 +208,8 @@ class LoadMri(Transform):
         reader.SetFileNames([plane.key for plane in ordered])
         reader.SetOutputPixelType(sitk.sitkFloat32)  # RescaleSlope/Intercept applied per file
         try:
-            image = reader.Execute()
+            with _SITK_SERIES_LOCK:  # GDCM is not thread-safe; MONAI's CacheDataset loads in threads
+                image = reader.Execute()
         except RuntimeError as err:
             raise MriInputError(folder, f"SimpleITK cannot decode the series {uid}: {err}") from err
         data = sitk.GetArrayFromImage(image).transpose(2, 1, 0)  # (slice, row, col) -> (col, row, slice)
