@@ -66,17 +66,21 @@ def subject_id(index: int) -> str:
     return f"{SUBJECT_PREFIX}{index:04d}"
 
 
-def subject_rng(seed: int, index: int) -> np.random.Generator:
-    """The generator of subject ``index`` in the cohort of ``seed`` (independent of workers)."""
+def _stream(seed: int, index: int, *extra: int) -> np.random.Generator:
+    """``default_rng([seed, index, *extra])`` for a subject; seed and index must be >= 0."""
     if seed < 0 or index < 0:
         raise ValueError(f"seed and index must be >= 0, got seed={seed}, index={index}")
-    return np.random.default_rng([int(seed), int(index)])
+    return np.random.default_rng([int(seed), int(index), *extra])
+
+
+def subject_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of subject ``index`` in the cohort of ``seed`` (independent of workers)."""
+    return _stream(seed, index)
 
 
 def appearance_rng(seed: int, index: int) -> np.random.Generator:
     """The generator of subject ``index``'s radiograph appearance (texture, framing), apart from its anatomy's."""
-    subject_rng(seed, index)  # validates
-    return np.random.default_rng([int(seed), int(index), 1])
+    return _stream(seed, index, 1)
 
 
 def cohort_framing(index: int) -> str:

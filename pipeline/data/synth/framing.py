@@ -49,6 +49,21 @@ class FramedRadiograph:
     burned_in: bool = False
 
 
+def _noise_sd(img: np.ndarray) -> float:
+    """Standard deviation of the pixel noise, from row-to-row differences at the image's left border (air)."""
+    return float(np.std(np.diff(img[:, :8], axis=0))) / np.sqrt(2.0)
+
+
+def _collimate(out: np.ndarray, band: int, left: bool, value: float) -> None:
+    """Set a collimation band of ``band`` columns at the left (or right) border of ``out`` to ``value`` (in place)."""
+    if band <= 0:
+        return
+    if left:
+        out[:, :band] = value
+    else:
+        out[:, out.shape[1] - band:] = value
+
+
 def burn_marker(image: np.ndarray, top_left: tuple[int, int], size_px: int, value: float) -> None:
     """Burn an "L"-shaped side letter of ``size_px`` pixels at ``top_left`` into ``image`` (in place)."""
     r, c = top_left
@@ -87,7 +102,7 @@ def long_leg_field(
     third = rng.uniform(0.05, 0.3) if rng.random() < 0.5 else rng.uniform(0.7, 0.95)
     top = int(round(third * free))
     left = int(rng.integers(0, big_w - w + 1))
-    noise = float(np.std(np.diff(img[:, :8], axis=0))) / np.sqrt(2.0)
+    noise = _noise_sd(img)
     background = float(np.percentile(img[:, : max(2, w // 20)], 50))
     out = np.full((big_h, big_w), background, dtype=np.float32)
     # rows: repeat the first and last rows (the femoral and tibial shafts go on), then columns: background
@@ -100,17 +115,14 @@ def long_leg_field(
     bright = float(img.max())
     # burned-in side letter in the background beside the leg, at half height of the upper field
     side_room = (left, big_w - left - w)
-    size = int(round(25 / spacing_mm))
+    size = int(round(MARKER_MM / spacing_mm))
     burned = max(side_room) > size + 10
     if burned:
         col = (side_room[0] - size) // 2 if side_room[0] >= side_room[1] else left + w + (side_room[1] - size) // 2
         burn_marker(out, (int(rng.integers(5, max(6, big_h // 3))), max(0, col)), size, bright)
     if collimation_mm > 0:  # on the side with more room, never over the leg
         band = min(int(round(collimation_mm / spacing_mm)), max(side_room) - 5)
-        if band > 0 and side_room[0] >= side_room[1]:
-            out[:, :band] = bright
-        elif band > 0:
-            out[:, big_w - band:] = bright
+        _collimate(out, band, side_room[0] >= side_room[1], bright)
     return FramedRadiograph(out, (centre[0] + top, centre[1] + left), burned_in=burned)
 
 
@@ -118,7 +130,7 @@ def _background_columns(img: np.ndarray) -> tuple[int, int]:
     """How many columns at the left and at the right border hold no leg (air only), at most a third each."""
     cols = img.mean(axis=0)
     edge = float(np.median(np.concatenate([img[:, :4].ravel(), img[:, -4:].ravel()])))
-    spread = float(np.std(np.diff(img[:, :8], axis=0))) * 3.0 + 1e-6
+    spread = 3.0 * np.sqrt(2.0) * _noise_sd(img) + 1e-6
     leg = np.flatnonzero(cols > edge + spread)
     if leg.size == 0:
         return img.shape[1] // 3, img.shape[1] // 3
@@ -147,11 +159,7 @@ def marked_knee_field(
         burn_marker(out, (int(rng.integers(h - h // 4, h - size - 1)), col), size, bright)
     other = 1 - wide
     band = min(int(round(rng.uniform(*collimation_mm) / spacing_mm)), _background_columns(out)[other] - 2)
-    if band > 0:
-        if other == 0:
-            out[:, :band] = bright
-        else:
-            out[:, out.shape[1] - band:] = bright
+    _collimate(out, band, other == 0, bright)
     return FramedRadiograph(out, tuple(centre), burned_in=burned)
 
 
@@ -188,7 +196,7 @@ def bilateral_field(
     dy = int(round(rng.uniform(-BILATERAL_HEIGHT_MM, BILATERAL_HEIGHT_MM) * magnification / spacing_mm))
     other = np.fliplr(img)[np.clip(np.arange(h) - dy, 0, h - 1)]
     width = w + shift
-    noise = float(np.std(np.diff(img[:, :8], axis=0))) / np.sqrt(2.0)
+    noise = _noise_sd(img)
     background = float(np.median(img[:, :4]))
     out = np.zeros((h, width), dtype=np.float32)
     covered = np.zeros(width, dtype=np.int8)
