@@ -8,8 +8,8 @@ How (:func:`locate_knees`, on a copy of the image brought to about 1 mm pixels, 
 for a thumbnail, interpolated up):
 
 1. refuse a blank image (no structure above the noise);
-2. drop what is not anatomy: thin strokes brighter than anything thick (burned-in markers and
-   text, even over the leg), flat bright bands at the border (collimation, unexposed detector)
+2. drop what is not anatomy: burned-in markers and text, even over the leg (thin flat strokes
+   brighter than the anatomy: :func:`~.overlays.erase_burned_in`), flat bright bands at the border (collimation, unexposed detector)
    and small isolated bright blobs away from the body;
 3. three-class Otsu thresholds split air, soft tissue and bone, metal left out (implants
    saturate: a large textureless plateau near the brightest value; it counts as bone);
@@ -55,6 +55,8 @@ from scipy.ndimage import gaussian_filter, gaussian_filter1d, uniform_filter1d
 from .errors import XrayInputError
 from .knee_crop import crop_box_for
 from .laterality import normalise_side
+from .overlays import erase_burned_in
+from .overlays import odd_window as _odd
 
 __all__ = [
     "otsu2",
@@ -202,12 +204,6 @@ def columns_run_to_patient_right(patient_orientation: Any) -> bool:
 # the search, on a ~1 mm grid
 
 
-def _odd(n: float) -> int:
-    """The odd window size nearest ``n`` (at least 1): an odd window is centred, so results mirror with the image."""
-    k = max(1, int(round(n)))
-    return k if k % 2 else k + 1
-
-
 def _block_mean(image: np.ndarray, factors: tuple[int, int]) -> np.ndarray:
     fr, fc = factors
     h, w = image.shape[0] // fr, image.shape[1] // fc
@@ -229,38 +225,6 @@ def _to_grid(img: np.ndarray, spacing: Sequence[float], grid_mm: float) -> tuple
     zoom = tuple(max(1.0, float(s) / grid_mm) for s in spacing)
     grid = ndimage.zoom(img, zoom, order=1, mode="nearest", grid_mode=True)
     return grid, (img.shape[0] / grid.shape[0], img.shape[1] / grid.shape[1])
-
-
-def _erase_thin_overlays(small: np.ndarray, mm: tuple[float, float]) -> np.ndarray:
-    """``small`` with thin strokes brighter than anything thick replaced by their surroundings.
-
-    Burned-in side markers, annotations and rulers are drawn at (or near) the top of the stored
-    range in strokes a few mm thick; laid over the leg's soft tissue beside the knee they look like
-    bone and bands between their strokes like a joint space. Anatomy (and metal) that is that bright
-    fills more than a 5 mm square, so whatever is brighter than the brightest 5 mm square (by a tenth
-    of the range: edges and noise are not) is an overlay: it is replaced by the mean of what is not
-    overlay within 15 mm (strokes under about 5 mm thick; a bigger letter stays, as metal does).
-    Strokes are drawn at one value: a bright spot that is not flat-topped is anatomy and stays.
-    """
-    size = (max(1, int(round(5.0 / mm[0]))), max(1, int(round(5.0 / mm[1]))))
-    top = float(ndimage.grey_erosion(small, size=size).max())
-    span = top - float(np.percentile(small, 1.0))
-    labels, n = ndimage.label(small > top + 0.1 * span)
-    if not n:
-        return small
-    # drawn strokes are flat (one value); a bone's peak brighter than the rest (a harsh LUT) is a hump
-    low = ndimage.labeled_comprehension(small, labels, np.arange(1, n + 1), lambda x: np.percentile(x, 25), float, 0.0)
-    high = ndimage.maximum(small, labels, np.arange(1, n + 1))
-    flat = np.concatenate([[False], np.asarray(low) >= np.asarray(high) - 0.02 * span])
-    thin = flat[labels]
-    if not thin.any():
-        return small
-    grow = max(1, int(round(1.0 / min(mm))))
-    thin = ndimage.binary_dilation(thin, iterations=grow)  # and the strokes' anti-aliased edges
-    win = (_odd(15.0 / mm[0]), _odd(15.0 / mm[1]))
-    keep = (~thin).astype(np.float64)
-    around = ndimage.uniform_filter(small * keep, win) / np.maximum(ndimage.uniform_filter(keep, win), 1e-6)
-    return np.where(thin, around, small)
 
 
 def _border_bands(v: np.ndarray, mm: float) -> np.ndarray:
@@ -678,7 +642,7 @@ def locate_knees(
     if min(small.shape[0] * mm[0], small.shape[1] * mm[1]) < 60:
         raise NoKneeFound(f"the image covers {small.shape[0] * mm[0]:.0f} x {small.shape[1] * mm[1]:.0f} mm, "
                           "too small to hold a knee")
-    small = _erase_thin_overlays(small, mm)
+    small = erase_burned_in(small, mm)
     lo, hi = np.percentile(small, (1.0, 99.5))
     if hi - lo <= 1e-9 * max(1.0, abs(hi)):
         raise NoKneeFound("blank image (every pixel has the same value)")

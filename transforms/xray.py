@@ -42,6 +42,7 @@ from pydicom.errors import InvalidDicomError
 
 from .errors import XrayInputError
 from .laterality import MirrorToCanonicalSided, dicom_laterality
+from .overlays import erase_burned_in
 
 __all__ = [
     "DEFAULT_FALLBACK_SPACING_MM",
@@ -538,12 +539,14 @@ class PreprocessXray(Transform):
        factor (``Zoom(mode="area")``) so that noise and fine lines do not alias;
     3. resample to ``spacing`` mm (``Spacing``, bilinear): the physical extent is kept;
     4. centre crop to at most ``size`` pixels (``CenterSpatialCrop``);
-    5. optionally ``log1p`` of the intensities above their minimum (compresses the range);
-    6. map the ``lower``/``upper`` percentiles of the field of view to 0/1, clipped
+    5. paint over burned-in overlays (side markers, text: :func:`~.overlays.erase_burned_in`) with
+       their surroundings, so that the network never sees them;
+    6. optionally ``log1p`` of the intensities above their minimum (compresses the range);
+    7. map the ``lower``/``upper`` percentiles of the field of view to 0/1, clipped
        (``ScaleIntensityRange``; the percentiles by one ``numpy.percentile`` call), leaving out a
        plateau at the brightest value (a burned-in marker or text, a collimation band:
        :func:`anatomy_values`), so that it cannot set the bone's grey scale;
-    7. centre pad to ``size`` with 0 (the least-attenuation value) (``SpatialPad``).
+    8. centre pad to ``size`` with 0 (the least-attenuation value) (``SpatialPad``).
 
     The output meta ``spacing`` is the new spacing; everything else is kept.
 
@@ -551,8 +554,9 @@ class PreprocessXray(Transform):
         spacing: target (row, col) spacing in mm, or one number for both.
         size: target (rows, cols) in pixels, or one number for both.
         lower, upper: percentiles mapped to 0 and 1.
-        log: apply the log step 5.
+        log: apply the log step 6.
         anti_alias: apply step 2.
+        erase_overlays: apply step 5.
 
     Example::
 
@@ -571,6 +575,7 @@ class PreprocessXray(Transform):
         upper: float = 99.0,
         log: bool = False,
         anti_alias: bool = True,
+        erase_overlays: bool = True,
     ) -> None:
         self.spacing = tuple(float(s) for s in ensure_tuple_rep(spacing, 2))
         self.size = tuple(int(s) for s in ensure_tuple_rep(size, 2))
@@ -581,6 +586,7 @@ class PreprocessXray(Transform):
         self.lower, self.upper = float(lower), float(upper)
         self.log = log
         self.anti_alias = anti_alias
+        self.erase_overlays = erase_overlays
         self.resample = Spacing(pixdim=self.spacing, mode="bilinear", padding_mode="border", dtype=torch.float32)
         self.crop = CenterSpatialCrop(roi_size=self.size)
         self.pad = SpatialPad(spatial_size=self.size, method="symmetric", value=0.0)
@@ -601,6 +607,12 @@ class PreprocessXray(Transform):
                 img = Zoom(zoom=[1.0 / f for f in factor], mode="area", keep_size=False)(img)
         img = self.resample(img)
         img = self.crop(img)
+        if self.erase_overlays:
+            pixels = img.detach().cpu().numpy()[0]
+            erased = erase_burned_in(pixels, self.spacing)
+            if erased is not pixels:
+                img = img.clone()
+                img[0] = torch.as_tensor(erased, dtype=img.dtype, device=img.device)
         if self.log:
             img = torch.log1p(img - img.min())
         lo, hi = np.percentile(anatomy_values(img.detach().cpu().numpy()), [self.lower, self.upper])
@@ -622,10 +634,12 @@ class PreprocessXrayd(MapTransform):
         upper: float = 99.0,
         log: bool = False,
         anti_alias: bool = True,
+        erase_overlays: bool = True,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.preprocess = PreprocessXray(spacing, size, lower=lower, upper=upper, log=log, anti_alias=anti_alias)
+        self.preprocess = PreprocessXray(spacing, size, lower=lower, upper=upper, log=log, anti_alias=anti_alias,
+                                         erase_overlays=erase_overlays)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

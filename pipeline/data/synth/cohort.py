@@ -55,7 +55,9 @@ from xray2mri.pipeline.data.synth.tissues import attenuation_lut, legend
 from xray2mri.transforms.geometry import MRI_AXCODES, canonical_affine
 
 #: Version of what the generator draws and writes: a cohort made by another version is regenerated.
-GENERATOR_VERSION: int = 2
+#: 2: framed radiographs, trabecular bone; 3: lead markers and collimation saturate above the bone,
+#: marker letters 18 mm with 3 mm strokes.
+GENERATOR_VERSION: int = 3
 SUBJECT_PREFIX = "SYN"
 VISIT = "00m"
 _SUBJECT_DIR = re.compile(rf"^{SUBJECT_PREFIX}\d{{4,}}$")

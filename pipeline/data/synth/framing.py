@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["COHORT_FRAMINGS", "FramedRadiograph", "bilateral_field", "burn_marker", "frame_radiograph",
+__all__ = ["COHORT_FRAMINGS", "FramedRadiograph", "bilateral_field", "burn_marker", "frame_radiograph", "saturated_value",
            "long_leg_field", "marked_knee_field"]
 
 #: Framings of the default cohort's radiographs, taken in turn by subject index (``index % 4``):
@@ -31,8 +31,12 @@ COHORT_FRAMINGS: tuple[str, ...] = ("knee", "long_leg", "knee_marked", "bilatera
 BILATERAL_DISTANCE_MM: tuple[float, float] = (180.0, 215.0)
 #: Largest height difference between the two knees of a bilateral view, mm.
 BILATERAL_HEIGHT_MM: float = 4.0
-#: Side of the burned-in marker letter, mm.
-MARKER_MM: float = 25.0
+#: Side of the burned-in marker letter and the width of its strokes, mm (a lead letter's size).
+MARKER_MM: float = 18.0
+MARKER_STROKE_MM: float = 3.0
+#: How far above the image's brightest anatomy a lead marker and an unexposed (collimated) border
+#: are drawn, as a share of the image's range: lead and the unexposed detector saturate beyond bone.
+SATURATED_ABOVE: float = 0.25
 
 
 @dataclass
@@ -64,10 +68,18 @@ def _collimate(out: np.ndarray, band: int, left: bool, value: float) -> None:
         out[:, out.shape[1] - band:] = value
 
 
-def burn_marker(image: np.ndarray, top_left: tuple[int, int], size_px: int, value: float) -> None:
-    """Burn an "L"-shaped side letter of ``size_px`` pixels at ``top_left`` into ``image`` (in place)."""
+def saturated_value(image: np.ndarray) -> float:
+    """The value of lead and of unexposed detector on ``image``: :data:`SATURATED_ABOVE` of its range above its maximum."""
+    top = float(image.max())
+    return top + SATURATED_ABOVE * (top - float(np.percentile(image, 1.0)))
+
+
+def burn_marker(image: np.ndarray, top_left: tuple[int, int], spacing_mm: float, value: float) -> None:
+    """Burn an "L"-shaped side letter (:data:`MARKER_MM`, strokes :data:`MARKER_STROKE_MM`) at ``top_left``
+    into ``image`` (in place)."""
     r, c = top_left
-    stroke = max(2, size_px // 5)
+    size_px = int(round(MARKER_MM / spacing_mm))
+    stroke = max(2, int(round(MARKER_STROKE_MM / spacing_mm)))
     image[r: r + size_px, c: c + stroke] = value
     image[r + size_px - stroke: r + size_px, c: c + (2 * size_px) // 3] = value
 
@@ -112,14 +124,14 @@ def long_leg_field(
     out += rng.normal(0.0, noise, out.shape).astype(np.float32) * repeated[:, None]
     out[:, :left] += rng.normal(0.0, noise, (big_h, left)).astype(np.float32)
     out[:, left + w:] += rng.normal(0.0, noise, (big_h, big_w - left - w)).astype(np.float32)
-    bright = float(img.max())
+    bright = saturated_value(img)
     # burned-in side letter in the background beside the leg, at half height of the upper field
     side_room = (left, big_w - left - w)
     size = int(round(MARKER_MM / spacing_mm))
     burned = max(side_room) > size + 10
     if burned:
         col = (side_room[0] - size) // 2 if side_room[0] >= side_room[1] else left + w + (side_room[1] - size) // 2
-        burn_marker(out, (int(rng.integers(5, max(6, big_h // 3))), max(0, col)), size, bright)
+        burn_marker(out, (int(rng.integers(5, max(6, big_h // 3))), max(0, col)), spacing_mm, bright)
     if collimation_mm > 0:  # on the side with more room, never over the leg
         band = min(int(round(collimation_mm / spacing_mm)), max(side_room) - 5)
         _collimate(out, band, side_room[0] >= side_room[1], bright)
@@ -148,7 +160,7 @@ def marked_knee_field(
     there is room) and one border collimated (never over the leg); the joint centre does not move."""
     out = np.array(image, dtype=np.float32, copy=True)
     h, _ = out.shape
-    bright = float(out.max())
+    bright = saturated_value(out)
     size = int(round(MARKER_MM / spacing_mm))
     rows = slice(h - h // 4, h)  # the marker goes beside the calf, where the leg is narrowest
     room = _background_columns(out[rows])
@@ -156,7 +168,7 @@ def marked_knee_field(
     burned = room[wide] > size + 4
     if burned:
         col = 2 if wide == 0 else out.shape[1] - size - 2
-        burn_marker(out, (int(rng.integers(h - h // 4, h - size - 1)), col), size, bright)
+        burn_marker(out, (int(rng.integers(h - h // 4, h - size - 1)), col), spacing_mm, bright)
     other = 1 - wide
     band = min(int(round(rng.uniform(*collimation_mm) / spacing_mm)), _background_columns(out)[other] - 2)
     _collimate(out, band, other == 0, bright)
@@ -210,7 +222,7 @@ def bilateral_field(
         out[:, gap] += rng.normal(0.0, noise, (h, int(gap.sum()))).astype(np.float32)
     size = int(round(MARKER_MM / spacing_mm))
     outer = 2 if side == "R" else width - size - 2  # at the outer top corner of the knee's own side
-    burn_marker(out, (int(rng.integers(2, max(3, h // 6))), outer), size, float(img.max()))
+    burn_marker(out, (int(rng.integers(2, max(3, h // 6))), outer), spacing_mm, saturated_value(img))
     mirrored_col = (w - 1) - centre[1]
     return FramedRadiograph(out, (centre[0], centre[1] + mine), other_centre=(centre[0] + dy, mirrored_col + theirs),
                             burned_in=True)
