@@ -63,17 +63,22 @@ def burned_in_mask(image: np.ndarray, spacing_mm: Sequence[float]) -> np.ndarray
     if not n:
         return np.zeros(img.shape, dtype=bool)
     index = np.arange(1, n + 1)
-    low = ndimage.labeled_comprehension(img, labels, index, lambda x: np.percentile(x, 25), float, 0.0)
-    high = ndimage.maximum(img, labels, index)
-    flat = np.asarray(low) >= np.asarray(high) - _FLAT * span
+    # cheapest tests first: big enough, not thick; then flat-topped; then the step down beside it
+    candidate = ndimage.sum_labels(np.ones(img.shape), labels, index) * mm[0] * mm[1] >= MIN_AREA_MM2
     thick = np.unique(labels[ndimage.binary_erosion(bright, structure=np.ones(size, dtype=bool))])
-    big = ndimage.sum_labels(np.ones(img.shape), labels, index) * mm[0] * mm[1] >= MIN_AREA_MM2
+    candidate[thick[thick > 0] - 1] = False
+    if not candidate.any():
+        return np.zeros(img.shape, dtype=bool)
+    high = np.asarray(ndimage.maximum(img, labels, index))
+    low = np.asarray(ndimage.labeled_comprehension(img, labels, index, lambda x: np.percentile(x, 25), float, 0.0))
+    candidate &= low >= high - _FLAT * span
+    if not candidate.any():
+        return np.zeros(img.shape, dtype=bool)
     rim = (max(1, int(round(1.0 / mm[0]))), max(1, int(round(1.0 / mm[1]))))
     nearest = ndimage.grey_dilation(labels, size=(2 * rim[0] + 1, 2 * rim[1] + 1))
     beside = np.where(bright, 0, nearest)  # what lies within 1 mm outside each bright component
-    stepped = np.asarray(high) - np.nan_to_num(ndimage.mean(img, beside, index), nan=float(img.max())) >= _STEP * span
-    keep = np.concatenate([[False], flat & big & stepped])
-    keep[thick[thick > 0]] = False
+    candidate &= high - np.nan_to_num(ndimage.mean(img, beside, index), nan=float(img.max())) >= _STEP * span
+    keep = np.concatenate([[False], candidate])
     mask = keep[labels]
     if mask.any():
         mask = ndimage.binary_dilation(mask, structure=np.ones((3, 3), dtype=bool),
