@@ -73,3 +73,19 @@ def test_the_network_field_is_the_same_with_or_without_a_marker(tmp_path):
         diff[erase] = np.abs(prep(plain_img)[0].numpy() - prep(marked_img)[0].numpy())
     assert diff[False].max() > 0.5  # the marker is in the field
     assert diff[True].max() < 0.15 and diff[True].mean() < 0.001
+
+
+@pytest.mark.parametrize("index", [1, 2, 3])  # the long-leg, marked and bilateral framings
+def test_the_cohorts_own_side_letters_are_found(index):
+    """The built-in cohort's lead letters are what the eraser takes away: no more (the collimation band,
+    as bright, stays), no less."""
+    subject = make_subject(index, 0, "demo")
+    image, spacing = subject.xray, subject.meta["xray"]["imager_pixel_spacing_mm"]
+    assert subject.meta["xray"]["burned_in_annotation"]
+    saturated = image >= image.max()
+    labels, n = ndimage.label(saturated)
+    thin = [k for k in range(1, n + 1) if not ndimage.binary_erosion(labels == k, np.ones((7, 7))).any()]
+    letter = np.isin(labels, thin)
+    mask = burned_in_mask(image, (spacing, spacing))
+    assert letter.any() and mask[letter].all()
+    assert not (mask & ~ndimage.binary_dilation(letter, structure=np.ones((3, 3)), iterations=2)).any()
