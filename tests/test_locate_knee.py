@@ -261,6 +261,24 @@ def test_bone_on_bone_compartment_leaves_the_joint_line_to_the_open_one(collapse
     assert _mm(found.centre, (280.0, 200.0), (0.5, 0.5)) < 1.5
 
 
+@pytest.mark.parametrize("notch_mm", [20.0, 22.0])
+@pytest.mark.parametrize("collapsed", ["image-left", "image-right"])
+def test_kl4_knee_whose_intercondylar_notch_is_not_a_joint_space(collapsed, notch_mm):
+    """KL 4 with an adult's intercondylar notch (20-22 mm wide) and the tibial spines rising into it.
+
+    One compartment is bone on bone, the other narrowed to a faint 1.5 mm band. Each compartment's
+    dark band was measured 6-30 mm from the bone axis, which reaches 4-5 mm into the notch: its dark
+    arch above the spines, 5-6 mm above the joint line, passed for the collapsed compartment's joint
+    space and the joint line came out midway, 2.6-2.9 mm high (on two real KL 4 tight crops, where the
+    narrowed compartment locked onto the notch too, 6 and 9 mm off). The bands are now measured
+    10-30 mm from the axis (``compartment_columns_mm``), clear of the notch.
+    """
+    image = xray_factory.knee_attenuation(560, 400, 0.5, (280.0, 200.0), "R", collapsed=collapsed,
+                                          notch_mm=notch_mm, jsw_mm=1.5, jsw_fill=0.5)
+    (found,) = locate_knees(image, (0.5, 0.5))
+    assert _mm(found.centre, (280.0, 200.0), (0.5, 0.5)) < 1.5
+
+
 @pytest.mark.parametrize("offset_mm", [-50.0, 55.0])
 def test_burned_in_marker_over_the_leg_beside_the_joint(offset_mm):
     """A burned-in side marker (an "R", 30 mm tall, 3.5 mm strokes, above any anatomy) over the soft tissue beside the knee.

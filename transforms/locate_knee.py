@@ -16,7 +16,8 @@ for a thumbnail, interpolated up):
 4. legs are the bands of columns holding body, split at the soft-tissue gap between them (or,
    when the legs touch, at the bone-free columns between the two knees);
 5. per leg, every row is scored as a joint line: a horizontal dark band in the bone (the joint
-   space between femoral condyles and tibial plateau) on each side of the leg's bone axis (each
+   space between femoral condyles and tibial plateau) on each side of the leg's bone axis, in the
+   columns 10-30 mm from it (clear of the intercondylar notch's dark arch above the tibial spines; each
    compartment's band may lie a few mm above or below the other's: the joint line is midway, or
    the one band seen when the other compartment has collapsed, bone on bone). The best
    rows are checked for a knee's anatomy: bone 50-130 mm wide and solid just above and just
@@ -88,6 +89,13 @@ class LocatorParams:
         compartment_offset_mm: how far (up or down) each compartment's joint space may lie from the joint
             line, which is midway between the two (tilted plateaus, varus/valgus, rotation, flexion; a
             real tight crop's two joint spaces lie 12 mm apart).
+        compartment_columns_mm: (inner, outer) distance (mm) from the leg's bone axis of the columns
+            each compartment's dark band is measured over. The inner limit keeps the band clear of the
+            intercondylar notch: its dark arch (an adult's notch is 18-22 mm wide at its base, so it
+            reaches 9-11 mm either side of the axis) lies above the tibial spines, a few mm above the
+            joint line, and on a KL 4 knee, whose collapsed compartment has no band of its own, it
+            passed for that compartment's joint space. The outer limit stays inside the condyles and
+            the plateau (a knee is 70-90 mm wide: 35-45 mm either side).
         min_contrast: smallest accepted dark-band score (relative to the bone-soft tissue contrast).
         knee_width_mm: (min, max) width of the bone just above and below the joint line.
         min_plateau_fill: share of the tibial plateau's extent its widest run of bone must cover (one solid
@@ -107,6 +115,7 @@ class LocatorParams:
     grid_mm: float = 1.0
     band_offset_mm: float = 4.0
     compartment_offset_mm: float = 5.0
+    compartment_columns_mm: tuple[float, float] = (10.0, 30.0)
     min_contrast: float = 0.03
     knee_width_mm: tuple[float, float] = (50.0, 130.0)
     min_plateau_fill: float = 0.7
@@ -511,7 +520,7 @@ def _one_knee(leg: np.ndarray, bone: np.ndarray, body: np.ndarray, t_air: float,
     axis = uniform_filter1d(axis, _odd(30 / mm[0]))
 
     k = max(1, int(round(p.band_offset_mm / mm[0])))
-    inner, outer = int(round(6 / mm[1])), int(round(30 / mm[1]))
+    inner, outer = (int(round(d / mm[1])) for d in p.compartment_columns_mm)
     contrast = max(t_bone - t_air, 1e-6)
     h, w = leg.shape
     cols = np.arange(w)[None, :]
