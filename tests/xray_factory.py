@@ -322,3 +322,25 @@ def to_stored(attenuation: np.ndarray, bits: int = 12) -> np.ndarray:
     scaled = (a - a.min()) / max(float(a.max() - a.min()), 1e-12) * (0.9 * top) + 0.05 * top
     return np.rint(scaled).astype(np.uint16)
 
+
+def add_ruler(
+    image: np.ndarray, spacing: float, col: float, width_mm: float = 20.0, tilt_deg: float = 0.0,
+    level: float = 4.0, ticks: float = 3.0,
+) -> np.ndarray:
+    """``image`` with a calibration ruler laid along its columns (a copy; values: more attenuation = higher).
+
+    The ruler (a standing or long-leg view's, radiopaque) is a strip ``width_mm`` wide centred on
+    column ``col`` at the middle row, tilted ``tilt_deg`` from the columns (its foot towards the image's
+    right when positive), running the image's whole height: ``level`` more attenuation than what lies
+    under it (4: as much as the knee's bone of :func:`knee_attenuation`), and metal ticks ``ticks``
+    more still: 1 mm lines every 10 mm across half its width, every 50 mm across all of it.
+    """
+    rows, cols = image.shape
+    y, x = np.mgrid[0:rows, 0:cols].astype(float)
+    along = (y - (rows - 1) / 2) * spacing  # mm along the ruler (+ down)
+    across = (x - col) * spacing - np.tan(np.radians(tilt_deg)) * along  # mm across it (+ towards the image's right)
+    inside = np.abs(across) <= width_mm / 2
+    mark = np.mod(along, 10.0) < 1.0
+    long_mark = np.mod(along, 50.0) < 1.0
+    tick = inside & mark & ((across < 0) | long_mark)
+    return image + level * inside + ticks * tick
