@@ -261,6 +261,45 @@ def test_bone_on_bone_compartment_leaves_the_joint_line_to_the_open_one(collapse
     assert _mm(found.centre, (280.0, 200.0), (0.5, 0.5)) < 1.5
 
 
+@pytest.mark.parametrize("notch_mm", [20.0, 22.0])
+@pytest.mark.parametrize("collapsed", ["image-left", "image-right"])
+def test_kl4_knee_whose_intercondylar_notch_is_not_a_joint_space(collapsed, notch_mm):
+    """KL 4 with an adult's intercondylar notch (20-22 mm wide) and the tibial spines rising into it.
+
+    One compartment is bone on bone, the other narrowed to a faint 1.5 mm band. Each compartment's
+    dark band was measured 6-30 mm from the bone axis, which reaches 4-5 mm into the notch: its dark
+    arch above the spines, 5-6 mm above the joint line, passed for the collapsed compartment's joint
+    space and the joint line came out midway, 2.6-2.9 mm high (on two real KL 4 tight crops, where the
+    narrowed compartment locked onto the notch too, 6 and 9 mm off). The bands are now measured
+    10-30 mm from the axis (``compartment_columns_mm``), clear of the notch.
+    """
+    image = xray_factory.knee_attenuation(560, 400, 0.5, (280.0, 200.0), "R", collapsed=collapsed,
+                                          notch_mm=notch_mm, jsw_mm=1.5, jsw_fill=0.5)
+    (found,) = locate_knees(image, (0.5, 0.5))
+    assert _mm(found.centre, (280.0, 200.0), (0.5, 0.5)) < 1.5
+
+
+@pytest.mark.parametrize(("offset_mm", "tilt_deg", "width_mm"), [(0.0, 4.0, 15.0), (8.0, 0.0, 15.0), (8.0, 4.0, 25.0),
+                                                             (-8.0, -4.0, 20.0)])
+def test_ruler_between_the_legs_of_a_bilateral_standing_view(offset_mm, tilt_deg, width_mm):
+    """A bilateral standing AP view (knees 160 mm apart) with a radiopaque calibration ruler between the legs.
+
+    The ruler (a strip as bright as the knee's bone, with metal ticks, running the whole field,
+    tilted up to 4 degrees, touching the thighs) was split off with one leg: the leg's bone axis
+    moved towards it, its "knee" was over 130 mm of bone and refused, as on a real standing view
+    (133-140 mm). Long straight bright strips along the columns are now left out before the legs are split.
+    """
+    spacing, half = 0.5, 160
+    right = xray_factory.knee_attenuation(800, 2 * half, spacing, (400.0, half), "R", seed=1)
+    left = xray_factory.knee_attenuation(800, 2 * half, spacing, (406.0, half), "L", seed=2)
+    image = xray_factory.add_ruler(np.concatenate([right, left], axis=1), spacing, 2 * half + offset_mm / spacing,
+                                   width_mm=width_mm, tilt_deg=tilt_deg)
+    knees = locate_knees(image, (spacing, spacing), patient_orientation="L\\F")
+    assert [k.side for k in knees] == ["R", "L"]
+    for knee, known in zip(knees, [(400.0, half), (406.0, 3 * half)]):
+        assert _mm(knee.centre, known, (spacing, spacing)) < 2.0
+
+
 @pytest.mark.parametrize("offset_mm", [-50.0, 55.0])
 def test_burned_in_marker_over_the_leg_beside_the_joint(offset_mm):
     """A burned-in side marker (an "R", 30 mm tall, 3.5 mm strokes, above any anatomy) over the soft tissue beside the knee.

@@ -218,10 +218,15 @@ def _chord(x: np.ndarray, half_width: np.ndarray | float) -> np.ndarray:
     return 2.0 * np.sqrt(np.clip(np.asarray(half_width, dtype=float) ** 2 - x**2, 0.0, None))
 
 
+#: Share of the condyles' path the beam crosses through the intercondylar notch of
+#: :func:`knee_attenuation` (the notch takes the back 70-80 % of the distal femur's depth at its middle).
+NOTCH_PATH: float = 0.2
+
+
 def knee_attenuation(
     rows: int, cols: int, spacing: float, centre: tuple[float, float], side: str = "R", seed: int = 0,
     fibula: bool = True, limb_lift: float = 0.0, tilt_mm: float = 0.0, collapsed: str | None = None,
-    step_mm: float = 0.0,
+    step_mm: float = 0.0, notch_mm: float = 0.0, jsw_mm: float = 5.0, jsw_fill: float = 0.0,
 ) -> np.ndarray:
     """An analytic AP knee (float, more attenuation = higher): soft tissue, femur, tibia, fibula.
 
@@ -236,7 +241,16 @@ def knee_attenuation(
     ``step_mm`` sets each compartment's joint line level but the image-right one ``step_mm`` higher,
     the step at the notch (plateaus of different heights seen with the knee rotated or tilted).
     ``collapsed`` (``"image-left"`` or ``"image-right"``) closes that compartment's joint space:
-    femur on tibia with a 4 mm sclerotic line along the contact (KL 4), the other compartment open.
+    femur on tibia with a 4 mm sclerotic line along the contact (KL 4), the other compartment open,
+    ``jsw_mm`` wide (5 mm; KL 4 narrows it too: 1-3 mm). ``jsw_fill`` is the share of the bone's path
+    left in the open joint space (0: none): the beam crosses it a little obliquely (the plateau's
+    posterior slope), through the rims of the plateau, so a narrow joint space is a faint band.
+    ``notch_mm`` (0: none) gives the femur an intercondylar notch that wide at its base (an adult's
+    is 18-22 mm), an arch 0.65 times as tall, through which the beam crosses only the trochlea in
+    front of it (:data:`NOTCH_PATH` of the condyles' path), and the tibia two spines (the
+    intercondylar eminence) 4.5 mm either side of the centre per 20 mm of notch, rising 7 mm from
+    the plateau into the notch, a third of the plateau's path thick (narrow front to back): above
+    the spines, the notch's dark arch lies a few mm above the joint line, in the joint's middle.
     """
     y, x = np.mgrid[0:rows, 0:cols].astype(float)
     y = (y - centre[0]) * spacing  # mm, + inferior
@@ -246,11 +260,19 @@ def knee_attenuation(
     gap = -tilt_mm * np.clip(x / 50.0, -0.5, 0.5)  # the joint line's height (mm, + inferior) across the knee
     gap -= 0.5 * step_mm * np.sign(x)
     closed = np.zeros_like(x, dtype=bool) if collapsed is None else (x < 0) == (collapsed == "image-left")
-    half_gap = np.where(closed, 0.0, 2.5)
+    half_gap = np.where(closed, 0.0, jsw_mm / 2)
     femur = np.where(y < gap - half_gap, _chord(x, femur_hw), 0.0)
     tibia_hw = 14.0 + 22.0 * np.clip((70.0 - y) / 45.0, 0.0, 1.0)
-    tibia = np.where(np.where(closed, y >= gap, y > gap + 2.5), _chord(x, tibia_hw), 0.0)
+    tibia = np.where(np.where(closed, y >= gap, y > gap + half_gap), _chord(x, tibia_hw), 0.0)
     tibia += 20.0 * (closed & (np.abs(y - gap) < 2.0) & (np.abs(x) < tibia_hw))  # subchondral sclerosis
+    tibia += jsw_fill * np.where(~closed & (np.abs(y - gap) <= half_gap), _chord(x, tibia_hw), 0.0)
+    if notch_mm > 0:
+        up = np.clip(-y / (0.65 * notch_mm), 0.0, None)  # height above the joint line, in the arch's heights
+        arch = np.abs(x) < 0.5 * notch_mm * np.sqrt(np.clip(1.0 - up**2, 0.0, None))
+        femur = np.where(arch, NOTCH_PATH * femur, femur)
+        spines = 7.0 * sum(np.exp(-(((x - s * 0.225 * notch_mm) / (0.12 * notch_mm)) ** 2)) for s in (-1.0, 1.0))
+        eminence = (y <= gap + half_gap) & (y >= gap + half_gap - spines) & (spines > 0.5)
+        tibia = np.maximum(tibia, np.where(eminence, _chord(x, tibia_hw) / 3.0, 0.0))
     lateral = -1.0 if side == "R" else 1.0
     fibula_path = np.where((y > 15.0) & (y < 200.0), _chord(x - lateral * (tibia_hw + 8.0), 6.0), 0.0)
     bone = femur + tibia + (fibula_path if fibula else 0.0)
@@ -299,3 +321,26 @@ def to_stored(attenuation: np.ndarray, bits: int = 12) -> np.ndarray:
     top = 2**bits - 1
     scaled = (a - a.min()) / max(float(a.max() - a.min()), 1e-12) * (0.9 * top) + 0.05 * top
     return np.rint(scaled).astype(np.uint16)
+
+
+def add_ruler(
+    image: np.ndarray, spacing: float, col: float, width_mm: float = 20.0, tilt_deg: float = 0.0,
+    level: float = 4.0, ticks: float = 3.0,
+) -> np.ndarray:
+    """``image`` with a calibration ruler laid along its columns (a copy; values: more attenuation = higher).
+
+    The ruler (a standing or long-leg view's, radiopaque) is a strip ``width_mm`` wide centred on
+    column ``col`` at the middle row, tilted ``tilt_deg`` from the columns (its foot towards the image's
+    right when positive), running the image's whole height: ``level`` more attenuation than what lies
+    under it (4: as much as the knee's bone of :func:`knee_attenuation`), and metal ticks ``ticks``
+    more still: 1 mm lines every 10 mm across half its width, every 50 mm across all of it.
+    """
+    rows, cols = image.shape
+    y, x = np.mgrid[0:rows, 0:cols].astype(float)
+    along = (y - (rows - 1) / 2) * spacing  # mm along the ruler (+ down)
+    across = (x - col) * spacing - np.tan(np.radians(tilt_deg)) * along  # mm across it (+ towards the image's right)
+    inside = np.abs(across) <= width_mm / 2
+    mark = np.mod(along, 10.0) < 1.0
+    long_mark = np.mod(along, 50.0) < 1.0
+    tick = inside & mark & ((across < 0) | long_mark)
+    return image + level * inside + ticks * tick

@@ -9,14 +9,15 @@ for a thumbnail, interpolated up):
 
 1. refuse a blank image (no structure above the noise);
 2. drop what is not anatomy: burned-in markers and text, even over the leg (thin flat strokes
-   brighter than the anatomy: :func:`~.overlays.erase_burned_in`), flat bright bands at the border (collimation, unexposed detector)
-   and small isolated bright blobs away from the body;
+   brighter than the anatomy: :func:`~.overlays.erase_burned_in`), flat bright bands at the border (collimation, unexposed detector),
+   rulers (long straight bright strips along the legs: :func:`_rulers`) and small isolated bright blobs away from the body;
 3. three-class Otsu thresholds split air, soft tissue and bone, metal left out (implants
    saturate: a large textureless plateau near the brightest value; it counts as bone);
 4. legs are the bands of columns holding body, split at the soft-tissue gap between them (or,
    when the legs touch, at the bone-free columns between the two knees);
 5. per leg, every row is scored as a joint line: a horizontal dark band in the bone (the joint
-   space between femoral condyles and tibial plateau) on each side of the leg's bone axis (each
+   space between femoral condyles and tibial plateau) on each side of the leg's bone axis, in the
+   columns 10-30 mm from it (clear of the intercondylar notch's dark arch above the tibial spines; each
    compartment's band may lie a few mm above or below the other's: the joint line is midway, or
    the one band seen when the other compartment has collapsed, bone on bone). The best
    rows are checked for a knee's anatomy: bone 50-130 mm wide and solid just above and just
@@ -88,6 +89,13 @@ class LocatorParams:
         compartment_offset_mm: how far (up or down) each compartment's joint space may lie from the joint
             line, which is midway between the two (tilted plateaus, varus/valgus, rotation, flexion; a
             real tight crop's two joint spaces lie 12 mm apart).
+        compartment_columns_mm: (inner, outer) distance (mm) from the leg's bone axis of the columns
+            each compartment's dark band is measured over. The inner limit keeps the band clear of the
+            intercondylar notch: its dark arch (an adult's notch is 18-22 mm wide at its base, so it
+            reaches 9-11 mm either side of the axis) lies above the tibial spines, a few mm above the
+            joint line, and on a KL 4 knee, whose collapsed compartment has no band of its own, it
+            passed for that compartment's joint space. The outer limit stays inside the condyles and
+            the plateau (a knee is 70-90 mm wide: 35-45 mm either side).
         min_contrast: smallest accepted dark-band score (relative to the bone-soft tissue contrast).
         knee_width_mm: (min, max) width of the bone just above and below the joint line.
         min_plateau_fill: share of the tibial plateau's extent its widest run of bone must cover (one solid
@@ -107,6 +115,7 @@ class LocatorParams:
     grid_mm: float = 1.0
     band_offset_mm: float = 4.0
     compartment_offset_mm: float = 5.0
+    compartment_columns_mm: tuple[float, float] = (10.0, 30.0)
     min_contrast: float = 0.03
     knee_width_mm: tuple[float, float] = (50.0, 130.0)
     min_plateau_fill: float = 0.7
@@ -248,6 +257,98 @@ def _border_bands(v: np.ndarray, mm: float) -> np.ndarray:
                     mask[sl, :] = True
                 else:
                     mask[:, sl] = True
+    return mask
+
+
+#: A ruler (a calibration ruler on a standing or long-leg view) is a bright strip at most this wide (mm) ...
+RULER_MAX_WIDTH_MM: float = 60.0
+#: ... whose two straight edges run unbroken (gaps under :data:`RULER_GAP_MM`: numbers, ticks) along at
+#: least this share of the exposed rows and this many mm, and at least 5 times its width ...
+RULER_MIN_SHARE: float = 0.85
+RULER_MIN_LENGTH_MM: float = 100.0
+RULER_GAP_MM: float = 12.0
+#: ... within this angle (degrees) of the columns ...
+RULER_MAX_TILT_DEG: float = 10.0
+#: ... each edge a step of at least this share of the image's range across 3 mm.
+RULER_STEP: float = 0.1
+
+
+def _longest_run(line: np.ndarray, gap: int) -> tuple[int, int]:
+    """(start, end) (end exclusive) of the longest run of True in a 1-D mask, bridging gaps of up to ``gap``."""
+    runs = _runs(line)
+    if not runs:
+        return 0, 0
+    merged = [list(runs[0])]
+    for a, b in runs[1:]:
+        if a - merged[-1][1] <= gap:
+            merged[-1][1] = b
+        else:
+            merged.append([a, b])
+    a, b = max(merged, key=lambda run: run[1] - run[0])
+    return int(a), int(b)
+
+
+def _rulers(v: np.ndarray, excluded: np.ndarray, mm: tuple[float, float]) -> np.ndarray:
+    """Mask of rulers: long, straight, bright strips near the columns' direction.
+
+    Standing and long-leg views often hold a calibration ruler (a strip of plastic or metal, with
+    ticks and numbers) along the legs, often between them. It is not anatomy: between the legs it
+    joins one leg's soft tissue and bone (the leg then holds a 130-140 mm "knee" and is refused),
+    or it passes for a leg of its own. A ruler is told apart from anatomy by its edges: two straight
+    parallel steps (bright inside), at most :data:`RULER_MAX_WIDTH_MM` apart, running all along the
+    image (:data:`RULER_MIN_SHARE` of the exposed rows, gaps under :data:`RULER_GAP_MM` for ticks and
+    numbers). A limb's edges curve (thigh, knee, calf), a shaft widens into the knee, and the edges of
+    a collimation band or the image's border are left out.
+
+    Each tilt within :data:`RULER_MAX_TILT_DEG` is tried (steps small enough that a line strays at most
+    1.5 mm from one of them): the edge pixels are counted per line of that tilt, and a line holding
+    enough of them is followed; its longest run (gaps bridged) is its edge's length.
+    """
+    h, w = v.shape
+    mask = np.zeros(v.shape, dtype=bool)
+    exposed = np.flatnonzero(~excluded.all(axis=1))
+    k = max(1, int(round(1.5 / mm[1])))
+    if exposed.size == 0 or w <= 2 * k + 2:
+        return mask
+    min_len = max(RULER_MIN_LENGTH_MM / mm[0], RULER_MIN_SHARE * (exposed[-1] - exposed[0] + 1))
+    step = np.zeros(v.shape)
+    step[:, k:w - k] = v[:, 2 * k:] - v[:, :w - 2 * k]  # across each column: right minus left, 3 mm apart
+    near_excluded = ndimage.binary_dilation(excluded, np.ones((1, 2 * k + 3), dtype=bool))
+    step[near_excluded] = 0.0
+    tol = max(1, int(round(1.5 / mm[1])))  # an edge may wander this far from the straight line
+    widen = np.ones((1, 2 * tol + 1), dtype=bool)
+    edges = {+1: ndimage.binary_dilation(step > RULER_STEP, widen), -1: ndimage.binary_dilation(step < -RULER_STEP, widen)}
+    gap = max(1, int(round(RULER_GAP_MM / mm[0])))
+    max_width = RULER_MAX_WIDTH_MM / mm[1]
+    rows = np.arange(h)
+    pixels = {sign: np.nonzero(edge) for sign, edge in edges.items()}
+    max_slope = np.tan(np.radians(RULER_MAX_TILT_DEG)) * mm[0] / mm[1]  # columns per row
+    n = int(np.ceil(max_slope * h / (2 * tol))) if h > 1 else 0
+    for slope in np.linspace(-max_slope, max_slope, 2 * n + 1) if n else [0.0]:
+        shift = np.rint(slope * (rows - h / 2)).astype(int)  # a line of this tilt: column c + shift[row]
+        found = {}
+        for sign, (rr, cc) in pixels.items():
+            sheared = cc - shift[rr]  # the line (of this tilt) each edge pixel lies on
+            inside = (sheared >= 0) & (sheared < w)
+            counts = np.bincount(sheared[inside], minlength=w)
+            found[sign] = []
+            for c in np.flatnonzero(counts >= 0.75 * min_len):  # lines holding enough edge pixels
+                cols = c + shift
+                on = (cols >= 0) & (cols < w)
+                line = np.zeros(h, dtype=bool)
+                line[on] = edges[sign][rows[on], cols[on]]
+                a, b = _longest_run(line, gap)
+                if b - a >= min_len:
+                    found[sign].append((int(c), a, b))
+        for c1, a1, b1 in found[+1]:  # rising edge (image-left side of the strip) ...
+            for c2, a2, b2 in found[-1]:  # ... then a falling one (image-right side)
+                a, b = max(a1, a2), min(b1, b2)
+                if not 0 < c2 - c1 <= max_width or b - a < max(min_len, 5 * (c2 - c1) * mm[1] / mm[0]):
+                    continue
+                # the strip's columns reach 1.5 mm beyond each edge's step (and the edges' wander) already
+                strip = np.arange(c1, c2 + 1)[None, :] + shift[a:b, None]
+                keep = (strip >= 0) & (strip < w)
+                mask[np.broadcast_to(rows[a:b, None], strip.shape)[keep], strip[keep]] = True
     return mask
 
 
@@ -511,7 +612,7 @@ def _one_knee(leg: np.ndarray, bone: np.ndarray, body: np.ndarray, t_air: float,
     axis = uniform_filter1d(axis, _odd(30 / mm[0]))
 
     k = max(1, int(round(p.band_offset_mm / mm[0])))
-    inner, outer = int(round(6 / mm[1])), int(round(30 / mm[1]))
+    inner, outer = (int(round(d / mm[1])) for d in p.compartment_columns_mm)
     contrast = max(t_bone - t_air, 1e-6)
     h, w = leg.shape
     cols = np.arange(w)[None, :]
@@ -655,6 +756,7 @@ def locate_knees(
     excluded = _border_bands(v, min(mm))
     if (~excluded).sum() < 0.2 * v.size:
         raise NoKneeFound("no exposed field (the image is collimation or unexposed)")
+    excluded |= _rulers(v, excluded, mm)  # before the legs are split: a ruler between them joins one
     metal = _metal(small, excluded, mm, p)
     valid = v[~excluded & ~metal]  # the thresholds of the anatomy; metal is bone to the search
     tight = max(v.shape[0] * mm[0], v.shape[1] * mm[1]) < p.tight_crop_mm
