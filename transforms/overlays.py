@@ -1,4 +1,4 @@
-"""Burned-in overlays on a radiograph: side markers, annotations, rulers; found and painted over.
+"""Burned-in overlays on a radiograph: side markers, text, a ruler's ticks and numbers; found and painted over.
 
 A lead side letter or burned-in text is drawn at (or near) the top of the stored range in strokes a
 few mm thick. It is not anatomy: beside the knee it looks like bone to the knee finder, and in the
