@@ -315,7 +315,7 @@ def _rulers(v: np.ndarray, excluded: np.ndarray, mm: tuple[float, float]) -> np.
     step[:, k:w - k] = v[:, 2 * k:] - v[:, :w - 2 * k]  # across each column: right minus left, 3 mm apart
     near_excluded = ndimage.binary_dilation(excluded, np.ones((1, 2 * k + 3), dtype=bool))
     step[near_excluded] = 0.0
-    tol = max(1, int(round(1.5 / mm[1])))  # an edge may wander this far from the straight line
+    tol = k  # an edge may wander as far from the straight line (1.5 mm) as the step's half-width
     widen = np.ones((1, 2 * tol + 1), dtype=bool)
     edges = {+1: ndimage.binary_dilation(step > RULER_STEP, widen), -1: ndimage.binary_dilation(step < -RULER_STEP, widen)}
     gap = max(1, int(round(RULER_GAP_MM / mm[0])))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["COHORT_FRAMINGS", "FramedRadiograph", "bilateral_field", "burn_marker", "frame_radiograph", "saturated_value",
-           "long_leg_field", "marked_knee_field"]
+           "long_leg_field", "marked_knee_field", "marker_px"]
 
 #: Framings of the default cohort's radiographs, taken in turn by subject index (``index % 4``):
 #: the centred knee field, a long-leg field (knee off centre, marker, collimation), the knee field
@@ -74,11 +74,16 @@ def saturated_value(image: np.ndarray) -> float:
     return top + SATURATED_ABOVE * (top - float(np.percentile(image, 1.0)))
 
 
+def marker_px(spacing_mm: float) -> int:
+    """The side letter's size (:data:`MARKER_MM`) in pixels of ``spacing_mm``: what :func:`burn_marker` draws."""
+    return int(round(MARKER_MM / spacing_mm))
+
+
 def burn_marker(image: np.ndarray, top_left: tuple[int, int], spacing_mm: float, value: float) -> None:
     """Burn an "L"-shaped side letter (:data:`MARKER_MM`, strokes :data:`MARKER_STROKE_MM`) at ``top_left``
     into ``image`` (in place)."""
     r, c = top_left
-    size_px = int(round(MARKER_MM / spacing_mm))
+    size_px = marker_px(spacing_mm)
     stroke = max(2, int(round(MARKER_STROKE_MM / spacing_mm)))
     image[r: r + size_px, c: c + stroke] = value
     image[r + size_px - stroke: r + size_px, c: c + (2 * size_px) // 3] = value
@@ -127,7 +132,7 @@ def long_leg_field(
     bright = saturated_value(img)
     # burned-in side letter in the background beside the leg, at half height of the upper field
     side_room = (left, big_w - left - w)
-    size = int(round(MARKER_MM / spacing_mm))
+    size = marker_px(spacing_mm)
     burned = max(side_room) > size + 10
     if burned:
         col = (side_room[0] - size) // 2 if side_room[0] >= side_room[1] else left + w + (side_room[1] - size) // 2
@@ -161,7 +166,7 @@ def marked_knee_field(
     out = np.array(image, dtype=np.float32, copy=True)
     h, _ = out.shape
     bright = saturated_value(out)
-    size = int(round(MARKER_MM / spacing_mm))
+    size = marker_px(spacing_mm)
     rows = slice(h - h // 4, h)  # the marker goes beside the calf, where the leg is narrowest
     room = _background_columns(out[rows])
     wide = 0 if room[0] >= room[1] else 1
@@ -220,7 +225,7 @@ def bilateral_field(
     gap = covered == 0
     if gap.any():
         out[:, gap] += rng.normal(0.0, noise, (h, int(gap.sum()))).astype(np.float32)
-    size = int(round(MARKER_MM / spacing_mm))
+    size = marker_px(spacing_mm)
     outer = 2 if side == "R" else width - size - 2  # at the outer top corner of the knee's own side
     burn_marker(out, (int(rng.integers(2, max(3, h // 6))), outer), spacing_mm, saturated_value(img))
     mirrored_col = (w - 1) - centre[1]
