@@ -57,9 +57,9 @@ def write_dicom(path: Path, modality: str = "DX", laterality: str | None = None,
     return path
 
 
-def write_nifti(path: Path, shape: tuple[int, ...] = (4, 5, 6)) -> Path:
+def write_nifti(path: Path, shape: tuple[int, ...] = (4, 5, 6), dtype=np.int16) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.Nifti1Image(np.zeros(shape, np.int16), np.eye(4)).to_filename(str(path))
+    nib.Nifti1Image(np.zeros(shape, dtype), np.eye(4)).to_filename(str(path))
     return path
 
 
@@ -73,6 +73,7 @@ def make_cohort(root: Path, grades: list[int], labels: bool = True, synthetic: b
         write_nifti(folder / f"{subject}_mri.nii.gz")
         if labels:
             write_nifti(folder / f"{subject}_labels.nii.gz")
+            write_nifti(folder / f"{subject}_joint_labels.nii.gz", (4, 16, 6), np.uint8)
         meta = {"subject": subject, "side": side, "grade": grade, "visit": "V00", "synthetic": synthetic,
                 "jsw_medial_mm": 4.0}
         (folder / f"{subject}_meta.json").write_text(json.dumps(meta))
@@ -165,7 +166,8 @@ def test_build_from_cohort_writes_relative_paths_and_the_same_bytes(tmp_path):
     first = next(i for i in items if i["subject"] == "SYN0001")
     assert first == {"subject": "SYN0001", "side": "R", "grade": 1, "visit": "V00",
                      "xray": "SYN0001/SYN0001_xray.dcm", "mri": "SYN0001/SYN0001_mri.nii.gz",
-                     "labels": "SYN0001/SYN0001_labels.nii.gz"}
+                     "labels": "SYN0001/SYN0001_labels.nii.gz",
+                     "joint_labels": "SYN0001/SYN0001_joint_labels.nii.gz"}
     assert "SYNTHETIC" in datalist["description"]
     write_datalist(datalist, tmp_path / "a.json")
     write_datalist(build_from_cohort(cohort, seed=2), tmp_path / "b.json")
@@ -176,7 +178,7 @@ def test_build_from_cohort_writes_relative_paths_and_the_same_bytes(tmp_path):
 def test_build_from_cohort_names_a_missing_radiograph(tmp_path):
     cohort = make_cohort(tmp_path / "cohort", grades=[0, 1, 2], labels=False)
     datalist = build_from_cohort(cohort)
-    assert all("labels" not in i for s in manifests.SPLITS for i in datalist[s])
+    assert all("labels" not in i and "joint_labels" not in i for s in manifests.SPLITS for i in datalist[s])
     (cohort / "SYN0001" / "SYN0001_xray.dcm").unlink()
     with pytest.raises(ManifestError, match="SYN0001_xray.dcm"):
         build_from_cohort(cohort)
@@ -398,6 +400,35 @@ def test_check_mri_shapes_series_folders_and_label_grids(tmp_path):
     assert found == {("s2", "shape"), ("s3", "shape"), ("s5", "shape"), ("s6", "shape"), ("s6", "duplicate")}
     messages = [str(p) for p in check_datalist(tmp_path / "d.json") if p.where.startswith("training[6]")]
     assert any("has shape (4, 5, 7) but the MRI" in m for m in messages)
+
+
+@pytest.mark.pydicom2
+def test_check_reads_joint_labels_as_an_integer_label_map_on_its_own_grid(tmp_path):
+    for i in range(4):
+        write_dicom(tmp_path / f"x{i}.dcm", laterality="L")
+        write_nifti(tmp_path / f"m{i}.nii.gz", (4, 5, 6))
+    write_nifti(tmp_path / "joint.nii.gz", (4, 40, 6), np.uint8)  # finer rows than the MRI: not a shape problem
+    write_nifti(tmp_path / "float.nii.gz", (4, 40, 6), np.float32)
+    (tmp_path / "broken.nii.gz").write_bytes(b"not a nifti")
+    joints = ["joint.nii.gz", "float.nii.gz", "broken.nii.gz", "absent.nii.gz"]
+    items = [{"subject": f"s{i}", "side": "L", "xray": f"x{i}.dcm", "mri": f"m{i}.nii.gz", "joint_labels": j}
+             for i, j in enumerate(joints)]
+    (tmp_path / "d.json").write_text(json.dumps({"training": items, "validation": [], "test": []}))
+    problems = [p for p in check_datalist(tmp_path / "d.json") if p.is_error]
+    assert {(p.where.split()[1], p.kind) for p in problems} == {("s1", "dtype"), ("s2", "unreadable"),
+                                                                 ("s3", "missing")}
+    assert any("float.nii.gz stores float32" in p.message for p in problems)
+    loaded = load_datalist(tmp_path / "d.json", base_dir=tmp_path / "base")
+    assert loaded[0]["joint_labels"] == str(tmp_path / "base" / "joint.nii.gz")
+
+
+def test_csv_reads_the_optional_joint_labels_column(tmp_path):
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("subject,visit,side,xray,mri,joint_labels\n"
+                   + "".join(f"S{i},V00,L,x{i}.dcm,m{i}.nii.gz,{f'j{i}.nii.gz' if i % 2 else ''}\n"
+                             for i in range(4)))
+    items = {i["subject"]: i for s in manifests.SPLITS for i in build_from_csv(csv)[s]}
+    assert items["S1"]["joint_labels"] == "j1.nii.gz" and "joint_labels" not in items["S0"]
 
 
 @pytest.mark.pydicom2

@@ -11,11 +11,12 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 from scipy.ndimage import map_coordinates
 
 from xray2mri.pipeline.cli import main
 from xray2mri.pipeline.data.synth.bone_texture import trabecular_attenuation
-from xray2mri.pipeline.data.synth.cohort import generate_cohort, make_subject
+from xray2mri.pipeline.data.synth.cohort import generate_cohort, joint_label_axes, make_subject, subject_rng
 from xray2mri.pipeline.data.synth.framing import COHORT_FRAMINGS
 from xray2mri.pipeline.data.synth.phantom import (
     compartment_centres,
@@ -23,6 +24,7 @@ from xray2mri.pipeline.data.synth.phantom import (
     draw_params,
     render_labels,
 )
+from xray2mri.pipeline.data.synth.presets import PRESETS, SynthPreset
 from xray2mri.pipeline.data.synth.tissues import BONE_LABELS, LABEL, attenuation_lut
 from xray2mri.transforms.mri import LoadMrid
 from xray2mri.transforms.xray import LoadXrayd
@@ -57,7 +59,7 @@ def _pixel_digest(cohort: Path) -> dict[str, str]:
 def test_same_seed_same_pixels_and_datalist_whatever_the_workers(cohort, tmp_path):
     again = generate_cohort(tmp_path / "one_worker", N_SUBJECTS, seed=SEED, workers=1, progress=False)
     first = _pixel_digest(cohort)
-    assert len(first) == 3 * N_SUBJECTS
+    assert len(first) == 4 * N_SUBJECTS
     assert _pixel_digest(again) == first
     assert json.loads((again / "datalist.json").read_text()) == json.loads((cohort / "datalist.json").read_text())
     other = make_subject(0, seed=SEED + 1)
@@ -72,7 +74,8 @@ def test_cohort_folder_layout_and_meta(cohort):
     for m in metas:
         folder = cohort / m["subject"]
         assert sorted(p.name for p in folder.iterdir()) == sorted(
-            f"{m['subject']}_{k}" for k in ("xray.dcm", "mri.nii.gz", "labels.nii.gz", "meta.json")
+            f"{m['subject']}_{k}" for k in ("xray.dcm", "mri.nii.gz", "labels.nii.gz", "joint_labels.nii.gz",
+                                            "meta.json")
         )
         assert m["synthetic"] is True and m["visit"] == "00m" and m["side"] in ("L", "R") and 0 <= m["grade"] <= 4
         assert 0 < m["jsw_medial_mm"] <= m["jsw_lateral_mm"]
@@ -83,6 +86,8 @@ def test_cohort_folder_layout_and_meta(cohort):
     datalist = json.loads((cohort / "datalist.json").read_text())
     listed = sorted(item["subject"] for split in ("training", "validation", "test") for item in datalist[split])
     assert listed == [m["subject"] for m in metas]
+    assert all(item["joint_labels"] == f"{item['subject']}/{item['subject']}_joint_labels.nii.gz"
+               for split in ("training", "validation", "test") for item in datalist[split])
     assert "SYNTHETIC" in datalist["description"]
 
 
@@ -119,6 +124,62 @@ def test_files_load_through_the_project_loaders_to_the_canonical_arrays(cohort):
     assert len(orientations) == N_SUBJECTS
     assert photometrics == {"MONOCHROME1", "MONOCHROME2"}
     assert len(syntaxes) == 3
+
+
+def _canonical(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A NIfTI's array re-laid out in the canonical "PIL" order, and the affine of that array."""
+    img = nib.load(path)
+    transform = ornt_transform(io_orientation(img.affine), axcodes2ornt("PIL"))
+    return apply_orientation(np.asarray(img.dataobj), transform), img.affine @ inv_ornt_aff(transform, img.shape)
+
+
+def test_joint_label_file_shares_the_mri_columns_and_has_finer_rows_at_the_same_places(cohort):
+    """The joint-region file's A->P/R->L voxel centres are MRI voxels 10..53, its rows 1/8 of the MRI's,
+    and in world space it shows what the MRI-grid label file shows."""
+    for m in _metas(cohort):
+        subj, folder = m["subject"], cohort / m["subject"]
+        joint, joint_affine = _canonical(folder / f"{subj}_joint_labels.nii.gz")
+        labels, mri_affine = _canonical(folder / f"{subj}_labels.nii.gz")
+        grid = m["geometry"]["canonical"]["joint_labels"]
+        assert joint.dtype == np.uint8 and list(joint.shape) == grid["shape"] == [44, 160, 44]
+        assert grid["spacing_mm"] == [2.5, 0.3125, 2.5] and grid["first_mri_voxel_ap_rl"] == [10, 10]
+        assert b"joint-region tissue labels" in nib.load(folder / f"{subj}_joint_labels.nii.gz").header["descrip"].tobytes()
+        # joint voxel (i, j, k) -> MRI voxel (i + 10, 31.5 + (j - 79.5) / 8, k + 10)
+        to_mri = np.linalg.inv(mri_affine) @ joint_affine
+        expect = np.array([[1, 0, 0, 10], [0, 1 / 8, 0, 31.5 - 79.5 / 8], [0, 0, 1, 10], [0, 0, 0, 1]])
+        np.testing.assert_allclose(to_mri, expect, atol=1e-6)
+        # no joint row is centred on an MRI row (8 rows per MRI voxel, both grids centred on the joint
+        # line), so re-render the subject at the world positions both files' rows name
+        p = draw_params(subject_rng(SEED, m["index"]))
+
+        def mm(vox):  # MRI voxel index -> canonical mm
+            return (np.asarray(vox, dtype=float) - 31.5) * 2.5
+
+        cols = mm(np.arange(10, 54))
+        rows = mm((to_mri @ np.stack([np.zeros(160), np.arange(160), np.zeros(160), np.ones(160)]))[1])
+        a, s, lr = joint_label_axes(PRESETS["demo"])  # exact coordinates: a point sampler is exact at edges
+        for got, want in ((cols, a), (rows, s), (cols, lr)):
+            np.testing.assert_allclose(got, want, atol=1e-4)
+        np.testing.assert_array_equal(render_labels(p, a, s, lr), joint)
+        inside = np.flatnonzero(np.abs(mm(np.arange(64))) < 25.0)  # MRI rows within the joint box
+        np.testing.assert_array_equal(render_labels(p, a, mm(inside), lr), labels[10:54, inside, 10:54])
+        # and the joint rows nearest the MRI's (0.16 mm away) mostly agree with the MRI-grid file
+        nearest = np.rint((inside - to_mri[1, 3]) / to_mri[1, 1]).astype(int)
+        assert np.mean(joint[:, nearest, :] == labels[10:54, inside, 10:54]) > 0.95
+
+
+def test_joint_label_box_is_clipped_and_kept_centred_on_a_small_mri():
+    tiny = SynthPreset(name="t", mri_shape=(24, 31, 23), mri_spacing_mm=6.0, supersample=1, xray_shape=(8, 8),
+                       xray_pixel_mm=1.0)
+    assert tiny.joint_label_shape == (24, 160, 23) and tiny.joint_label_first_voxel == (0, 0)
+    odd = dataclasses.replace(tiny, mri_shape=(24, 31, 24), joint_label_extent_vox=23)
+    assert odd.joint_label_shape == (22, 160, 22) and odd.joint_label_first_voxel == (1, 1)
+    a, s, lr = joint_label_axes(odd)
+    assert a.mean() == 0 and lr.mean() == 0 and s.mean() == 0 and np.allclose(np.diff(s), 6.0 / 8)
+    demo, full = PRESETS["demo"], PRESETS["full"]
+    for pre in (demo, full):  # both presets: the same 110 x 50 x 110 mm box, 0.3125 mm rows
+        extent = np.multiply(pre.joint_label_shape, pre.joint_label_spacing_mm)
+        np.testing.assert_allclose(extent, [110.0, 50.0, 110.0])
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -34,10 +34,10 @@ SPLITS: tuple[str, str, str] = ("training", "validation", "test")
 #: Default fractions of subjects in (training, validation, test).
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)
 #: Item keys that hold file paths relative to the base directory (joined by :func:`load_datalist`).
-PATH_KEYS: tuple[str, ...] = ("xray", "mri", "labels")
+PATH_KEYS: tuple[str, ...] = ("xray", "mri", "labels", "joint_labels")
 #: Item keys in the order they are written; required ones first.
 REQUIRED_KEYS: tuple[str, ...] = ("subject", "side", "xray", "mri")
-OPTIONAL_KEYS: tuple[str, ...] = ("labels", "grade", "visit")
+OPTIONAL_KEYS: tuple[str, ...] = ("labels", "joint_labels", "grade", "visit")
 #: Allowed values of ``side`` (laterality of the knee, patient's left or right).
 SIDES: tuple[str, str] = ("L", "R")
 #: Kellgren-Lawrence grades.
@@ -96,6 +96,13 @@ SCHEMA: dict[str, Any] = {
                 "labels": {
                     "$ref": "#/$defs/path",
                     "description": "Optional tissue label map on the MRI grid (NIfTI).",
+                },
+                "joint_labels": {
+                    "$ref": "#/$defs/path",
+                    "description": (
+                        "Optional tissue label map of a box around the joint line (NIfTI, integer labels): "
+                        "the MRI's voxel centres across, finer rows S->I; the target of the joint-region head."
+                    ),
                 },
                 "grade": {
                     "type": "integer",
@@ -264,7 +271,7 @@ def make_datalist(
 
     Args:
         items: dicts with ``subject``, ``side``, ``xray``, ``mri`` and optional ``labels``,
-            ``grade``, ``visit`` (other keys pass through).
+            ``joint_labels``, ``grade``, ``visit`` (other keys pass through).
         seed, fractions, stratify_key: as in :func:`split_by_subject`.
         description: what the data are (say SYNTHETIC when they are); the split is appended.
 
@@ -293,7 +300,7 @@ def build_from_cohort(
 
     Reads every ``DIR/SUBJ/SUBJ_meta.json`` (fields ``subject``, ``side``, ``grade``, ``visit``)
     and pairs it with ``SUBJ_xray.dcm``, ``SUBJ_mri.nii.gz`` and, when present,
-    ``SUBJ_labels.nii.gz`` beside it. Paths in the items are relative to ``base_dir`` (default
+    ``SUBJ_labels.nii.gz`` and ``SUBJ_joint_labels.nii.gz`` beside it. Paths in the items are relative to ``base_dir`` (default
     ``cohort_dir``), the folder the datalist is then used with. The description says
     SYNTHETIC when any meta file has ``"synthetic": true``.
 
@@ -317,7 +324,8 @@ def build_from_cohort(
         folder = meta_path.parent
         item: dict[str, Any] = {"subject": subject, "side": side}
         for key, suffix, required in (("xray", "_xray.dcm", True), ("mri", "_mri.nii.gz", True),
-                                      ("labels", "_labels.nii.gz", False)):
+                                      ("labels", "_labels.nii.gz", False),
+                                      ("joint_labels", "_joint_labels.nii.gz", False)):
             path = folder / f"{subject}{suffix}"
             if path.is_file():
                 item[key] = Path(os.path.relpath(path, base)).as_posix()
@@ -444,7 +452,7 @@ def _mini_validate(obj: Any, schema: dict, where: str) -> list[tuple[str, str]]:
 
 #: Columns a CSV of pairs must have, and the optional ones that are read when present.
 CSV_REQUIRED: tuple[str, ...] = ("subject", "visit", "side", "xray", "mri")
-CSV_OPTIONAL: tuple[str, ...] = ("labels", "grade")
+CSV_OPTIONAL: tuple[str, ...] = ("labels", "joint_labels", "grade")
 
 
 def build_from_csv(
@@ -459,7 +467,8 @@ def build_from_csv(
 
     Columns (header names are case-insensitive, other columns are ignored): ``subject``,
     ``visit``, ``side`` (L/R or left/right), ``xray`` (a DICOM file), ``mri`` (NIfTI file, DICOM
-    series folder or MR DICOM file), optional ``labels`` and ``grade`` (KL 0-4, empty = unknown).
+    series folder or MR DICOM file), optional ``labels``, ``joint_labels`` and ``grade`` (KL 0-4,
+    empty = unknown).
     Relative paths are copied unchanged: they are relative to the base directory given when the
     datalist is used. Absolute paths are made relative to ``base_dir`` when it is given.
     Subjects are split as in :func:`split_by_subject` (stratified by grade when present).
@@ -514,8 +523,8 @@ def load_datalist(
 ) -> list[dict]:
     """Items of one split with their path keys (:data:`PATH_KEYS`) joined to ``base_dir``.
 
-    ``base_dir`` defaults to the datalist's folder. Only ``xray``, ``mri`` and ``labels`` are
-    joined; ``subject``, ``visit`` and the rest are returned as written. (MONAI's
+    ``base_dir`` defaults to the datalist's folder. Only ``xray``, ``mri``, ``labels`` and
+    ``joint_labels`` are joined; ``subject``, ``visit`` and the rest are returned as written. (MONAI's
     ``load_decathlon_datalist`` also reads these files, but it joins keys other than
     ``image``/``label`` only when the joined path exists: a missing file stays silently
     relative, and a ``subject`` such as ``SYN0003`` becomes a path when the base directory has a
@@ -578,8 +587,8 @@ class Problem:
     """One thing wrong with a datalist, printed as one line.
 
     Attributes:
-        kind: ``schema``, ``missing``, ``unreadable``, ``modality``, ``shape``, ``duplicate``,
-            ``leak``, ``side`` or ``empty``.
+        kind: ``schema``, ``missing``, ``unreadable``, ``modality``, ``shape``, ``dtype``,
+            ``duplicate``, ``leak``, ``side`` or ``empty``.
         where: the item (``training[3] SYN0003``) or the datalist file.
         message: what is wrong, naming the file.
         severity: ``error`` (the check fails) or ``warning`` (printed; the check still passes).
@@ -705,6 +714,23 @@ def _check_labels(path: str) -> tuple[list[tuple[str, str, str]], tuple[int, ...
     return _nifti_shape(path)
 
 
+def _check_joint_labels(path: str) -> tuple[list[tuple[str, str, str]], tuple[int, ...] | None]:
+    """Problems of a joint-region label map: those of a label map, and a non-integer voxel type.
+
+    Its grid is not the MRI's (finer rows, a smaller box), so its shape is not compared with the MRI's.
+    """
+    problems, shape = _check_labels(path)
+    if not problems:
+        import nibabel
+
+        image = nibabel.load(path)  # header only
+        dtype, slope, inter = image.get_data_dtype(), image.dataobj.slope, image.dataobj.inter
+        if dtype.kind not in "iu" or (slope, inter) != (1.0, 0.0):
+            problems.append(("dtype", f"{path} stores {dtype} voxels (scaled by {slope}, {inter}); a label map "
+                                      "holds integer labels", "error"))
+    return problems, shape
+
+
 def check_datalist(
     path: str | os.PathLike, base_dir: str | os.PathLike | None = None, jobs: int = 1, progress: bool = False
 ) -> list[Problem]:
@@ -713,10 +739,11 @@ def check_datalist(
     Reports schema violations; missing or unreadable files; a radiograph that is not a greyscale
     DICOM of Modality DX, CR or RG (OT, RF, XA: warning); an MRI that is not a 3-D NIfTI, an MR
     DICOM series folder or an MR multi-frame DICOM file; a label map whose shape differs from its
-    NIfTI MRI; an item side that contradicts the radiograph's laterality (warning); duplicates
-    (the same MRI twice, the same radiograph with the same side twice, or the same subject, visit
-    and side twice); subjects in more than one split; an empty split (warning). Pixel data are not
-    read, so a file truncated inside its pixels passes.
+    NIfTI MRI; a joint-region label map (``joint_labels``) that does not store integers; an item
+    side that contradicts the radiograph's laterality (warning); duplicates (the same MRI twice,
+    the same radiograph with the same side twice, or the same subject, visit and side twice);
+    subjects in more than one split; an empty split (warning). Pixel data are not read, so a file
+    truncated inside its pixels passes.
 
     Args:
         path: the datalist JSON.
@@ -752,7 +779,7 @@ def check_datalist(
     def resolve(value: Any) -> str | None:
         return os.path.normpath(os.path.join(base, value)) if isinstance(value, str) and value else None
 
-    checks = {"xray": _check_xray, "mri": _check_mri, "labels": _check_labels}
+    checks = {"xray": _check_xray, "mri": _check_mri, "labels": _check_labels, "joint_labels": _check_joint_labels}
     todo = sorted({(key, p) for _, _, item in entries for key in checks if (p := resolve(item.get(key)))})
     with tqdm(total=len(todo), desc="manifest check", unit="file", disable=not progress) as bar:
         def check(kp: tuple[str, str]) -> tuple:
@@ -771,8 +798,8 @@ def check_datalist(
     seen: dict[tuple, str] = {}
     subject_splits: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for where, split, item in entries:
-        xray, mri, labels = (resolve(item.get(k)) for k in ("xray", "mri", "labels"))
-        for key, file in (("xray", xray), ("mri", mri), ("labels", labels)):
+        xray, mri, labels, joint = (resolve(item.get(k)) for k in ("xray", "mri", "labels", "joint_labels"))
+        for key, file in (("xray", xray), ("mri", mri), ("labels", labels), ("joint_labels", joint)):
             if file is not None:
                 problems += [Problem(kind, where, message, severity) for kind, message, severity in results[(key, file)][0]]
         laterality = results[("xray", xray)][1] if xray else None

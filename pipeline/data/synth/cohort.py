@@ -8,6 +8,8 @@ Layout of ``DIR`` (docs/architecture.md, "Data")::
     DIR/SYN0000/SYN0000_xray.dcm     AP knee radiograph (DX DICOM, cone-beam DRR)
     DIR/SYN0000/SYN0000_mri.nii.gz   DESS-like MRI (int16), acquisition orientation varies
     DIR/SYN0000/SYN0000_labels.nii.gz  tissue labels on the MRI grid (uint8), same orientation
+    DIR/SYN0000/SYN0000_joint_labels.nii.gz  tissue labels in a box around the joint line, MRI
+                                     voxel centres along A->P and R->L, finer S->I rows (uint8)
     DIR/SYN0000/SYN0000_meta.json    grade, side, JSW, geometry and every random parameter
 
 Radiographs: a cone-beam DRR through the label map, the marrow textured
@@ -56,8 +58,8 @@ from xray2mri.transforms.geometry import MRI_AXCODES, canonical_affine
 
 #: Version of what the generator draws and writes: a cohort made by another version is regenerated.
 #: 2: framed radiographs, trabecular bone; 3: lead markers and collimation saturate above the bone,
-#: marker letters 18 mm with 3 mm strokes.
-GENERATOR_VERSION: int = 3
+#: marker letters 18 mm with 3 mm strokes; 4: the joint-region label file (``SUBJ_joint_labels.nii.gz``).
+GENERATOR_VERSION: int = 4
 SUBJECT_PREFIX = "SYN"
 VISIT = "00m"
 _SUBJECT_DIR = re.compile(rf"^{SUBJECT_PREFIX}\d{{4,}}$")
@@ -95,6 +97,19 @@ def _axis_mm(n: int, spacing: float) -> np.ndarray:
     return ((np.arange(n) - (n - 1) / 2.0) * spacing).astype(np.float32)
 
 
+def joint_label_axes(pre: SynthPreset) -> list[np.ndarray]:
+    """Sample coordinates (mm, canonical frame) of the joint-region label map along (A->P, S->I, R->L).
+
+    A->P and R->L: the MRI's own voxel centres, the central ones
+    (:attr:`~xray2mri.pipeline.data.synth.presets.SynthPreset.joint_label_shape`); S->I: its
+    finer rows, centred on the joint line.
+    """
+    shape, first = pre.joint_label_shape, pre.joint_label_first_voxel
+    a = _axis_mm(pre.mri_shape[0], pre.mri_spacing_mm)[first[0] : first[0] + shape[0]]
+    lr = _axis_mm(pre.mri_shape[2], pre.mri_spacing_mm)[first[1] : first[1] + shape[2]]
+    return [a, _axis_mm(shape[1], pre.joint_label_spacing_mm[1]), lr]
+
+
 @dataclass
 class SubjectData:
     """One rendered subject, in memory: canonical ("PIL") arrays and its meta record."""
@@ -102,6 +117,7 @@ class SubjectData:
     subject: str
     params: KneeParams
     labels: np.ndarray  # uint8 (A->P, S->I, R->L) on the MRI grid
+    joint_labels: np.ndarray  # uint8 (A->P, S->I, R->L) around the joint line (joint_label_axes)
     mri: np.ndarray  # int16, same grid
     xray: np.ndarray  # float32 log-attenuation, detector (rows S->I, cols R->L)
     meta: dict
@@ -135,6 +151,7 @@ def make_subject(
     coarse = [_axis_mm(n, pre.mri_spacing_mm) for n in pre.mri_shape]
     fine_labels = render_labels(p, *fine)
     labels = render_labels(p, *coarse)
+    joint_labels = render_labels(p, *joint_label_axes(pre))
     mri = render_mri(fine_labels, pre.supersample, acq, rng)
     mu = trabecular_attenuation(attenuation_lut()[fine_labels], fine_labels, pre.fine_spacing_mm, look)
     integrals = line_integrals(mu, pre.fine_spacing_mm, pre.xray_shape, pre.xray_pixel_mm, sid, sod, pre.drr_slab)
@@ -160,6 +177,11 @@ def make_subject(
             "spacing_mm": [pre.mri_spacing_mm] * 3,
             "knee_centre_voxel": [round(float(v), 3) for v in centre_vox],
             "joint_line_row": round(float(centre_vox[1]), 3),
+            "joint_labels": {
+                "shape": list(pre.joint_label_shape),
+                "spacing_mm": list(pre.joint_label_spacing_mm),
+                "first_mri_voxel_ap_rl": list(pre.joint_label_first_voxel),
+            },
         },
     }
     halfw = compartment_halfwidths(p)
@@ -208,11 +230,11 @@ def make_subject(
             "bits_stored": BITS_STORED[index % len(BITS_STORED)],
         },
     }
-    return SubjectData(subject, p, labels, mri, xray, meta)
+    return SubjectData(subject, p, labels, joint_labels, mri, xray, meta)
 
 
 def write_subject(out_dir: str | os.PathLike, data: SubjectData) -> Path:
-    """Write one subject's four files into ``out_dir/SUBJ/`` (built aside, then moved in place)."""
+    """Write one subject's five files into ``out_dir/SUBJ/`` (built aside, then moved in place)."""
     out_dir = Path(out_dir)
     final = out_dir / data.subject
     work = out_dir / f".{data.subject}.partial"
@@ -226,6 +248,11 @@ def write_subject(out_dir: str | os.PathLike, data: SubjectData) -> Path:
     note = f"SYNTHETIC xray2mri {data.subject}"
     write_volume(work / f"{data.subject}_mri.nii.gz", data.mri, affine, axcodes, f"{note} DESS-like MRI")
     write_volume(work / f"{data.subject}_labels.nii.gz", data.labels, affine, axcodes, f"{note} tissue labels")
+    joint = m["geometry"]["canonical"]["joint_labels"]  # centred on the knee centre, like the MRI
+    joint_affine = canonical_affine(tuple(joint["shape"]), joint["spacing_mm"],
+                                    tuple(m["geometry"]["knee_centre_world_mm"]))
+    write_volume(work / f"{data.subject}_joint_labels.nii.gz", data.joint_labels, joint_affine, axcodes,
+                 f"{note} joint-region tissue labels (fine S-I rows)")
     ts = next(t for t in TRANSFER_SYNTAXES if str(t) == x["transfer_syntax"])
     written = write_dx(
         work / f"{data.subject}_xray.dcm",
@@ -331,7 +358,8 @@ def generate_cohort(
     info = {
         "synthetic": True,
         "generator_version": GENERATOR_VERSION,
-        "description": "SYNTHETIC paired knee cohort (AP DRR radiograph + DESS-like MRI + tissue labels) made by xray2mri synth",
+        "description": "SYNTHETIC paired knee cohort (AP DRR radiograph + DESS-like MRI + tissue labels + "
+                       "joint-region tissue labels) made by xray2mri synth",
         "seed": seed,
         "subjects": n_subjects,
         "preset": pre.to_dict(),
