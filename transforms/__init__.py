@@ -3,10 +3,10 @@
 from .augment import RandPairedZoomd, RandShiftCropCentre, RandShiftCropCentred
 from .errors import InputError, MriInputError, XrayInputError
 from .geometry import CANONICAL_SIDE, MRI_AXCODES
-from .mri import LoadMri, LoadMrid, PreprocessMri, PreprocessMrid
+from .mri import ClassFractions, ClassFractionsd, LoadMri, LoadMrid, PreprocessMri, PreprocessMrid
 
 __all__ = ["InputError", "XrayInputError", "MriInputError", "CANONICAL_SIDE", "MRI_AXCODES"]
-__all__ += ["LoadMri", "LoadMrid", "PreprocessMri", "PreprocessMrid"]
+__all__ += ["LoadMri", "LoadMrid", "PreprocessMri", "PreprocessMrid", "ClassFractions", "ClassFractionsd"]
 from .laterality import MirrorBackd, MirrorToCanonicalSide, MirrorToCanonicalSided, mirror_back  # noqa: E402
 from .xray import LoadXray, LoadXrayd, PreprocessXray, PreprocessXrayd, XraySpacingWarning  # noqa: E402
 

@@ -4,7 +4,9 @@
 contract's axis codes (``geometry.MRI_AXCODES``: A->P, S->I, R->L) with its affine in MONAI's
 RAS world convention, so MONAI's spatial transforms (and their inverses) keep working.
 ``PreprocessMri`` resamples it to the network's spacing, scales intensities to [0, 1] and
-centre crops/pads it to the network's shape.
+centre crops/pads it to the network's shape. ``ClassFractions`` turns a class map into the
+per-class fractions of each voxel of a grid a whole number of times coarser (a partial-volume
+target).
 
 The readers underneath are MONAI's ``NibabelReader`` (NIfTI) and SimpleITK's
 ``ImageSeriesReader`` (pixel decoding and per-slice RescaleSlope/Intercept of a series). What
@@ -27,6 +29,7 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 import torch
+import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.data.image_reader import NibabelReader
@@ -38,7 +41,7 @@ from monai.transforms import (
     Spacing,
     Transform,
 )
-from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys, ensure_tuple, ensure_tuple_rep
+from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys, TransformBackends, ensure_tuple, ensure_tuple_rep
 from pydicom.errors import InvalidDicomError
 
 from .errors import MriInputError
@@ -49,7 +52,7 @@ from .geometry import MRI_AXCODES
 #: (a segmentation fault of the OAI training test once in two full runs here).
 _SITK_SERIES_LOCK = threading.Lock()
 
-__all__ = ["LoadMri", "LoadMrid", "PreprocessMri", "PreprocessMrid"]
+__all__ = ["LoadMri", "LoadMrid", "PreprocessMri", "PreprocessMrid", "ClassFractions", "ClassFractionsd"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: DICOM patient coordinates (LPS) <-> MONAI/nibabel world coordinates (RAS).
@@ -383,6 +386,100 @@ class PreprocessMrid(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = (self.label if key in self.label_keys else self.image)(d[key])
+        return d
+
+
+class ClassFractions(Transform):
+    """Class map (1, D*f0, H*f1, W*f2) -> float32 fractions (num_classes, D, H, W) of each coarse voxel.
+
+    Why: the joint-region tissue head is trained on the partial-volume fraction of each tissue
+    class in each of its voxels, computed from a label map ``factors`` times finer.
+
+    Each output voxel holds, per class, the fraction of its ``f0*f1*f2`` input voxels that carry
+    that class (one-hot, then a block mean), so the fractions of a voxel sum to 1. A ``MetaTensor``
+    input gives a ``MetaTensor`` whose affine is the coarse grid's: voxel size times the factors,
+    each coarse voxel centred on the mean of its block's centres (the origin moves by
+    ``(f - 1) / 2`` input voxels along each axis); its meta is kept, its transform trace is not
+    (the block mean is not invertible). A tensor gives a tensor, an ndarray an ndarray.
+
+    Args:
+        num_classes: number of classes; input values must be the integers 0..num_classes-1.
+        factors: how many input voxels make one output voxel along each spatial axis (3 ints >= 1).
+
+    Raises:
+        ValueError: input not (1, D, H, W), a spatial axis not divisible by its factor, or values
+            outside 0..num_classes-1 (or not integers).
+
+    Example::
+
+        rows = torch.tensor([0, 0, 0, 2]).reshape(1, 1, 4, 1)       # one 4-row block
+        ClassFractions(num_classes=3, factors=(1, 4, 1))(rows)[:, 0, 0, 0]  # tensor([0.75, 0., 0.25])
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, num_classes: int, factors: Sequence[int]) -> None:
+        factors = tuple(ensure_tuple(factors))
+        if len(factors) != 3 or not all(isinstance(f, (int, np.integer)) and f >= 1 for f in factors):
+            raise ValueError(f"factors must be 3 positive integers, got {factors}")
+        if int(num_classes) < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.factors = tuple(int(f) for f in factors)
+
+    def __call__(self, img: Any) -> Any:
+        labels = img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
+        shape = tuple(labels.shape)
+        if labels.ndim != 4 or shape[0] != 1:
+            raise ValueError(f"ClassFractions expects a (1, D, H, W) class map, got shape {shape}")
+        if any(n % f for n, f in zip(shape[1:], self.factors)):
+            raise ValueError(f"ClassFractions: the class map's spatial shape {shape[1:]} is not divisible by "
+                             f"the factors {self.factors}")
+        index = labels[0].long()
+        if (index != labels[0]).any() or index.min() < 0 or index.max() >= self.num_classes:
+            values = torch.unique(labels).tolist()
+            shown = values if len(values) <= 12 else [*values[:12], "..."]
+            raise ValueError(f"ClassFractions: the class map of shape {shape} holds values {shown}; expected "
+                             f"integer classes 0..{self.num_classes - 1}")
+        classes = torch.arange(self.num_classes, device=index.device)
+        one_hot = (index[None] == classes[:, None, None, None]).to(torch.float32)  # (C, D*f0, H*f1, W*f2)
+        fractions = F.avg_pool3d(one_hot, kernel_size=self.factors, stride=self.factors)
+        if isinstance(img, MetaTensor):
+            fine = img.affine.to(torch.float64)
+            steps = torch.as_tensor(self.factors, dtype=torch.float64)
+            coarse = fine.clone()
+            coarse[:3, :3] = fine[:3, :3] * steps
+            coarse[:3, 3] = fine[:3, :3] @ ((steps - 1.0) / 2.0) + fine[:3, 3]
+            meta = {k: v for k, v in img.meta.items() if k != MetaKeys.AFFINE}
+            return MetaTensor(fractions, affine=coarse, meta=meta)
+        return fractions.numpy() if isinstance(img, np.ndarray) else fractions
+
+
+class ClassFractionsd(MapTransform):
+    """Dictionary wrapper of :class:`ClassFractions`: each of ``keys`` (a class map) becomes its fractions.
+
+    Args:
+        keys: keys of the items holding class maps.
+        num_classes, factors: see :class:`ClassFractions`.
+        allow_missing_keys: don't raise if a key is absent.
+    """
+
+    backend = ClassFractions.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        num_classes: int,
+        factors: Sequence[int],
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.fractions = ClassFractions(num_classes, factors)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.fractions(d[key])
         return d
 
 
