@@ -209,7 +209,8 @@ def best_checkpoint(run_dir: Path) -> Path:
 #: train.json settings that shape the installed network: the demo's calibrate and predict steps (and every
 #: later use of the bundle) build it from train.json itself, so an ``--override`` of them would install
 #: weights that the bundle cannot load.
-ARCHITECTURE_SETTINGS: tuple[str, ...] = ("tissue_weight", "tissue_classes", "uncertainty", "uncertainty_channels")
+ARCHITECTURE_SETTINGS: tuple[str, ...] = ("tissue_weight", "tissue_classes", "uncertainty", "uncertainty_channels",
+                                          "joint_weight", "joint_classes", "joint_box", "joint_shape")
 
 
 def run_demo(settings: DemoSettings) -> dict:

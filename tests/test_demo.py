@@ -86,6 +86,13 @@ def test_demo_installs_the_declared_variant_and_predicts_with_it(demo_run, tiny_
     for name in ("uncertainty_coverage_80", "uncertainty_coverage_90", "uncertainty_coverage_95",
                  "uncertainty_width_90", "uncertainty_error_spearman"):
         assert name in summary
+    # the joint-region head: each knee's map beside its volume, and the report read every method on it
+    joint = sorted((out / "predict").glob("*_joint_labels_synthetic.nii.gz"))
+    assert [j.name.replace("_joint_labels_synthetic", "_mri_synthetic") for j in joint] == [v.name for v in volumes]
+    assert summary["readings"]["map"].startswith("joint-region box")
+    declared_row = summary["methods"][VARIANT_NAMES[declared]]
+    for key in ("tissue_jsw_abs_err_mm", "cartilage_thickness_abs_err_mm", "dice_mean"):
+        assert key in declared_row and key in summary["methods"]["nearest-neighbour retrieval"], key
 
 
 def test_demo_variants_option_adds_the_papers_form():

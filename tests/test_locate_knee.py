@@ -69,7 +69,8 @@ def test_bilateral_radiograph_gives_two_knees_with_sides_and_centres(bilateral, 
     assert "predicted 1 of 1" in capsys.readouterr().out
     names = sorted(p.name for p in out.iterdir())
     assert names == [f"bilateral_{s}_{suffix}" for s in ("L", "R") for suffix in
-                     ("mri_synthetic.json", "mri_synthetic.nii.gz", "preview.png", "uncertainty.nii.gz")]
+                     ("joint_labels_synthetic.nii.gz", "mri_synthetic.json", "mri_synthetic.nii.gz", "preview.png",
+                      "uncertainty.nii.gz")]
     spacing = LoadXray()(path).meta["spacing"]
     for side in ("R", "L"):
         facts = json.loads((out / f"bilateral_{side}_mri_synthetic.json").read_text())

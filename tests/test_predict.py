@@ -60,8 +60,8 @@ def test_round_trip_nifti_and_dicom(tiny_bundle, tmp_path, capsys):
     expected = Predictor.from_bundle(tiny_bundle).predict(dcm).volume
 
     assert _predict("--bundle", str(tiny_bundle), "--input", str(dcm), "--output", str(tmp_path / "nii")) == 0
-    assert _files(tmp_path / "nii") == ["knee01_mri_synthetic.json", "knee01_mri_synthetic.nii.gz", "knee01_preview.png",
-                                        "knee01_uncertainty.nii.gz"]
+    assert _files(tmp_path / "nii") == ["knee01_joint_labels_synthetic.nii.gz", "knee01_mri_synthetic.json",
+                                        "knee01_mri_synthetic.nii.gz", "knee01_preview.png", "knee01_uncertainty.nii.gz"]
     img = nib.load(tmp_path / "nii" / "knee01_mri_synthetic.nii.gz")
     assert img.shape == tuple(TINY_SIZES["mri_shape"])
     np.testing.assert_allclose(img.header.get_zooms(), TINY_SIZES["mri_spacing"])
@@ -74,8 +74,9 @@ def test_round_trip_nifti_and_dicom(tiny_bundle, tmp_path, capsys):
     args = ["--bundle", str(tiny_bundle), "--input", str(dcm), "--output", str(tmp_path / "dcm"), "--format", "dicom"]
     assert _predict(*args) == 0
     series = tmp_path / "dcm" / "knee01_mri_synthetic"
-    assert sorted(p.name for p in (tmp_path / "dcm").iterdir()) == [
-        "knee01_mri_synthetic", "knee01_mri_synthetic.json", "knee01_preview.png", "knee01_uncertainty.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "dcm").iterdir()) == [  # the joint box's map stays NIfTI
+        "knee01_joint_labels_synthetic.nii.gz", "knee01_mri_synthetic", "knee01_mri_synthetic.json", "knee01_preview.png",
+        "knee01_uncertainty.nii.gz"]
     assert len(list(series.iterdir())) == TINY_SIZES["mri_shape"][0]
     # read back by the project's loader (canonical PIL, RAS affine) and by SimpleITK (LPS)
     from_dicom, from_nifti = LoadMri()(series), LoadMri()(tmp_path / "nii" / "knee01_mri_synthetic.nii.gz")
@@ -166,14 +167,17 @@ def test_bad_folder_keeps_the_good_ones(tiny_bundle, tmp_path, capsys):
     assert any("chest.dcm" in w and "LL" in w for w in warnings)
     assert "predicted 3 of 6" in captured.out and "rejected 3" in captured.out
     assert _files(out) == [
+        "chest_joint_labels_synthetic.nii.gz",
         "chest_mri_synthetic.json",
         "chest_mri_synthetic.nii.gz",
         "chest_preview.png",
         "chest_uncertainty.nii.gz",
+        "good_joint_labels_synthetic.nii.gz",
         "good_mri_synthetic.json",
         "good_mri_synthetic.nii.gz",
         "good_preview.png",
         "good_uncertainty.nii.gz",
+        "series2/IM0001_joint_labels_synthetic.nii.gz",
         "series2/IM0001_mri_synthetic.json",
         "series2/IM0001_mri_synthetic.nii.gz",
         "series2/IM0001_preview.png",
@@ -252,7 +256,7 @@ def test_predict_and_inference_json_take_the_same_files_and_agree(tiny_bundle, t
     assert f"{inp / 'README.txt'}: rejected: " in capsys.readouterr().err
     run_inference_json(tiny_bundle, inp, tmp_path / "i")
     volumes = ["top_mri_synthetic.nii.gz", "visit1/001_mri_synthetic.nii.gz", "visit2/001_mri_synthetic.nii.gz"]
-    maps = [v.replace("_mri_synthetic", "_uncertainty") for v in volumes]
+    maps = [v.replace("_mri_synthetic", suffix) for v in volumes for suffix in ("_uncertainty", "_joint_labels_synthetic")]
     assert [f for f in _files(tmp_path / "p") if f.endswith(".nii.gz")] == sorted(volumes + maps)
     assert [f for f in _files(tmp_path / "i") if f.endswith(".nii.gz")] == sorted(volumes + maps)
     sidecars = [v.replace(".nii.gz", ".json") for v in volumes]  # both write the same sidecars beside them
@@ -286,5 +290,5 @@ def test_a_write_error_in_a_folder_is_reported_for_its_file_only(tiny_bundle, tm
     (line,) = [r for r in captured.err.splitlines() if ": rejected: " in r]
     assert line.startswith(f"{inp / 'b.dcm'}: rejected: ") and "No space left" in line
     assert "predicted 2 of 3" in captured.out
-    assert _files(out) == ["a_mri_synthetic.json", "a_mri_synthetic.nii.gz", "a_preview.png", "a_uncertainty.nii.gz",
-                           "c_mri_synthetic.json", "c_mri_synthetic.nii.gz", "c_preview.png", "c_uncertainty.nii.gz"]
+    assert _files(out) == [f"{k}{suffix}" for k in "ac" for suffix in (
+        "_joint_labels_synthetic.nii.gz", "_mri_synthetic.json", "_mri_synthetic.nii.gz", "_preview.png", "_uncertainty.nii.gz")]

@@ -118,7 +118,8 @@ def test_evaluate_reads_the_tissue_heads_maps_into_the_report(tmp_path, tiny_coh
     sizes = {"xray_size": [32, 32], "xray_spacing": [5.0, 5.0], "mri_shape": [16, 16, 16], "mri_spacing": [10.0] * 3}
     bundle = make_tiny_bundle(tmp_path / "bundle", whole=False, sizes=sizes)
     train_json = bundle / "configs" / "train.json"
-    train_json.write_text(json.dumps({**json.loads(train_json.read_text()), "tissue_weight": 1.0}))
+    # the whole-volume head alone (the joint-region head, on by default, would be read instead: test_joint_head)
+    train_json.write_text(json.dumps({**json.loads(train_json.read_text()), "tissue_weight": 1.0, "joint_weight": 0.0}))
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     train = subprocess.run(
         bundle_command(bundle, ["train.json"],

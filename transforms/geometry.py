@@ -61,3 +61,27 @@ def canonical_affine(
     half = (np.asarray(shape, dtype=float) - 1.0) / 2.0
     affine[:3, 3] = np.asarray(centre, dtype=float) - affine[:3, :3] @ half
     return affine
+
+
+def centred_box_affine(
+    affine: np.ndarray, shape: Sequence[int], box_shape: Sequence[int], box_spacing: Sequence[float]
+) -> np.ndarray:
+    """The affine of a box of ``box_shape`` voxels of ``box_spacing`` mm sharing the centre and axes of a volume.
+
+    The joint-region head's box is centred on the volume it comes from (the field's centre, where the knee
+    finder puts the joint), with its own voxel size per axis; this places it in the volume's world frame.
+
+    Args:
+        affine: the volume's 4x4 voxel -> world affine.
+        shape: the volume's (D, H, W).
+        box_shape: the box's (D, H, W).
+        box_spacing: the box's voxel size (mm) per axis.
+    """
+    a = np.asarray(affine, dtype=np.float64)
+    spacing = np.linalg.norm(a[:3, :3], axis=0)
+    cols = a[:3, :3] / spacing * np.asarray(box_spacing, dtype=np.float64)
+    centre = a[:3, :3] @ ((np.asarray(shape, dtype=np.float64) - 1) / 2) + a[:3, 3]
+    out = np.eye(4)
+    out[:3, :3] = cols
+    out[:3, 3] = centre - cols @ ((np.asarray(box_shape, dtype=np.float64) - 1) / 2)
+    return out

@@ -47,6 +47,8 @@ __all__ = [
     "DEFINITIONS",
     "READ_KEYS",
     "TISSUE_PROBS_SUFFIX",
+    "JOINT_PROBS_SUFFIX",
+    "BAR_READINGS",
     "TISSUE_LABELS_SUFFIX",
     "TissueMethod",
     "tissue_prediction_reader",
@@ -62,6 +64,11 @@ GT_LABELS = "ground-truth label map (readings check)"
 #: Prediction files of a model with a tissue head, per subject.
 TISSUE_PROBS_SUFFIX = "_tissue_probs.nii.gz"
 TISSUE_LABELS_SUFFIX = "_labels_pred.nii.gz"
+#: ... and of a model with the joint-region head: its class probabilities on the joint box.
+JOINT_PROBS_SUFFIX = "_joint_probs.nii.gz"
+#: The files a tissue map is read from, in order of preference: whole volume, joint box.
+TISSUE_SUFFIXES: tuple[str, ...] = (TISSUE_PROBS_SUFFIX, TISSUE_LABELS_SUFFIX)
+JOINT_SUFFIXES: tuple[str, ...] = (JOINT_PROBS_SUFFIX,)
 #: The readings compared across methods (keys of :func:`readings.read_tissue_map`).
 READ_KEYS: tuple[str, ...] = (
     "jsw_medial_mm",
@@ -89,13 +96,17 @@ DEFINITIONS: dict[str, str] = {
     "it, else the ground-truth label map's readings",
 }
 
+#: Reading keys a quality bar may judge (beside the volume metrics): per-case rows of every tissue method.
+BAR_READINGS: tuple[str, ...] = ("tissue_jsw_abs_err_mm", "cartilage_thickness_abs_err_mm", "dice_mean")
+
 #: A tissue method: case -> ``(C, D, H, W)`` class probabilities, a ``(D, H, W)`` class map, or ``None``
 #: (no tissue map for this case).
 TissueMethod = Callable[[Case], "np.ndarray | None"]
 
 
-def tissue_prediction_reader(pred_dir: str | os.PathLike) -> TissueMethod:
-    """A model's tissue maps from its predictions folder (``None`` for a case without one)."""
+def tissue_prediction_reader(pred_dir: str | os.PathLike, suffixes: Sequence[str] = TISSUE_SUFFIXES) -> TissueMethod:
+    """A model's tissue maps from its predictions folder (``None`` for a case without one): the first of
+    ``<subject><suffix>`` there (probabilities channel last, as NIfTI stores them, or a class map)."""
     import nibabel as nib
 
     folder = Path(pred_dir)
@@ -103,14 +114,14 @@ def tissue_prediction_reader(pred_dir: str | os.PathLike) -> TissueMethod:
         folder = folder / "predictions"
 
     def read(case: Case) -> np.ndarray | None:
-        for suffix in (TISSUE_PROBS_SUFFIX, TISSUE_LABELS_SUFFIX):
+        for suffix in suffixes:
             path = folder / f"{case.subject}{suffix}"
             if path.is_file():
                 try:
                     a = np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)
                 except Exception as err:  # nibabel raises several types on corrupt files
                     raise InputError(path, f"cannot read the tissue prediction: {err}") from err
-                if suffix == TISSUE_PROBS_SUFFIX and a.ndim == 4 and a.shape[-1] == NUM_CLASSES:
+                if a.ndim == 4 and a.shape[-1] == NUM_CLASSES:
                     a = np.moveaxis(a, -1, 0)  # NIfTI stores channels last
                 return a
         return None
@@ -122,13 +133,14 @@ def tissue_baselines(
     baselines: Baselines, train_labels: Sequence[np.ndarray | None], legend: Mapping[str, int]
 ) -> dict[str, TissueMethod]:
     """Both baselines' tissue maps: retrieval returns its neighbour's labels, the mean volume the mean
-    one-hot class probabilities of the training label maps (those that have one)."""
+    one-hot class probabilities of the training label maps (those that have one). The training maps may be
+    cohort label maps (with ``legend``) or class fractions ``(C, D, H, W)`` (the joint-region head's targets)."""
     if len(train_labels) != len(baselines.train_mris):
         raise ValueError(f"{len(train_labels)} training label maps for {len(baselines.train_mris)} training MRIs")
     have = [lab for lab in train_labels if lab is not None]
     if not have:
         return {}
-    mean = np.zeros((NUM_CLASSES, *np.asarray(have[0]).squeeze().shape), dtype=np.float64)
+    mean = np.zeros(R.class_probabilities(np.asarray(have[0]).squeeze(), legend).shape, dtype=np.float64)
     for lab in have:
         mean += R.class_probabilities(np.asarray(lab).squeeze(), legend)
     mean = (mean / len(have)).astype(np.float32)
@@ -157,6 +169,13 @@ def _reading_row(
     return row
 
 
+def _truth_lines(labels: np.ndarray, legend: Mapping[str, int], spacing: Sequence[float]) -> dict[str, list[M.JswLine]]:
+    """Where to read a case: found on its ground truth, a cohort label map (``legend``) or class fractions."""
+    if np.ndim(labels) == 4:
+        return R.reading_lines(labels, spacing)
+    return M.compartment_lines(labels, legend, spacing)
+
+
 def measure_readings(
     cases: Sequence[Case],
     methods: Mapping[str, TissueMethod],
@@ -177,7 +196,7 @@ def measure_readings(
     for case in cases:
         if case.labels is None:
             continue
-        lines = M.compartment_lines(case.labels, legend, spacing)
+        lines = _truth_lines(case.labels, legend, spacing)
         on_labels = R.read_tissue_map(case.labels, spacing, lines=lines, tissue_legend=legend)
         # the reference: the generator's truth where the case has it, else the ground-truth map's readings
         truth = {**on_labels, **(case.readings_truth or {})}
@@ -195,7 +214,7 @@ def measure_readings(
             if tissue is None:
                 continue
             probs = R.class_probabilities(tissue)
-            if probs.shape[1:] != np.shape(case.labels):
+            if probs.shape[1:] != np.shape(case.labels)[-3:]:
                 raise ValueError(f"{name}, {case.subject}: tissue map {probs.shape[1:]} != labels {np.shape(case.labels)}")
             row: dict[str, Any] = {**base, "method": name}
             row.update(_reading_row(R.read_tissue_map(probs, spacing, lines=lines), truth))

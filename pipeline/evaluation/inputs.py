@@ -46,6 +46,9 @@ __all__ = [
 PREPROCESSING_IDS: tuple[str, ...] = ("validate#preprocessing", "evaluate#preprocessing", "preprocessing")
 #: Size ids of the bundle's ``train.json`` (read, never repeated).
 SIZE_IDS: tuple[str, ...] = ("xray_size", "xray_spacing", "mri_shape", "mri_spacing")
+#: The joint-region head's ids in ``train.json``: its weight, box grid, and the chain that makes its target.
+JOINT_IDS: tuple[str, ...] = ("joint_weight", "joint_shape", "joint_spacing")
+JOINT_CHAIN_ID = "train#joint_label_transforms"
 #: Prediction file names written by the bundle's evaluate.json, per subject.
 PRED_MRI_SUFFIX = "_mri_pred.nii.gz"
 PRED_XRAY_SUFFIX = "_xray_recon.nii.gz"
@@ -73,7 +76,10 @@ def bundle_preprocessing(
     instantiates ``preprocessing_id`` (default: the first of :data:`PREPROCESSING_IDS` that the configs
     define). The callable takes a datalist item with absolute paths and returns it preprocessed; ground-truth label maps (``labels``) that the
     bundle's chain leaves alone are loaded, mirrored and resampled with the MRI chain's label mode
-    (nearest neighbour) at the bundle's ``mri_spacing`` / ``mri_shape``.
+    (nearest neighbour) at the bundle's ``mri_spacing`` / ``mri_shape``. A bundle with the joint-region head
+    (``joint_weight`` > 0) also turns ``joint_labels`` into its target, the class fractions on the joint box,
+    with the bundle's own ``train#joint_label_transforms``; its sizes then hold ``joint_shape`` and
+    ``joint_spacing``.
     """
     from monai.transforms import Compose
 
@@ -92,6 +98,10 @@ def bundle_preprocessing(
             bundle.config_files[0], f"defines no {', '.join(missing)}; the evaluation reads sizes from there"
         )
     sizes = {k: bundle.setting(k) for k in SIZE_IDS}
+    joint_chain = None
+    if all(bundle.has(k) for k in (*JOINT_IDS, JOINT_CHAIN_ID)) and float(bundle.setting("joint_weight")) > 0:
+        sizes.update({k: bundle.setting(k) for k in JOINT_IDS[1:]})
+        joint_chain = Compose(bundle.preprocessing(JOINT_CHAIN_ID))
     chain = bundle.preprocessing([preprocessing_id] if preprocessing_id else list(PREPROCESSING_IDS))
     label_chain = Compose(
         [
@@ -107,6 +117,10 @@ def bundle_preprocessing(
         out = dict(chain(dict(item)))
         if item.get("labels") is not None and not hasattr(out.get("labels"), "shape"):  # dropped or a path
             out["labels"] = label_chain({"labels": item["labels"], "side": item.get("side")})["labels"]
+        if joint_chain is not None and item.get("joint_labels") is not None:
+            out["joint_labels"] = joint_chain({"joint_labels": item["joint_labels"], "side": item.get("side")})["joint_labels"]
+        else:
+            out.pop("joint_labels", None)
         return out
 
     return run, sizes
@@ -145,8 +159,8 @@ def load_split(
         rec = {k: item.get(k) for k in ("subject", "side", "grade", "visit")}
         rec.update({f"{k}_path": item.get(k) for k in manifests.PATH_KEYS})
         for key in wanted:
-            if key in optional_keys and not item.get(key):
-                continue
+            if key in optional_keys and (not item.get(key) or key not in processed):
+                continue  # not listed, or not a target of this bundle (e.g. joint_labels without the joint head)
             if key not in processed or isinstance(processed[key], (str, os.PathLike)):
                 raise InputError(resolved.get(key), f"the preprocessing returned no {key!r} array")
             rec[key] = _array(processed[key])
@@ -199,8 +213,8 @@ def load_cases(
     """The cases of a datalist split through ``preprocess``: label maps where listed, synthetic JSW truth
     where a meta JSON is there, grades from the manifest (the meta JSON's for a synthetic cohort)."""
     cases = []
-    for rec in load_split(datalist, base_dir, split, preprocess, keys=("xray", "mri"), optional_keys=("labels",),
-                           progress=progress):
+    for rec in load_split(datalist, base_dir, split, preprocess, keys=("xray", "mri"),
+                          optional_keys=("labels", "joint_labels"), progress=progress):
         subject = str(rec["subject"])
         meta = read_meta(rec["mri_path"], subject) or {}
         grade = rec.get("grade") if rec.get("grade") is not None else meta.get("grade")
@@ -211,6 +225,7 @@ def load_cases(
                 xray=rec["xray"].squeeze(0),
                 mri=rec["mri"].squeeze(0),
                 labels=None if labels is None else np.rint(labels.squeeze(0)).astype(np.int16),
+                joint=rec.get("joint_labels"),
                 readings_truth=true_readings(meta["params"]) if meta.get("params") else None,
                 jsw_truth=(
                     {"medial": float(meta["jsw_medial_mm"]), "lateral": float(meta["jsw_lateral_mm"])}

@@ -102,6 +102,8 @@ class Case:
         grade: Kellgren-Lawrence grade (``None`` when unknown).
         side: "L" or "R" (the knee before mirroring).
         visit: the item's visit, when the datalist gives one (a subject may have several knees and visits).
+        joint: ground-truth class fractions ``(C, D, H, W)`` on the joint-region head's box (a bundle with
+            that head and a case with ``joint_labels``), or ``None``.
     """
 
     subject: str
@@ -113,6 +115,7 @@ class Case:
     grade: int | None = None
     side: str = "R"
     visit: str | None = None
+    joint: np.ndarray | None = None
 
 
 @dataclass

@@ -83,6 +83,8 @@ def readings_section(summary: Mapping[str, Any]) -> list[str]:
         "JSW and thickness in mm, volume in mm³. Cells: mean |error|, bias [95 % limits of agreement], "
         "Pearson r with the truth, across-subject std of the method / of the truth.",
         "",
+        f"Maps read: {readings['map']}." if readings.get("map") else "",
+        "",
         "| method | reading | mean abs. error | bias [limits] | r | std method / truth | n |",
         "|---|---|---|---|---|---|---|",
     ]

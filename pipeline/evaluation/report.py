@@ -17,7 +17,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,14 @@ from xray2mri.pipeline.evaluation.markdown import render
 from xray2mri.pipeline.evaluation.measure import Case, Method, evaluate_cases
 from xray2mri.pipeline.evaluation.radiographic import RADIOGRAPHIC_NAME, RadiographicJsw
 from xray2mri.pipeline.evaluation.readings_report import bland_altman, readings_section
-from xray2mri.pipeline.evaluation.summary import SYNTHETIC_COHORT, BarCriteria, summarize, summarize_rows
+from xray2mri.pipeline.evaluation.summary import (
+    SYNTHETIC_COHORT,
+    BarCriteria,
+    bar_headline,
+    quality_bar,
+    summarize,
+    summarize_rows,
+)
 from xray2mri.pipeline.evaluation.uncertainty import uncertainty_section
 from xray2mri.pipeline.version import package_version
 
@@ -75,35 +82,54 @@ class ReportInputs:
     train_labels: list[np.ndarray | None] = field(default_factory=list)
     train_readings_truth: list[dict[str, float] | None] = field(default_factory=list)
     calibration: Any = None
+    train_joint: list[np.ndarray | None] = field(default_factory=list)
+    joint_spacing: tuple[float, float, float] | None = None
 
 
 def _readings(
     inputs: ReportInputs, baselines: Baselines, predictions: Mapping[str, str | os.PathLike], n_boot: int, seed: int
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The clinical readings' rows and summary (:mod:`.clinical`); nothing without label maps."""
+    """The clinical readings' rows and summary (:mod:`.clinical`); nothing without label maps.
+
+    With the joint-region head's targets (``Case.joint``, ``joint_spacing``) every method is read on the joint
+    box (models: their ``_joint_probs`` files; baselines: the training cases' class fractions there), else on
+    the whole-volume label maps (models: their tissue head's files).
+    """
     if not inputs.legend or not any(c.labels is not None for c in inputs.cases):
         return [], {}
     legend = inputs.legend
-    tissue: dict[str, clinical.TissueMethod] = {n: clinical.tissue_prediction_reader(p) for n, p in predictions.items()}
+    joint = inputs.joint_spacing is not None and any(c.joint is not None for c in inputs.cases)
+    cases, spacing, train_maps = inputs.cases, inputs.spacing, inputs.train_labels
+    if joint:
+        cases = [replace(c, labels=c.joint) for c in inputs.cases if c.joint is not None]
+        spacing, train_maps = inputs.joint_spacing, inputs.train_joint
+    suffixes = clinical.JOINT_SUFFIXES if joint else clinical.TISSUE_SUFFIXES
+    tissue: dict[str, clinical.TissueMethod] = {
+        n: clinical.tissue_prediction_reader(p, suffixes) for n, p in predictions.items()
+    }
     jsw_readers = {}
-    if inputs.train_labels and any(lab is not None for lab in inputs.train_labels):
-        tissue.update(clinical.tissue_baselines(baselines, inputs.train_labels, legend))
+    if train_maps and any(lab is not None for lab in train_maps):
+        tissue.update(clinical.tissue_baselines(baselines, train_maps, legend))
         if inputs.xray_spacing is not None:
-            known = inputs.train_readings_truth or [None] * len(inputs.train_labels)
+            known = inputs.train_readings_truth or [None] * len(train_maps)
             xrays, truths = [], []
-            for x, lab, known_truth in zip(inputs.train_xrays, inputs.train_labels, known):
+            for x, lab, known_truth in zip(inputs.train_xrays, train_maps, known):
                 if known_truth is None and lab is None:
                     continue
-                r = known_truth or RD.read_tissue_map(lab, inputs.spacing, tissue_legend=legend)
+                r = known_truth or RD.read_tissue_map(lab, spacing, tissue_legend=legend)
                 xrays.append(x)
                 truths.append({c: r[f"jsw_{c}_mm"] for c in ("medial", "lateral")})
             rad = RadiographicJsw(inputs.xray_spacing).fit(xrays, truths)
             jsw_readers[RADIOGRAPHIC_NAME] = lambda case: rad(case.xray)
-    isotropic = len({round(float(v), 6) for v in inputs.spacing}) == 1
+    isotropic = len({round(float(v), 6) for v in spacing}) == 1  # the re-projection needs the whole volume
     rows = clinical.measure_readings(
-        inputs.cases, tissue, legend, inputs.spacing, jsw_readers, inputs.xray_spacing if isotropic else None
+        cases, tissue, legend, spacing, jsw_readers, inputs.xray_spacing if isotropic and not joint else None
     )
-    return rows, clinical.summarize_readings(rows, lambda v: summarize(v, n_boot=n_boot, seed=seed))
+    out = clinical.summarize_readings(rows, lambda v: summarize(v, n_boot=n_boot, seed=seed))
+    grid = " x ".join(f"{float(v):g}" for v in spacing)
+    out["map"] = (f"joint-region box {'x'.join(str(n) for n in np.shape(cases[0].labels)[-3:])} voxels of {grid} mm "
+                  f"(the joint-region head's)" if joint else f"whole volume, {grid} mm voxels")
+    return rows, out
 
 
 def build_report(
@@ -141,6 +167,10 @@ def build_report(
         summary["readings"] = reading_summary
         summary["definitions"].update(clinical.DEFINITIONS)
         rows = clinical.merge_rows(rows, reading_rows)
+        if criteria and any(c.metric in clinical.BAR_READINGS for c in criteria.criteria):  # judged with the readings
+            summary["quality_bar"] = quality_bar(summary["methods"], list(predictions), criteria.criteria, rows,
+                                                 n_boot=n_boot, seed=seed)
+            summary["quality_bar_headline"] = bar_headline(summary, list(predictions), True)
     if criteria:
         summary["quality_bar_name"] = criteria.name
     summary["xray2mri_version"] = package_version()
@@ -264,8 +294,8 @@ def report_from_files(
     evaluate.json); ``progress`` shows bars (stderr) while loading and measuring; ``kwargs`` go to :func:`build_report` (``criteria``, ``seed``, ``n_montage`` ...).
     """
     preprocess, sizes = bundle_preprocessing(bundle_dir, configs=configs)
-    train = load_split(datalist, base_dir, "training", preprocess, keys=("xray", "mri"), optional_keys=("labels",),
-                       progress=progress)
+    train = load_split(datalist, base_dir, "training", preprocess, keys=("xray", "mri"),
+                       optional_keys=("labels", "joint_labels"), progress=progress)
     cases = load_cases(datalist, base_dir, preprocess, split, progress=progress)
     spacing = tuple(float(s) for s in np.broadcast_to(np.asarray(sizes["mri_spacing"], float), (3,)))
     inputs = ReportInputs(
@@ -282,6 +312,8 @@ def report_from_files(
         xray_spacing=tuple(float(s) for s in np.broadcast_to(np.asarray(sizes["xray_spacing"], float), (2,))),  # type: ignore[arg-type]
         data=describe_data(datalist, base_dir, split),
         calibration=_bundle_calibration(bundle_dir),
+        train_joint=[r.get("joint_labels") for r in train],
+        joint_spacing=tuple(float(v) for v in sizes["joint_spacing"]) if "joint_spacing" in sizes else None,  # type: ignore[arg-type]
     )
     return build_report(inputs, predictions, out_dir, train_log=train_log, progress=progress, **kwargs)
 

@@ -26,6 +26,7 @@ import numpy as np
 from scipy import stats
 
 from xray2mri.pipeline.evaluation.baselines import BASELINE_NAMES
+from xray2mri.pipeline.evaluation.clinical import BAR_READINGS
 from xray2mri.pipeline.evaluation.measure import GT_CHECK, METRICS, case_key, methods_in
 from xray2mri.transforms.errors import InputError
 
@@ -212,7 +213,7 @@ def load_criteria(path: str | os.PathLike) -> BarCriteria:
     entries = data.get("criteria") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
         raise InputError(path, "no 'criteria' list (each {metric, compare, against[, margin]})")
-    known = {m.key for m in METRICS}
+    known = {m.key for m in METRICS} | set(BAR_READINGS)
     out = []
     for i, entry in enumerate(entries):
         try:
@@ -310,14 +311,19 @@ def summarize_rows(
     jsw_refs = sorted({str(r["jsw_reference"]) for r in rows if r.get("method") == GT_CHECK and r.get("jsw_reference")})
     if jsw_refs:
         summary["jsw_reference"] = jsw_refs
-    best = headline_model(model_names, methods)
-    summary["quality_bar_headline"] = {
+    summary["quality_bar_headline"] = bar_headline(summary, model_names, bool(criteria))
+    return summary
+
+
+def bar_headline(summary: Mapping[str, Any], model_names: Sequence[str], judged: bool) -> dict[str, Any]:
+    """Whether the headline model (highest mean PSNR) passes ``summary["quality_bar"]`` (None: nothing judged)."""
+    best = headline_model(model_names, summary["methods"])
+    return {
         "model": best,
         # None: no criteria were given, so there is no bar to pass
-        "passed": bool(best is not None and summary["quality_bar"][best]["pass"]) if criteria else None,
+        "passed": bool(best is not None and summary["quality_bar"][best]["pass"]) if judged else None,
         "rule": "the model with the highest mean whole-volume PSNR must pass every criterion",
     }
-    return summary
 
 
 def quality_bar(

@@ -56,7 +56,9 @@ from xray2mri.pipeline.serving.files import (
     output_stem,
 )
 from xray2mri.pipeline.serving.tissue_outputs import (
+    JOINT_LABELS_SUFFIX,
     LABELS_SUFFIX,
+    joint_facts,
     label_map,
     tissue_facts,
     tissue_probabilities,
@@ -75,7 +77,7 @@ from xray2mri.pipeline.serving.uncertainty import (
 from xray2mri.pipeline.serving.write_queue import BackgroundWriter, OutputJob, WriteResult, write_all_or_none
 from xray2mri.pipeline.training.uncertainty_loss import LOG_SCALE_KEY
 from xray2mri.transforms.errors import InputError, XrayInputError
-from xray2mri.transforms.geometry import MIRRORED_KEY, canonical_affine
+from xray2mri.transforms.geometry import MIRRORED_KEY, canonical_affine, centred_box_affine
 
 __all__ = [
     "Prediction",
@@ -121,6 +123,8 @@ class Prediction:
         thumbnail_scale: thumbnail pixels per source pixel (row, col).
         labels: a model with the tissue head: its label map (D, H, W) uint8 of tissue classes, on the
             radiograph's own side like ``volume`` (:mod:`~xray2mri.pipeline.serving.tissue_outputs`); else None.
+        joint_labels: a model with the joint-region head: its label map on the joint box (D, H, W) uint8, on
+            the radiograph's own side, else None; ``joint_affine`` places it (centred on ``volume``).
         uncertainty: (D, H, W) float32 calibrated 90 % half-width on the volume's grid and side
             (:mod:`~xray2mri.pipeline.serving.uncertainty`), or None (no head, no calibration, or turned off).
         ood: ``{"ood_score", "ood_threshold", "ood_flag", "ood_components"}`` (also in ``facts``, so the
@@ -138,6 +142,8 @@ class Prediction:
     radiograph: np.ndarray | None = None
     thumbnail_scale: tuple[float, float] = (1.0, 1.0)
     labels: np.ndarray | None = None
+    joint_labels: np.ndarray | None = None
+    joint_affine: np.ndarray | None = None
     uncertainty: np.ndarray | None = None
     ood: dict[str, Any] | None = None
 
@@ -208,11 +214,16 @@ class Predictor:
         image_key: str = "xray",
         calibration: UncertaintyCalibration | None = None,
         uncertainty: bool = True,
+        joint_spacing: Sequence[float] | None = None,
     ) -> None:
         self.device = _resolve_device(device)
         self.network = network.to(self.device).eval()
-        if getattr(self.network, "tissue_classes", 0) > 0:  # its dict form gives the tissue map too
-            self.network.return_dict = True
+        if getattr(self.network, "tissue_classes", 0) > 0 or getattr(self.network, "joint_classes", 0) > 0:
+            self.network.return_dict = True  # its dict form gives the tissue maps too
+        #: the joint-region head's voxel size (mm); None: its map is not read or written (e.g. calibration)
+        self.joint_spacing = None if joint_spacing is None else tuple(float(s) for s in joint_spacing)
+        if self.joint_spacing is not None and (len(self.joint_spacing) != 3 or min(self.joint_spacing) <= 0):
+            raise ValueError(f"joint_spacing must be 3 positive numbers (mm), got {joint_spacing!r}")
         self.preprocess = preprocess
         self.mri_spacing = tuple(float(s) for s in mri_spacing)
         if len(self.mri_spacing) != 3 or any(s <= 0 for s in self.mri_spacing):
@@ -255,8 +266,9 @@ class Predictor:
         preprocess = bundle.preprocessing()
         calibration_path = bundle.root / CALIBRATION_FILE
         calibration = load_calibration(calibration_path) if uncertainty and calibration_path.is_file() else None
+        joint_spacing = bundle.setting("joint_spacing") if getattr(network, "joint_classes", 0) > 0 else None
         return cls(network, preprocess, bundle.setting("mri_spacing"), device=device, image_key=bundle.image_key,
-                   calibration=calibration, uncertainty=uncertainty)
+                   calibration=calibration, uncertainty=uncertainty, joint_spacing=joint_spacing)
 
     def _preprocess(self, path: Path, centre: Sequence[float] | None, side: str | None) -> tuple[list[dict], Any]:
         """The preprocessed item of each knee, and the loaded radiograph (for the preview) or None.
@@ -326,6 +338,7 @@ class Predictor:
             else:
                 out = self.network(batch)
             logits = out.get("tissue_logits") if isinstance(out, dict) else None
+            joint_logits = out.get("joint_logits") if isinstance(out, dict) else None
             if isinstance(out, dict):
                 out = out["mri"]
             volume = torch.as_tensor(out)[0, 0].float().clamp(0.0, 1.0).cpu()
@@ -340,6 +353,13 @@ class Predictor:
                 probs = tissue_probabilities(logits[0])
                 facts.update(tissue_facts(probs, self.mri_spacing, xray, meta.get("spacing")))
                 labels = label_map(probs, mirrored)
+            joint_labels = joint_affine = None
+            affine = canonical_affine(volume_np.shape, self.mri_spacing)
+            if joint_logits is not None and self.joint_spacing is not None:  # finer at the joint: its readings win
+                joint_probs = tissue_probabilities(joint_logits[0])
+                facts.update(joint_facts(joint_probs, self.joint_spacing))
+                joint_labels = label_map(joint_probs, mirrored)
+                joint_affine = centred_box_affine(affine, volume_np.shape, joint_labels.shape, self.joint_spacing)
             warnings = _input_warnings(meta, header)
             if self.uncertainty_note:
                 warnings.append(self.uncertainty_note)
@@ -352,7 +372,7 @@ class Predictor:
             predictions.append(Prediction(
                 source=path,
                 volume=np.ascontiguousarray(volume_np, dtype=np.float32),
-                affine=canonical_affine(volume_np.shape, self.mri_spacing),
+                affine=affine,
                 mirrored=mirrored,
                 warnings=warnings,
                 header=header,
@@ -361,6 +381,8 @@ class Predictor:
                 radiograph=thumbnail,
                 thumbnail_scale=scale,
                 labels=labels,
+                joint_labels=joint_labels,
+                joint_affine=joint_affine,
                 uncertainty=None if half_width is None else np.ascontiguousarray(
                     _mirror_back(half_width.float(), mirrored).numpy(), dtype=np.float32),
                 ood=ood,
@@ -469,7 +491,8 @@ def prediction_outputs(
     called: the volume (NIfTI file or DICOM series folder, whose DerivationDescription carries the knee's
     facts), its tissue label map when the model has the tissue head (``<stem>_labels_synthetic.nii.gz``; with
     DICOM output a DICOM SEG ``<stem>_seg.dcm`` on the MR series, :mod:`~xray2mri.pipeline.serving.dicom_seg`),
-    its uncertainty map ``<stem>_uncertainty.nii.gz`` when the prediction has one (same grid and
+    the joint-region head's label map ``<stem>_joint_labels_synthetic.nii.gz`` (NIfTI in either format), its
+    uncertainty map ``<stem>_uncertainty.nii.gz`` when the prediction has one (same grid and
     affine, SYNTHETIC), its JSON sidecar ``<output stem>.json`` (with the ``ood_*`` fields), then its PNG
     preview (the knee's box on the radiograph; an uncertainty row).
 
@@ -516,10 +539,17 @@ def prediction_outputs(
             return write_label_map(prediction.labels, affine, labels_path)
         return write_dicom_seg(prediction.labels, volume_path, labels_path)
 
+    joint_path = Path(f"{base}{JOINT_LABELS_SUFFIX}")
+
+    def write_joint_labels() -> Path:  # NIfTI whatever the format: its box is not the MR series' grid
+        return write_label_map(prediction.joint_labels, prediction.joint_affine, joint_path)
+
     def write_sidecar() -> Path:
         facts = {**prediction.facts, "output": volume_path.name, "warnings": warnings}
         if prediction.labels is not None:
             facts["labels_output"] = labels_path.name
+        if prediction.joint_labels is not None:
+            facts["joint_labels_output"] = joint_path.name
         return writers.write_sidecar(facts, sidecar_path(volume_path))
 
     box = prediction.facts.get("crop_box_px") or None
@@ -536,6 +566,7 @@ def prediction_outputs(
         return write_uncertainty_map(uncertainty, affine, f"{base}{UNCERTAINTY_SUFFIX}")
 
     jobs = [write_volume, write_labels] if prediction.labels is not None else [write_volume]
+    jobs += [write_joint_labels] if prediction.joint_labels is not None else []
     jobs += [write_uncertainty] if uncertainty is not None else []
     return [*jobs, write_sidecar, write_preview] if prediction.facts else [*jobs, write_preview]
 

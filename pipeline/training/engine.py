@@ -62,7 +62,7 @@ def prepare_batch(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Inputs and targets of one iteration: ``(xray, {"xray": xray, "mri": mri})``, plus ``"labels"``
-    (tissue-class maps) when the batch holds them as a tensor (a validation batch may carry their paths).
+    (tissue-class maps) and ``"joint_labels"`` (joint-region class fractions) when the batch holds them as tensors (a validation batch may carry their paths).
 
     The radiograph is both the network's input and the target of its reconstruction head;
     the MRI is the target of the generator. Batches without ``"mri"`` (inference) give
@@ -83,8 +83,9 @@ def prepare_batch(
     targets = {"xray": xray}
     if "mri" in batchdata:
         targets["mri"] = _plain(batchdata["mri"], device, non_blocking, **kwargs)
-    if isinstance(batchdata.get("labels"), torch.Tensor):  # tissue-class maps (not paths) for the tissue term
-        targets["labels"] = _plain(batchdata["labels"], device, non_blocking, **kwargs)
+    for key in ("labels", "joint_labels"):  # tissue maps (not paths) for the tissue and joint-region terms
+        if isinstance(batchdata.get(key), torch.Tensor):
+            targets[key] = _plain(batchdata[key], device, non_blocking, **kwargs)
     return xray, targets
 
 

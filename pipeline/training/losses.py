@@ -8,12 +8,15 @@ CAE's reconstruction error on the radiograph and the generator's error on the MR
           + ssim_weight * (1 - SSIM3D(pred["mri"], target["mri"]))
 
           + tissue_weight * DiceCE(pred["tissue_logits"], target["labels"])      (optional)
+          + joint_weight  * DiceCE(pred["joint_logits"], target["joint_labels"]) (optional)
 
 with ``L_x``, ``L_m`` each L1 or MSE (mean over all elements). The tissue term is MONAI's
 :py:class:`monai.losses.DiceCELoss` (softmax over the tissue classes, the target's class indices
 one-hot encoded) on the network's optional tissue head; it is computed only when its weight is
 non-zero *and* the target holds ``labels`` (a batch from a datalist without label maps, e.g. OAI,
-trains the other terms alone). SSIM is MONAI's definition
+trains the other terms alone). The joint term is the same loss on the joint-region head's logits against
+partial-volume class fractions (``joint_labels``, (B, C, D, H, W), :class:`~xray2mri.transforms.mri.ClassFractions`):
+soft targets, so the probabilities learn the fraction of a voxel each tissue fills. SSIM is MONAI's definition
 (:py:class:`monai.losses.SSIMLoss` with ``spatial_dims=3``, ``data_range=1.0`` since targets
 are normalised to [0, 1]: "valid" Gaussian or uniform window, SSIM map averaged per volume,
 ``1 - SSIM`` averaged over the batch), computed by :func:`ssim_loss_3d` with the window
@@ -77,6 +80,7 @@ class HybridLoss(nn.Module):
         mri_weight: weight of the MRI generation term (>= 0).
         ssim_weight: weight of the 3-D ``1 - SSIM`` term on the MRI (>= 0; 0 = off).
         tissue_weight: weight of the tissue Dice + cross-entropy term (>= 0; 0 = off).
+        joint_weight: weight of the joint-region head's Dice + cross-entropy term (>= 0; 0 = off).
         xray_loss: ``"l1"`` or ``"mse"`` for the radiograph term.
         mri_loss: ``"l1"`` or ``"mse"`` for the MRI term.
         ssim_win_size: SSIM window (voxels per axis); must not exceed the volume's sides.
@@ -87,6 +91,8 @@ class HybridLoss(nn.Module):
         mri_key: key of the MRI in ``pred`` and ``target``.
         tissue_key: key of the tissue logits in ``pred`` (B, C, D, H, W).
         labels_key: key of the tissue-class map in ``target`` (B, 1, D, H, W), class indices.
+        joint_key: key of the joint-region logits in ``pred`` (B, C, D, H, W).
+        joint_labels_key: key of the joint-region class fractions in ``target`` (B, C, D, H, W).
 
     Raises:
         ValueError: a negative weight, all weights 0, or an unknown loss name.
@@ -105,6 +111,7 @@ class HybridLoss(nn.Module):
         mri_weight: float = 1.0,
         ssim_weight: float = 0.0,
         tissue_weight: float = 0.0,
+        joint_weight: float = 0.0,
         xray_loss: str = "l1",
         mri_loss: str = "l1",
         ssim_win_size: int = 7,
@@ -115,6 +122,8 @@ class HybridLoss(nn.Module):
         mri_key: str = "mri",
         tissue_key: str = "tissue_logits",
         labels_key: str = "labels",
+        joint_key: str = "joint_logits",
+        joint_labels_key: str = "joint_labels",
     ) -> None:
         super().__init__()
         weights = {
@@ -122,13 +131,15 @@ class HybridLoss(nn.Module):
             "mri": float(mri_weight),
             "ssim": float(ssim_weight),
             "tissue": float(tissue_weight),
+            "joint": float(joint_weight),
         }
         negative = {k: w for k, w in weights.items() if w < 0}
         if negative:
             raise ValueError(f"HybridLoss weights must be >= 0, got {negative}")
         if not any(weights.values()):
             raise ValueError(
-                "HybridLoss needs at least one non-zero weight (xray_weight, mri_weight, ssim_weight, tissue_weight)"
+                "HybridLoss needs at least one non-zero weight (xray_weight, mri_weight, ssim_weight, tissue_weight, "
+                "joint_weight)"
             )
         for name, value in (("xray_loss", xray_loss), ("mri_loss", mri_loss)):
             if value not in POINTWISE_LOSSES:
@@ -140,7 +151,10 @@ class HybridLoss(nn.Module):
         self.mri_key = mri_key
         self.tissue_key = tissue_key
         self.labels_key = labels_key
+        self.joint_key = joint_key
+        self.joint_labels_key = joint_labels_key
         self.dice_ce = DiceCELoss(to_onehot_y=True, softmax=True) if weights["tissue"] > 0 else None
+        self.joint_dice_ce = DiceCELoss(softmax=True) if weights["joint"] > 0 else None
         if ssim_kernel_type not in ("gaussian", "uniform"):
             raise ValueError(f"ssim_kernel_type must be 'gaussian' or 'uniform', got {ssim_kernel_type!r}")
         self.ssim_kwargs = {
@@ -155,7 +169,7 @@ class HybridLoss(nn.Module):
     @property
     def term_names(self) -> tuple[str, ...]:
         """Keys ``last_terms`` holds after a call: the terms with a non-zero weight, then "total"
-        (``tissue`` only for a batch with label maps)."""
+        (``tissue`` and ``joint`` only for a batch with their label maps)."""
         return (*(k for k, w in self.weights.items() if w > 0), "total")
 
     def forward(self, pred: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -196,9 +210,19 @@ class HybridLoss(nn.Module):
                     f"HybridLoss: labels {tuple(labels.shape[2:])} and tissue logits {tuple(logits.shape[2:])} differ"
                 )
             terms["tissue"] = self.dice_ce(logits.float(), labels.to(device=logits.device, dtype=torch.float32))
+        if self.joint_dice_ce is not None and self.joint_labels_key in target:
+            if self.joint_key not in pred:
+                raise KeyError(
+                    f"HybridLoss: joint_weight > 0 but the prediction has no {self.joint_key!r} entry "
+                    f"(keys: {sorted(pred)}); build the network with joint_classes"
+                )
+            p, t = self._pair({self.joint_key: pred[self.joint_key]}, {self.joint_key: target[self.joint_labels_key]},
+                              self.joint_key)
+            terms["joint"] = self.joint_dice_ce(p, t)
         if not terms:
             raise KeyError(
-                f"HybridLoss: only the tissue term has a weight, and the target has no {self.labels_key!r} entry"
+                f"HybridLoss: only label terms have a weight, and the target has neither {self.labels_key!r} nor "
+                f"{self.joint_labels_key!r}"
             )
         total = sum(self.weights[k] * v for k, v in terms.items())
         assert isinstance(total, torch.Tensor)  # at least one weight is non-zero

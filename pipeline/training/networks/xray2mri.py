@@ -28,6 +28,12 @@ as without the head (when the scale came out of the shared last layer instead, i
 pulled the shared features and cost 1.8 dB of validation PSNR at the demo's 40 epochs). The
 MRI-only form never runs the branch.
 
+Optional joint-region head (``joint_classes=N``, issue 15): tissue logits in a box centred on the
+joint whose rows have the radiograph's spacing (:class:`~.joint_head.JointRegionHead`; ``joint_shape``
+(D, H, W): D and W in MRI voxels, H in radiograph rows), read from the radiograph and the generator's
+DETACHED last-layer input: ``"joint_logits"`` (B, N, *joint_shape) in the dict form. Built last, on a
+forked random state, with no gradient reaching the rest, so the MRI is trained exactly as without it.
+
 Output range: targets are normalised to [0, 1]. With ``output_act="sigmoid"`` (default)
 both outputs pass through a sigmoid, so they are in (0, 1) in training and inference alike.
 With ``output_act="none"`` they are left linear in training (no saturation, so an L1/MSE
@@ -51,6 +57,7 @@ from xray2mri.pipeline.training.networks.generator import (
     SkipAdapter,
     generate_with_last_input,
 )
+from xray2mri.pipeline.training.networks.joint_head import JointBox, JointRegionHead
 
 __all__ = ["Xray2MRI", "VARIANTS", "VARIANT_NAMES", "OUTPUT_ACTS"]
 
@@ -133,9 +140,14 @@ class Xray2MRI(nn.Module):
             form whatever ``return_dict`` says and :meth:`predict_with_scale` ``(mri, log_scale)`` without
             the CAE decoder. Off by default: the MRI tensor form and every other output are unchanged.
         uncertainty_channels: hidden channels of the uncertainty branch.
+        joint_classes: tissue classes of the optional joint-region head (0: none); see the module docstring.
+        joint_shape: the joint box's (D, H, W): D and W in MRI voxels, H in radiograph rows, centred.
+        joint_xray_channels: channels of the joint head's radiograph branch.
+        joint_hidden: channels of the joint head's fused map.
         return_dict: ``True``: forward returns ``{"xray": (B, in_channels, H, W), "mri":
             (B, out_channels, D, H, W)}`` (training, evaluation), plus ``"tissue_logits"``
-            (B, tissue_classes, D, H, W) when the tissue head is on. ``False``: the MRI tensor
+            (B, tissue_classes, D, H, W) when the tissue head is on, and ``"joint_logits"`` (B, joint_classes,
+            *joint_shape) with the joint head. ``False``: the MRI tensor
             alone, without running the CAE decoder (inference, TorchScript export,
             ``verify_net_in_out``). The flag changes no parameter: the ``state_dict`` keys are
             the same, so one checkpoint loads into both forms.
@@ -157,7 +169,7 @@ class Xray2MRI(nn.Module):
     """
 
     __constants__ = ["return_dict", "geometry", "sigmoid_output", "in_channels", "xray_size", "out_channels", "tissue_classes",
-                     "uncertainty"]
+                     "uncertainty", "joint_classes"]
 
     def __init__(
         self,
@@ -186,6 +198,10 @@ class Xray2MRI(nn.Module):
         tissue_classes: int = 0,
         uncertainty: bool = False,
         uncertainty_channels: int = 8,
+        joint_classes: int = 0,
+        joint_shape: Sequence[int] = (40, 32, 40),
+        joint_xray_channels: int = 32,
+        joint_hidden: int = 64,
         return_dict: bool = True,
     ) -> None:
         super().__init__()
@@ -309,6 +325,17 @@ class Xray2MRI(nn.Module):
                 layers.append(nn.Upsample(scale_factor=strides[-1], mode="trilinear", align_corners=False))
             with torch.random.fork_rng(devices=[]):
                 self.scale_head = nn.Sequential(*layers)
+        if int(joint_classes) < 0 or int(joint_classes) == 1:
+            raise ValueError(f"joint_classes must be 0 (no joint head) or at least 2, got {joint_classes}")
+        self.joint_classes = int(joint_classes)
+        self.joint_head: nn.Module | None = None
+        if self.joint_classes:
+            last_in = (int(gen_channels[-1]) if len(gen_channels) else int(gen_start_channels)) + widths[-1]
+            feature_shape = tuple(m // strides[-1] for m in self.mri_shape)
+            box = JointBox(_int_tuple("joint_shape", joint_shape, 3), self.xray_size, self.mri_shape, feature_shape)
+            with torch.random.fork_rng(devices=[]):
+                self.joint_head = JointRegionHead(self.joint_classes, box, last_in, int(joint_xray_channels),
+                                                  int(joint_hidden), in_channels=self.in_channels, act=act)
 
     def _check_input(self, x: torch.Tensor) -> None:
         """Raise ValueError unless ``x`` is (B, in_channels, *xray_size)."""
@@ -341,9 +368,9 @@ class Xray2MRI(nn.Module):
             return levels, self.generator(z, _fill_skips(skips, self.generator.skip_channels))
         return levels, self.generator(z)
 
-    def _generate_with_scale(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]:
-        """:meth:`_generate` plus the uncertainty branch's log scale (None without the head)."""
-        if self.scale_head is None:
+    def _generate_with_last_input(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]:
+        """:meth:`_generate` plus the generator's last-layer input when a side head reads it (else None)."""
+        if self.scale_head is None and self.joint_head is None:
             levels, raw = self._generate(x)
             return levels, raw, None
         self._check_input(x)
@@ -353,6 +380,13 @@ class Xray2MRI(nn.Module):
         if self.geometry:
             skips = _fill_skips([adapter(levels) for adapter in self.skip_adapters], self.generator.skip_channels)
         last_input, raw = generate_with_last_input(self.generator, z, skips)
+        return levels, raw, last_input
+
+    def _generate_with_scale(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]:
+        """:meth:`_generate` plus the uncertainty branch's log scale (None without the head)."""
+        levels, raw, last_input = self._generate_with_last_input(x)
+        if self.scale_head is None or last_input is None:
+            return levels, raw, None
         return levels, raw, self.scale_head(last_input.detach())
 
     def predict_with_scale(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -364,15 +398,18 @@ class Xray2MRI(nn.Module):
         return self._output(raw[:, : self.out_channels]), log_scale
 
     def forward_dict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The dict form (``"xray"``, ``"mri"``, and ``"mri_log_scale"`` / ``"tissue_logits"`` with those heads)
+        """The dict form (``"xray"``, ``"mri"``, and ``"mri_log_scale"`` / ``"tissue_logits"`` / ``"joint_logits"``
+        with those heads)
         whatever ``return_dict`` says. Prediction uses it for the uncertainty map and the
         out-of-distribution score (which reads the radiograph's reconstruction)."""
-        levels, raw, log_scale = self._generate_with_scale(x)
+        levels, raw, last_input = self._generate_with_last_input(x)
         out = {"xray": self._output(self.cae.decode(levels[-1])), "mri": self._output(raw[:, : self.out_channels])}
-        if log_scale is not None:
-            out["mri_log_scale"] = log_scale
+        if self.scale_head is not None and last_input is not None:
+            out["mri_log_scale"] = self.scale_head(last_input.detach())
         if self.tissue_classes > 0:
             out["tissue_logits"] = raw[:, self.out_channels :]
+        if self.joint_head is not None and last_input is not None:
+            out["joint_logits"] = self.joint_head(x, last_input)
         return out
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor] | torch.Tensor:
