@@ -257,36 +257,23 @@ class SaveInferenceVolumes:
                 write_uncertainty_map(uncertainty, affine, self.output_dir / f"{stem}{UNCERTAINTY_SUFFIX}")
                 facts.update(ood)
                 facts.update(self.calibration.sidecar())
+            from xray2mri.pipeline.serving import tissue_outputs as tissue
+
             logits = pred.get("tissue_logits") if isinstance(pred, Mapping) else None
             if logits is not None:
-                from xray2mri.pipeline.serving.tissue_outputs import (
-                    LABELS_SUFFIX,
-                    label_map,
-                    tissue_facts,
-                    tissue_probabilities,
-                    write_label_map,
-                )
-
-                probs = tissue_probabilities(logits)
-                facts.update(tissue_facts(probs, self.spacing, xray, meta.get("spacing")))
-                labels_path = self.output_dir / f"{stem}{LABELS_SUFFIX}"
-                write_label_map(label_map(probs, mirrored), affine, labels_path)
+                probs = tissue.tissue_probabilities(logits)
+                facts.update(tissue.tissue_facts(probs, self.spacing, xray, meta.get("spacing")))
+                labels_path = self.output_dir / f"{stem}{tissue.LABELS_SUFFIX}"
+                tissue.write_label_map(tissue.label_map(probs, mirrored), affine, labels_path)
                 facts["labels_output"] = labels_path.name
             joint_logits = pred.get("joint_logits") if isinstance(pred, Mapping) else None
-            if joint_logits is not None:
-                from xray2mri.pipeline.serving.tissue_outputs import (
-                    JOINT_LABELS_SUFFIX,
-                    joint_facts,
-                    label_map,
-                    tissue_probabilities,
-                    write_label_map,
-                )
-
-                probs = tissue_probabilities(joint_logits)
-                facts.update(joint_facts(probs, self.joint_spacing))
-                joint_path = self.output_dir / f"{stem}{JOINT_LABELS_SUFFIX}"
-                joint = label_map(probs, mirrored)
-                write_label_map(joint, centred_box_affine(affine, volume.shape, joint.shape, self.joint_spacing), joint_path)
+            if joint_logits is not None:  # finer at the joint: its readings replace the whole-volume map's
+                probs = tissue.tissue_probabilities(joint_logits)
+                facts.update(tissue.joint_facts(probs, self.joint_spacing))
+                joint_path = self.output_dir / f"{stem}{tissue.JOINT_LABELS_SUFFIX}"
+                joint = tissue.label_map(probs, mirrored)
+                tissue.write_label_map(joint, centred_box_affine(affine, volume.shape, joint.shape, self.joint_spacing),
+                                       joint_path)
                 facts["joint_labels_output"] = joint_path.name
             if "joint_centre_px" in meta or uncertainty is not None or logits is not None or joint_logits is not None:
                 write_sidecar({**facts, "output": path.name}, sidecar_path(path))
