@@ -7,12 +7,15 @@
   one real backward pass): ``torch.optim.Adam`` with its default (for-each) implementation vs
   ``fused=True`` (train.json), and a whole training step (forward, loss, backward, step) with each;
 * a training step with the adversarial option (``adversarial_weight`` > 0: the generator's term through
-  train.json's patch discriminator, then the discriminator's own step) against one without.
+  train.json's patch discriminator, then the discriminator's own step) against one without;
+* a training step with the joint-region head (train.json's default: ``joint_weight`` 1, its 40 x 32 x 40 box,
+  ``DiceCELoss`` on class fractions) against the same network without it, and the inference forward
+  (``forward_dict``, as predict runs it) with and without.
 
 Rounds alternate the two candidates (``bench_uncertainty._interleaved``), so load from other processes
 hits both alike; the figures are medians over calls. Usage::
 
-    .venv/bin/python benchmarks/bench_train_parts.py [--rounds 7]
+    .venv/bin/python benchmarks/bench_train_parts.py [--rounds 7] [--parts ssim adam adversarial joint]
 """
 
 from __future__ import annotations
@@ -108,13 +111,48 @@ def adversarial_parts(rounds: int) -> dict:
     return {"training_step_s": {"without": t_plain, "with_adversarial": t_adv, "ratio": t_adv / t_plain}}
 
 
+def joint_parts(rounds: int) -> dict:
+    from xray2mri.pipeline.data.synth.tissues import NUM_CLASSES
+
+    def build(joint: bool) -> Xray2MRI:
+        torch.manual_seed(0)
+        return Xray2MRI(xray_size=[128, 128], mri_shape=[64, 64, 64], variant="geometry", uncertainty=True,
+                        return_dict=True, joint_classes=NUM_CLASSES if joint else 0, joint_shape=(40, 32, 40))
+
+    plain_net, joint_net = build(False), build(True)
+    base = HybridLoss(xray_weight=1.0, mri_weight=30.0, ssim_weight=1.0, mri_loss="mse", joint_weight=1.0)
+    loss_fn = WithUncertaintyLoss(base, nll_weight=1.0, distribution="gaussian")
+    x, mri = torch.rand(1, 1, 128, 128), torch.rand(1, 1, 64, 64, 64)
+    fractions = torch.softmax(torch.randn(1, NUM_CLASSES, 40, 32, 40), dim=1)
+    opts = {id(n): torch.optim.Adam(n.parameters(), lr=1e-6, fused=True) for n in (plain_net, joint_net)}
+
+    def step(net: Xray2MRI, target: dict) -> None:
+        opt = opts[id(net)]
+        opt.zero_grad()
+        loss_fn(net(x), target).backward()
+        opt.step()
+
+    t_plain, t_joint = _interleaved(_timed(lambda: step(plain_net, {"xray": x, "mri": mri})),
+                                    _timed(lambda: step(joint_net, {"xray": x, "mri": mri, "joint_labels": fractions})),
+                                    rounds, 4)
+    with torch.no_grad():
+        plain_net.eval(), joint_net.eval()
+        f_plain, f_joint = _interleaved(_timed(lambda: plain_net.forward_dict(x)), _timed(lambda: joint_net.forward_dict(x)),
+                                        rounds, 4)
+    return {"training_step_s": {"without": t_plain, "with_joint_head": t_joint, "ratio": t_joint / t_plain},
+            "inference_forward_s": {"without": f_plain, "with_joint_head": f_joint, "ratio": f_joint / f_plain}}
+
+
+PARTS = {"ssim": ssim_parts, "adam": adam_parts, "adversarial": adversarial_parts, "joint": joint_parts}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
+    parser.add_argument("--parts", nargs="+", choices=sorted(PARTS), default=list(PARTS), help="which parts (default all)")
     args = parser.parse_args(argv)
-    out = {"threads": torch.get_num_threads(), "torch": torch.__version__,
-           "ssim": ssim_parts(args.rounds), "adam": adam_parts(args.rounds),
-           "adversarial": adversarial_parts(args.rounds)}
+    out = {"threads": torch.get_num_threads(), "torch": torch.__version__}
+    out.update({name: PARTS[name](args.rounds) for name in args.parts})
     print(json.dumps(out, indent=1))
     return 0
 
