@@ -158,7 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         readings = jsw(item["volume"], spacing)
         results["real"][name] = {"jsw_medial_mm": readings["medial"], "jsw_lateral_mm": readings["lateral"],
                                  "nearest_synthetic_ncc": nearest_ncc(item["volume"], references),
-                                 "ood_score": item["facts"].get("ood_score"), "ood_flag": item["facts"].get("ood_flag")}
+                                 "ood_score": item["facts"].get("ood_score"), "ood_flag": item["facts"].get("ood_flag"),
+                                 # the sidecar's readings: on the joint-region head's map when the bundle has one
+                                 "map_jsw_medial_mm": item["facts"].get("jsw_medial_mm"),
+                                 "map_jsw_lateral_mm": item["facts"].get("jsw_lateral_mm"),
+                                 "map_cartilage_medial_mm": item["facts"].get("cartilage_thickness_medial_mm"),
+                                 "readings_map": item["facts"].get("readings_map")}
         if _grade(name) is not None:
             results["kl_grades"][name] = _grade(name)
     graded = [(g, results["real"][n]["jsw_medial_mm"]) for n, g in results["kl_grades"].items()]
@@ -167,15 +172,26 @@ def main(argv: list[str] | None = None) -> int:
         from xray2mri.pipeline.evaluation.uncertainty import spearman
 
         results["spearman_grade_vs_medial_jsw"] = spearman([g for g, _ in graded], [j for _, j in graded])
+    mapped = [(g, results["real"][n]["map_jsw_medial_mm"]) for n, g in results["kl_grades"].items()]
+    mapped = [(g, j) for g, j in mapped if j is not None and math.isfinite(j)]
+    if len(mapped) >= 3:
+        from xray2mri.pipeline.evaluation.uncertainty import spearman
+
+        results["spearman_grade_vs_map_medial_jsw"] = spearman([g for g, _ in mapped], [j for _, j in mapped])
     print(f"spread of the generated volumes: real {results['spread_real']:.4f}, synthetic test split "
           f"{results['spread_synthetic_test']:.4f} (ratio {results['spread_ratio']:.2f}; 0 = one template)")
     for name, r in results["real"].items():
         print(f"  {name:18s} medial JSW {r['jsw_medial_mm']:.2f} mm  lateral {r['jsw_lateral_mm']:.2f} mm  "
               f"nearest test-split volume NCC {r['nearest_synthetic_ncc']:.2f}  "
-              f"OOD score {r['ood_score'] if r['ood_score'] is None else round(r['ood_score'], 2)}")
+              f"OOD score {r['ood_score'] if r['ood_score'] is None else round(r['ood_score'], 2)}"
+              + (f"  tissue map: medial JSW {r['map_jsw_medial_mm']} mm, lateral {r['map_jsw_lateral_mm']} mm, "
+                 f"medial cartilage {r['map_cartilage_medial_mm']} mm" if r["readings_map"] else ""))
     print(f"  (a test-split volume's nearest other test-split volume: NCC median {results['nearest_synthetic_ncc_test']:.2f})")
     if "spearman_grade_vs_medial_jsw" in results:
         print(f"Spearman(KL grade, medial JSW) on the KL 0-4 crops: {results['spearman_grade_vs_medial_jsw']:.2f}")
+    if "spearman_grade_vs_map_medial_jsw" in results:
+        print(f"Spearman(KL grade, medial JSW on the tissue map) on the KL 0-4 crops: "
+              f"{results['spearman_grade_vs_map_medial_jsw']:.2f}")
     if args.figure:
         draw(args.figure, real)
     if args.json:
