@@ -29,7 +29,8 @@ from xray2mri.pipeline.training.networks import VARIANT_NAMES
 #: The demo's quality bar: a property of the demo (its cohort, sizes and training), kept as data.
 DEMO_CRITERIA: Path = Path(__file__).resolve().parent / "demo_quality_bar.json"
 #: summary.json metrics printed at the end (see xray2mri.pipeline.evaluation.summary).
-HEADLINE_METRICS: tuple[str, ...] = ("psnr_db", "psnr_slice_db", "ssim3d", "mae", "jsw_abs_err_mm")
+HEADLINE_METRICS: tuple[str, ...] = ("psnr_db", "psnr_slice_db", "ssim3d", "mae", "jsw_abs_err_mm",
+                                      "tissue_jsw_abs_err_mm", "cartilage_thickness_abs_err_mm")
 #: summary.json entries of the uncertainty map printed at the end (:mod:`xray2mri.pipeline.evaluation.uncertainty`).
 UNCERTAINTY_METRICS: tuple[str, ...] = ("uncertainty_coverage_80", "uncertainty_coverage_90", "uncertainty_coverage_95",
                                         "uncertainty_width_90", "uncertainty_error_spearman")

@@ -52,6 +52,7 @@ def test_demo_trains_the_declared_variant_and_reports_it_against_the_baselines(d
     assert sorted(p.name for p in out.glob("train_*")) == [f"train_{train_setting(bundle, 'variant')}"]
     # the console ends with the headline numbers and where the report is
     assert "psnr_db" in stdout and f"[demo] report: {out / 'report' / 'report.md'}" in stdout
+    assert "tissue_jsw_abs_err_mm" in stdout  # the readings on the joint-region map, in the headline too
 
 
 def test_demo_installs_the_declared_variant_and_predicts_with_it(demo_run, tiny_cohort):
