@@ -59,6 +59,7 @@ __all__ = [
     "thickness_per_line",
     "read_tissue_map",
     "dice_per_class",
+    "grid_text",
 ]
 
 #: Classes that are bone (a bone surface is where their summed probability falls off).
@@ -83,6 +84,11 @@ def _reading_keys() -> tuple[str, ...]:
 #: Every key :func:`read_tissue_map` returns. ``cartilage_thickness_<compartment>_mm`` is the tibial
 #: cartilage's mean thickness there (the issue's cartilage target and the prediction sidecar's field).
 READING_KEYS: tuple[str, ...] = _reading_keys()
+
+
+def grid_text(spacing: Sequence[float]) -> str:
+    """A map's voxel size as the sidecars and the report name it, e.g. ``"2.5 x 1.25 x 2.5 mm voxels"``."""
+    return " x ".join(f"{float(s):g}" for s in spacing) + " mm voxels"
 
 
 def class_probabilities(tissue_map, tissue_legend: Mapping[str, int] | None = None) -> np.ndarray:

@@ -126,9 +126,9 @@ def _readings(
         cases, tissue, legend, spacing, jsw_readers, inputs.xray_spacing if isotropic or joint else None
     )
     out = clinical.summarize_readings(rows, lambda v: summarize(v, n_boot=n_boot, seed=seed))
-    grid = " x ".join(f"{float(v):g}" for v in spacing)
-    out["map"] = (f"joint-region box {'x'.join(str(n) for n in np.shape(cases[0].labels)[-3:])} voxels of {grid} mm "
-                  f"(the joint-region head's)" if joint else f"whole volume, {grid} mm voxels")
+    grid = RD.grid_text(spacing)
+    out["map"] = (f"joint-region box {'x'.join(str(n) for n in np.shape(cases[0].labels)[-3:])}, {grid} "
+                  f"(the joint-region head's)" if joint else f"whole volume, {grid}")
     return rows, out
 
 

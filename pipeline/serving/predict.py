@@ -58,7 +58,7 @@ from xray2mri.pipeline.serving.files import (
 from xray2mri.pipeline.serving.tissue_outputs import (
     JOINT_LABELS_SUFFIX,
     LABELS_SUFFIX,
-    joint_facts,
+    joint_outputs,
     label_map,
     tissue_facts,
     tissue_probabilities,
@@ -77,7 +77,7 @@ from xray2mri.pipeline.serving.uncertainty import (
 from xray2mri.pipeline.serving.write_queue import BackgroundWriter, OutputJob, WriteResult, write_all_or_none
 from xray2mri.pipeline.training.uncertainty_loss import LOG_SCALE_KEY
 from xray2mri.transforms.errors import InputError, XrayInputError
-from xray2mri.transforms.geometry import MIRRORED_KEY, canonical_affine, centred_box_affine
+from xray2mri.transforms.geometry import MIRRORED_KEY, canonical_affine
 
 __all__ = [
     "Prediction",
@@ -356,10 +356,9 @@ class Predictor:
             joint_labels = joint_affine = None
             affine = canonical_affine(volume_np.shape, self.mri_spacing)
             if joint_logits is not None and self.joint_spacing is not None:  # finer at the joint: its readings win
-                joint_probs = tissue_probabilities(joint_logits[0])
-                facts.update(joint_facts(joint_probs, self.joint_spacing))
-                joint_labels = label_map(joint_probs, mirrored)
-                joint_affine = centred_box_affine(affine, volume_np.shape, joint_labels.shape, self.joint_spacing)
+                joint_facts, joint_labels, joint_affine = joint_outputs(joint_logits[0], mirrored, affine,
+                                                                        volume_np.shape, self.joint_spacing)
+                facts.update(joint_facts)
             warnings = _input_warnings(meta, header)
             if self.uncertainty_note:
                 warnings.append(self.uncertainty_note)

@@ -31,11 +31,11 @@ import numpy as np
 import torch
 
 from xray2mri.pipeline.data.synth.tissues import class_legend
-from xray2mri.pipeline.evaluation.readings import read_tissue_map
+from xray2mri.pipeline.evaluation.readings import grid_text, read_tissue_map
 from xray2mri.pipeline.evaluation.reprojection import reprojection_ncc
 
 __all__ = ["LABELS_SUFFIX", "JOINT_LABELS_SUFFIX", "SIDECAR_READINGS", "tissue_probabilities", "tissue_facts",
-           "joint_facts", "label_map", "write_label_map"]
+           "joint_facts", "joint_outputs", "label_map", "write_label_map"]
 
 #: File name suffix of the label map written beside ``<output stem>_mri_synthetic.nii.gz``.
 LABELS_SUFFIX: str = "_labels_synthetic.nii.gz"
@@ -72,12 +72,8 @@ def tissue_facts(
         x = np.asarray(torch.as_tensor(xray).detach().float().cpu()).squeeze()
         facts["reprojection_ncc"] = _finite_or_none(reprojection_ncc(probs, x, mri_spacing, xray_spacing))
     facts["tissue_classes"] = class_legend()
-    facts["readings_map"] = f"whole-volume tissue map ({_grid(mri_spacing)})"
+    facts["readings_map"] = f"whole-volume tissue map ({grid_text(mri_spacing)})"
     return facts
-
-
-def _grid(spacing: Sequence[float]) -> str:
-    return " x ".join(f"{float(s):g}" for s in spacing) + " mm voxels"
 
 
 def joint_facts(probs: np.ndarray, joint_spacing: Sequence[float]) -> dict[str, Any]:
@@ -86,8 +82,23 @@ def joint_facts(probs: np.ndarray, joint_spacing: Sequence[float]) -> dict[str, 
     readings = read_tissue_map(probs, joint_spacing)
     facts: dict[str, Any] = {k: _finite_or_none(readings[k]) for k in SIDECAR_READINGS}
     facts["tissue_classes"] = class_legend()
-    facts["readings_map"] = f"joint-region tissue map ({_grid(joint_spacing)})"
+    facts["readings_map"] = f"joint-region tissue map ({grid_text(joint_spacing)})"
     return facts
+
+
+def joint_outputs(
+    logits: torch.Tensor, mirrored: bool, volume_affine: np.ndarray, volume_shape: Sequence[int],
+    joint_spacing: Sequence[float],
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """One knee's joint-region head output as predict and inference.json serve it: the sidecar's readings
+    (:func:`joint_facts`), the label map on the box mirrored back like the volume, and the box's affine
+    (centred on the volume's, :func:`~xray2mri.transforms.geometry.centred_box_affine`)."""
+    from xray2mri.transforms.geometry import centred_box_affine
+
+    probs = tissue_probabilities(logits)
+    labels = label_map(probs, mirrored)
+    return joint_facts(probs, joint_spacing), labels, centred_box_affine(volume_affine, volume_shape, labels.shape,
+                                                                         joint_spacing)
 
 
 def label_map(probs: np.ndarray, mirrored: bool) -> np.ndarray:

@@ -268,12 +268,11 @@ class SaveInferenceVolumes:
                 facts["labels_output"] = labels_path.name
             joint_logits = pred.get("joint_logits") if isinstance(pred, Mapping) else None
             if joint_logits is not None:  # finer at the joint: its readings replace the whole-volume map's
-                probs = tissue.tissue_probabilities(joint_logits)
-                facts.update(tissue.joint_facts(probs, self.joint_spacing))
+                joint_facts, joint, joint_affine = tissue.joint_outputs(joint_logits, mirrored, affine, volume.shape,
+                                                                        self.joint_spacing)
+                facts.update(joint_facts)
                 joint_path = self.output_dir / f"{stem}{tissue.JOINT_LABELS_SUFFIX}"
-                joint = tissue.label_map(probs, mirrored)
-                tissue.write_label_map(joint, centred_box_affine(affine, volume.shape, joint.shape, self.joint_spacing),
-                                       joint_path)
+                tissue.write_label_map(joint, joint_affine, joint_path)
                 facts["joint_labels_output"] = joint_path.name
             if "joint_centre_px" in meta or uncertainty is not None or logits is not None or joint_logits is not None:
                 write_sidecar({**facts, "output": path.name}, sidecar_path(path))

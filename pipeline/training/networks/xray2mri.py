@@ -311,11 +311,12 @@ class Xray2MRI(nn.Module):
         # Built last and on a forked random state: the rest of the network, and everything drawn from
         # the global generator after it (shuffling, augmentation), are as without the head, so a
         # training run with the head gives the same MRI weights as one without.
+        # channels of the generator's last-layer input, which both side heads read
+        last_in = (int(gen_channels[-1]) if len(gen_channels) else int(gen_start_channels)) + widths[-1]
         self.scale_head: nn.Module | None = None
         if self.uncertainty:
             if int(uncertainty_channels) < 1:
                 raise ValueError(f"uncertainty_channels must be at least 1, got {uncertainty_channels}")
-            last_in = (int(gen_channels[-1]) if len(gen_channels) else int(gen_start_channels)) + widths[-1]
             hidden = int(uncertainty_channels)
             layers: list[nn.Module] = [
                 Convolution(3, last_in, hidden, kernel_size=1, act=act, norm=None, bias=bias),
@@ -330,7 +331,6 @@ class Xray2MRI(nn.Module):
         self.joint_classes = int(joint_classes)
         self.joint_head: nn.Module | None = None
         if self.joint_classes:
-            last_in = (int(gen_channels[-1]) if len(gen_channels) else int(gen_start_channels)) + widths[-1]
             feature_shape = tuple(m // strides[-1] for m in self.mri_shape)
             box = JointBox(_int_tuple("joint_shape", joint_shape, 3), self.xray_size, self.mri_shape, feature_shape)
             with torch.random.fork_rng(devices=[]):
