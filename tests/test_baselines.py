@@ -83,3 +83,34 @@ def test_load_split_resolves_paths_and_returns_arrays(tmp_path):
         load_split(path, tmp_path, "validation", preprocess)
     with pytest.raises(InputError, match="S0"):
         load_split(path, tmp_path, "training", lambda item: 1 / 0)
+
+
+def test_load_split_keeps_the_datalist_order_on_several_threads(tmp_path):
+    """Items are preprocessed in parallel; the records still follow the datalist, and a failing item is named."""
+    import time
+
+    items = []
+    for i in range(6):
+        (tmp_path / f"S{i}").mkdir()
+        np.save(tmp_path / f"S{i}" / "x.npy", np.full((1, 2, 2), float(i)))
+        np.save(tmp_path / f"S{i}" / "m.npy", np.full((1, 2, 2, 2), float(i)))
+        items.append({"subject": f"S{i}", "xray": f"S{i}/x.npy", "mri": f"S{i}/m.npy"})
+    path = tmp_path / "datalist.json"
+    path.write_text(json.dumps({"training": items}))
+
+    def preprocess(item):  # the first items finish last
+        x = np.load(item["xray"])
+        time.sleep(0.05 * (6 - float(x.max())))
+        return {"xray": x, "mri": np.load(item["mri"])}
+
+    recs = load_split(path, tmp_path, "training", preprocess, workers=3)
+    assert [r["subject"] for r in recs] == [f"S{i}" for i in range(6)]
+    assert [float(r["xray"].max()) for r in recs] == [float(i) for i in range(6)]
+
+    def fail_on_s4(item):
+        if "S4" in item["xray"]:
+            raise ValueError("unreadable")
+        return preprocess(item)
+
+    with pytest.raises(InputError, match="S4"):
+        load_split(path, tmp_path, "training", fail_on_s4, workers=3)

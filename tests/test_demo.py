@@ -52,7 +52,7 @@ def test_demo_trains_the_declared_variant_and_reports_it_against_the_baselines(d
     assert sorted(p.name for p in out.glob("train_*")) == [f"train_{train_setting(bundle, 'variant')}"]
     # the console ends with the headline numbers and where the report is
     assert "psnr_db" in stdout and f"[demo] report: {out / 'report' / 'report.md'}" in stdout
-    assert "tissue_jsw_abs_err_mm" in stdout  # the readings on the joint-region map, in the headline too
+    assert " jsw_abs_err_mm " in stdout and "mri_jsw_abs_err_mm" in stdout  # the map reading and the MRI-intensity one
 
 
 def test_demo_installs_the_declared_variant_and_predicts_with_it(demo_run, tiny_cohort):
@@ -92,7 +92,7 @@ def test_demo_installs_the_declared_variant_and_predicts_with_it(demo_run, tiny_
     assert [j.name.replace("_joint_labels_synthetic", "_mri_synthetic") for j in joint] == [v.name for v in volumes]
     assert summary["readings"]["map"].startswith("joint-region box")
     declared_row = summary["methods"][VARIANT_NAMES[declared]]
-    for key in ("tissue_jsw_abs_err_mm", "cartilage_thickness_abs_err_mm", "dice_mean"):
+    for key in ("jsw_abs_err_mm", "cartilage_thickness_abs_err_mm", "dice_mean"):
         assert key in declared_row and key in summary["methods"]["nearest-neighbour retrieval"], key
 
 
@@ -136,17 +136,17 @@ def test_demo_headline_prints_undefined_means_and_noisy_criteria(capsys):
     from xray2mri.pipeline import demo
 
     summary = {
-        "methods": {"geometry-aware": {"psnr_db": {"mean": 25.5}, "jsw_abs_err_mm": {"mean": None}}},
+        "methods": {"geometry-aware": {"psnr_db": {"mean": 25.5}, "mri_jsw_abs_err_mm": {"mean": None}}},
         "quality_bar_headline": {"model": "geometry-aware", "passed": False, "rule": "r"},
         "quality_bar": {"geometry-aware": {"criteria": [
             {"criterion": "psnr_db >= m + 3", "clear": True},
-            {"criterion": "jsw_abs_err_mm < nn", "clear": False},
+            {"criterion": "mri_jsw_abs_err_mm < nn", "clear": False},
         ]}},
     }
     demo._print_headline(summary, DemoSettings(out_dir=Path("runs/x")))
     out = capsys.readouterr().out
-    assert "psnr_db 25.500" in out and "jsw_abs_err_mm n/a" in out
-    assert "NOT MET" in out and "within the noise" in out and "jsw_abs_err_mm < nn" in out
+    assert "psnr_db 25.500" in out and "mri_jsw_abs_err_mm n/a" in out
+    assert "NOT MET" in out and "within the noise" in out and "mri_jsw_abs_err_mm < nn" in out
     assert "psnr_db >= m + 3" not in out.split("within the noise")[1]
 
 

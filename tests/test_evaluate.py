@@ -82,13 +82,13 @@ def test_evaluate_an_oai_import_gives_image_metrics_and_jsw_against_the_acquired
     assert summary["n_test_cases"] == len(test_items)  # each knee is a case, not each participant
     for method in (MODEL, BASELINE_NAMES["mean"], BASELINE_NAMES["nn"]):
         stats = summary["methods"][method]
-        for key in ("psnr_db", "psnr_slice_db", "ssim3d", "mae", "jsw_abs_err_mm"):
+        for key in ("psnr_db", "psnr_slice_db", "ssim3d", "mae", "mri_jsw_abs_err_mm"):
             assert _finite(stats[key]), (method, key)
     assert _finite(summary["methods"][MODEL]["xray_psnr_db"])
     # no label map, no meta JSON: JSW places and reference come from the ground-truth MRI
     assert summary["jsw_reference"] == [JSW_FROM_MRI]
     gt = summary["methods"][GT_CHECK]
-    assert _finite(gt["jsw_medial_mm"]) and _finite(gt["jsw_lateral_mm"]) and "jsw_abs_err_mm" not in gt
+    assert _finite(gt["jsw_medial_mm"]) and _finite(gt["jsw_lateral_mm"]) and "mri_jsw_abs_err_mm" not in gt
     assert not any(k.startswith("mae_") for k in summary["methods"][MODEL])  # no tissue labels, no tissue MAE
     with open(out / "report" / "metrics_per_subject.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["method"] == GT_CHECK]
@@ -115,7 +115,7 @@ def test_the_same_run_described_as_a_real_release_is_never_called_synthetic(oai_
     summary = report_from_files(real, tree, {MODEL: out / "evaluate" / "predictions"}, bundle, tmp_path / "report",
                                 n_montage=1, n_boot=200)
     assert summary["synthetic_data"] is False and summary["quality_bar"] == {}
-    assert _finite(summary["methods"][MODEL]["jsw_abs_err_mm"])
+    assert _finite(summary["methods"][MODEL]["mri_jsw_abs_err_mm"])
     md = (tmp_path / "report" / "report.md").read_text()
     assert "**Acquired data.**" in md and "Synthetic data" not in md and "## Quality bar" not in md
     # figures carry the same word: rendered titles are not searchable, so check what the report was told

@@ -59,9 +59,13 @@ def test_separable_ssim_equals_monai_dense_window(kernel_type):
     torch.manual_seed(1)
     a = torch.rand(2, 2, 9, 10, 11)
     b = (0.7 * a + 0.3 * torch.rand_like(a)).clamp(0, 1)
-    ours = ssim_loss_3d(a, b, win_size=7, kernel_type=kernel_type)
-    ref = SSIMLoss(spatial_dims=3, kernel_type=kernel_type, win_size=7)(a, b)
+    a_ours, a_ref = a.clone().requires_grad_(), a.clone().requires_grad_()
+    ours = ssim_loss_3d(a_ours, b, win_size=7, kernel_type=kernel_type)
+    ref = SSIMLoss(spatial_dims=3, kernel_type=kernel_type, win_size=7)(a_ref, b)
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
+    # training follows the same gradient (the target's statistics are filtered outside the graph)
+    ours.backward(), ref.backward()
+    torch.testing.assert_close(a_ours.grad, a_ref.grad, rtol=1e-3, atol=1e-7)
 
 
 def test_zero_weight_skips_the_term():

@@ -17,7 +17,7 @@ from xray2mri.pipeline.demo import DEMO_CRITERIA
 from xray2mri.pipeline.evaluation import report as R
 from xray2mri.pipeline.evaluation import summary as S
 from xray2mri.pipeline.evaluation.baselines import BASELINE_NAMES
-from xray2mri.pipeline.evaluation.clinical import BAR_READINGS, GT_LABELS, TISSUE_LABELS_SUFFIX
+from xray2mri.pipeline.evaluation.clinical import GT_LABELS, TISSUE_LABELS_SUFFIX
 from xray2mri.pipeline.evaluation.inputs import (
     bundle_preprocessing,
     load_cases,
@@ -243,7 +243,7 @@ def test_report_end_to_end_writes_every_file_and_judges_the_quality_bar(fake_run
     good_fails = [c for c in summary["quality_bar"]["good model"]["criteria"] if not c["pass"]]
     assert good_fails and all(c["criterion"].startswith("cartilage_thickness_abs_err_mm") and c["value"] == 0.0
                               and c["threshold"] == 0.0 for c in good_fails)
-    assert any(c["criterion"].startswith("tissue_jsw_abs_err_mm") and c["pass"]
+    assert any(c["criterion"].startswith("jsw_abs_err_mm") and c["pass"]
                for c in summary["quality_bar"]["good model"]["criteria"])
     assert summary["quality_bar"]["bad model"]["pass"] is False
     assert len(summary["quality_bar"]["good model"]["criteria"]) == len(S.load_criteria(DEMO_CRITERIA).criteria)
@@ -255,7 +255,7 @@ def test_report_end_to_end_writes_every_file_and_judges_the_quality_bar(fake_run
     assert bad["ssim3d"]["mean"] < good["ssim3d"]["mean"]
     # clinical readings: the good model's tissue map is the truth; the bad model has no tissue head
     assert good["dice_mean"]["mean"] == 1.0 and good["dice_femur"]["mean"] == 1.0
-    assert good["cartilage_thickness_abs_err_mm"]["mean"] == 0.0 and good["tissue_jsw_abs_err_mm"]["mean"] == 0.0
+    assert good["cartilage_thickness_abs_err_mm"]["mean"] == 0.0 and good["jsw_abs_err_mm"]["mean"] == 0.0
     assert "dice_mean" not in bad and "cartilage_thickness_abs_err_mm" not in bad
     assert 0.0 < summary["methods"][BASELINE_NAMES["nn"]]["dice_mean"]["mean"] <= 1.0
     agree = summary["readings"]["agreement"]
@@ -267,8 +267,8 @@ def test_report_end_to_end_writes_every_file_and_judges_the_quality_bar(fake_run
     assert good["reprojection_ncc"]["n"] == 3
     # JSW measured on the ground-truth MRI matches the meta JSON (the measurement check)
     check = summary["methods"][GT_CHECK]
-    assert check["jsw_abs_err_mm"]["mean"] < 0.5
-    assert good["jsw_abs_err_mm"]["mean"] < 0.5
+    assert check["mri_jsw_abs_err_mm"]["mean"] < 0.5
+    assert good["mri_jsw_abs_err_mm"]["mean"] < 0.5
     # report.md: states the data are synthetic and the data range; every image it shows exists
     md = (out / "report.md").read_text()
     assert "Synthetic data" in md and "data_range = 1.0" in md
@@ -361,19 +361,20 @@ def test_quality_bar_margins_say_whether_a_verdict_is_outside_the_subjects_noise
     rows = []
     for i in range(20):
         base = {"subject": f"S{i:02d}", "grade": i % 3}
-        rows.append({**base, "method": mean_name, "psnr_db": 20.0, "ssim3d": 0.5, "jsw_abs_err_mm": 1.0})
-        rows.append({**base, "method": nn_name, "psnr_db": 24.0, "ssim3d": 0.7, "jsw_abs_err_mm": 0.8})
+        rows.append({**base, "method": mean_name, "psnr_db": 20.0, "ssim3d": 0.5, "mri_jsw_abs_err_mm": 1.0})
+        rows.append({**base, "method": nn_name, "psnr_db": 24.0, "ssim3d": 0.7, "mri_jsw_abs_err_mm": 0.8})
         rows.append(
             {
                 **base,
                 "method": "model",
                 "psnr_db": 26.05 + wobble[i],  # +6.05 over the mean volume (bar +3), +2.05 over NN (bar +2)
                 "ssim3d": 0.9,
-                "jsw_abs_err_mm": 0.75 + 0.2 * wobble[i],  # 0.25 below the mean volume, 0.05 below NN
+                "mri_jsw_abs_err_mm": 0.75 + 0.2 * wobble[i],  # 0.25 below the mean volume, 0.05 below NN
             }
         )
-    volume_criteria = [c for c in S.load_criteria(DEMO_CRITERIA).criteria if c.metric not in BAR_READINGS]
-    bar = S.summarize_rows(rows, ["model"], volume_criteria, n_boot=500)["quality_bar"]["model"]
+    judged = [c for c in S.load_criteria(DEMO_CRITERIA).criteria if c.metric in ("psnr_db", "ssim3d")]
+    judged += [S.Criterion("mri_jsw_abs_err_mm", "<", base, 0.0) for base in ("mean", "nn")]
+    bar = S.summarize_rows(rows, ["model"], judged, n_boot=500)["quality_bar"]["model"]
     assert bar["pass"] is True
     crit = {c["criterion"]: c for c in bar["criteria"]}
     clear = crit[f"psnr_db >= {mean_name} + 3"]
@@ -382,9 +383,9 @@ def test_quality_bar_margins_say_whether_a_verdict_is_outside_the_subjects_noise
     hair = crit[f"psnr_db >= {nn_name} + 2"]
     assert hair["pass"] is True and hair["margin"] == pytest.approx(0.05)
     assert hair["margin_ci95"][0] < 0 < hair["margin_ci95"][1] and hair["clear"] is False
-    jsw_nn = crit[f"jsw_abs_err_mm < {nn_name}"]
+    jsw_nn = crit[f"mri_jsw_abs_err_mm < {nn_name}"]
     assert jsw_nn["margin"] == pytest.approx(0.05) and jsw_nn["clear"] is False
-    jsw_mean = crit[f"jsw_abs_err_mm < {mean_name}"]
+    jsw_mean = crit[f"mri_jsw_abs_err_mm < {mean_name}"]
     assert jsw_mean["margin"] == pytest.approx(0.25) and jsw_mean["margin_ci95"][0] > 0
 
 
@@ -395,14 +396,15 @@ def test_quality_bar_margin_is_undefined_without_paired_subjects():
     rows = []
     for i in range(4):
         base = {"subject": f"S{i}", "grade": 0}
-        rows.append({**base, "method": mean_name, "psnr_db": 20.0, "ssim3d": 0.5, "jsw_abs_err_mm": 1.0})
-        rows.append({**base, "method": nn_name, "psnr_db": 21.0, "ssim3d": 0.6, "jsw_abs_err_mm": 1.0})
-        rows.append({**base, "method": "model", "psnr_db": 30.0 + i, "ssim3d": 0.9, "jsw_abs_err_mm": float("nan")})
-    criteria = S.load_criteria(DEMO_CRITERIA).criteria
+        rows.append({**base, "method": mean_name, "psnr_db": 20.0, "ssim3d": 0.5, "mri_jsw_abs_err_mm": 1.0})
+        rows.append({**base, "method": nn_name, "psnr_db": 21.0, "ssim3d": 0.6, "mri_jsw_abs_err_mm": 1.0})
+        rows.append({**base, "method": "model", "psnr_db": 30.0 + i, "ssim3d": 0.9, "mri_jsw_abs_err_mm": float("nan")})
+    criteria = [c for c in S.load_criteria(DEMO_CRITERIA).criteria if c.metric in ("psnr_db", "ssim3d")]
+    criteria += [S.Criterion("mri_jsw_abs_err_mm", "<", base, 0.0) for base in ("mean", "nn")]
     crit = {c["criterion"]: c for c in S.quality_bar(
         S.summarize_rows(rows, [], n_boot=200)["methods"], ["model"], criteria, rows, n_boot=200)["model"]["criteria"]}
-    assert crit[f"jsw_abs_err_mm < {nn_name}"]["clear"] is None
-    assert crit[f"jsw_abs_err_mm < {nn_name}"]["pass"] is False
+    assert crit[f"mri_jsw_abs_err_mm < {nn_name}"]["clear"] is None
+    assert crit[f"mri_jsw_abs_err_mm < {nn_name}"]["pass"] is False
     assert crit[f"psnr_db >= {mean_name} + 3"]["clear"] is True
 
 
@@ -413,7 +415,7 @@ def test_grade_figure_keeps_subjects_without_a_grade(tmp_path, monkeypatch):
 
     from xray2mri.pipeline.evaluation.figures import grade_distributions
 
-    rows = [{"subject": f"S{i}", "grade": g, "method": m, "psnr_db": 20.0 + i, "ssim3d": 0.5, "jsw_abs_err_mm": 1.0}
+    rows = [{"subject": f"S{i}", "grade": g, "method": m, "psnr_db": 20.0 + i, "ssim3d": 0.5, "mri_jsw_abs_err_mm": 1.0}
             for i, g in enumerate([0, 2, None, None]) for m in ("model", BASELINE_NAMES["mean"])]
     ticks = []
     original = matplotlib.axes.Axes.set_xticklabels

@@ -139,7 +139,7 @@ def test_evaluate_reads_the_tissue_heads_maps_into_the_report(tmp_path, tiny_coh
     row = summary["methods"]["geometry-aware"]  # the row name of the bundle's declared variant
     for key in ("dice_mean", "dice_femur", "cartilage_thickness_abs_err_mm", "reprojection_ncc"):
         assert row[key]["n"] > 0, key
-    assert "tissue_jsw_abs_err_mm" in row  # nan (n 0) where a one-epoch model draws no femur above a tibia
+    assert "jsw_abs_err_mm" in row  # nan (n 0) where a one-epoch model draws no femur above a tibia
     assert 0.0 <= row["dice_mean"]["mean"] <= 1.0 and -1.0 <= row["reprojection_ncc"]["mean"] <= 1.0
 
 

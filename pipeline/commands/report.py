@@ -119,7 +119,7 @@ def print_headline(summary: dict, report_md: Path) -> None:
             continue
         print(
             f"{method:34s} PSNR {stats['psnr_db']['mean']:6.2f} dB  SSIM {stats['ssim3d']['mean']:.3f}  "
-            f"JSW |err| {stats['jsw_abs_err_mm']['mean']:.2f} mm"
+            f"JSW |err| on the MRI {stats['mri_jsw_abs_err_mm']['mean']:.2f} mm"
         )
     for model, res in summary["quality_bar"].items():
         print(f"quality bar, {model}: {'PASS' if res['pass'] else 'FAIL'}")

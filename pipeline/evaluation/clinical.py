@@ -19,7 +19,7 @@ Rows carry ``dice_<class>`` and ``dice_mean`` (classes present in the truth), ev
 ``tissue_<reading>`` (``tissue_jsw_medial_mm`` ...; the intensity JSW keeps ``jsw_*``), its error
 against the ground-truth map's reading (``tissue_<reading>_err``) and ``cartilage_thickness_abs_err_mm``
 (mean over the medial and lateral compartments of the tibial cartilage's mean-thickness |error|) and
-``tissue_jsw_abs_err_mm``, and ``reprojection_ncc`` (the tissue map projected with the project's DRR
+``jsw_abs_err_mm``, and ``reprojection_ncc`` (the tissue map projected with the project's DRR
 against the input radiograph, :mod:`~xray2mri.pipeline.evaluation.reprojection`). :func:`agreement` gives per method and reading the bias, Bland-Altman limits,
 the correlation with the truth and the across-subject std of the method against the truth's.
 """
@@ -86,7 +86,7 @@ READ_KEYS: tuple[str, ...] = (
 DEFINITIONS: dict[str, str] = {
     "dice_<class>": "Dice of one tissue class (argmax of the tissue map vs the ground-truth label map's class)",
     "dice_mean": "mean Dice over the classes present in the case's ground-truth label map",
-    "tissue_jsw_abs_err_mm": "minimum JSW read on the tissue map (femur-tibia bone distance, partial-volume sum), "
+    "jsw_abs_err_mm": "minimum JSW read on the tissue map (femur-tibia bone distance, partial-volume sum), "
     "mean of medial and lateral |error| against the reference (mm)",
     "cartilage_thickness_abs_err_mm": "tibial cartilage mean thickness per compartment read on the tissue map, "
     "mean of medial and lateral |error| against the reference (mm)",
@@ -98,7 +98,7 @@ DEFINITIONS: dict[str, str] = {
 }
 
 #: Reading keys a quality bar may judge (beside the volume metrics): per-case rows of every tissue method.
-BAR_READINGS: tuple[str, ...] = ("tissue_jsw_abs_err_mm", "cartilage_thickness_abs_err_mm", "dice_mean")
+BAR_READINGS: tuple[str, ...] = ("jsw_abs_err_mm", "cartilage_thickness_abs_err_mm", "dice_mean")
 
 #: A tissue method: case -> ``(C, D, H, W)`` class probabilities, a ``(D, H, W)`` class map, or ``None``
 #: (no tissue map for this case).
@@ -161,7 +161,7 @@ def _reading_row(
     if truth is not None:
         for k in keys:
             row[f"tissue_{k}_err"] = float(readings[k]) - float(truth[k])
-        row["tissue_jsw_abs_err_mm"] = float(
+        row["jsw_abs_err_mm"] = float(
             np.mean([abs(row.get(f"tissue_jsw_{c}_mm_err", math.nan)) for c in ("medial", "lateral")])
         )
         row["cartilage_thickness_abs_err_mm"] = float(
@@ -188,7 +188,7 @@ def measure_readings(
     """One row per (case with labels, method with a tissue map) plus the ground-truth map's row per case.
 
     ``jsw_readers`` are methods that read JSW only (case -> ``{"medial": mm, "lateral": mm}``, e.g. the
-    radiographic reading); their rows carry ``tissue_jsw_*`` and ``tissue_jsw_abs_err_mm``. With
+    radiographic reading); their rows carry ``tissue_jsw_*`` and ``jsw_abs_err_mm``. With
     ``xray_spacing`` (the preprocessed radiograph's pixel size), every tissue map's row (the ground
     truth's too: the ceiling) carries ``reprojection_ncc`` against the case's radiograph
     (:func:`~xray2mri.pipeline.evaluation.reprojection.reprojection_ncc`); ground truths given as class fractions
@@ -239,7 +239,7 @@ def measure_readings(
             for c in ("medial", "lateral"):
                 row[f"tissue_jsw_{c}_mm"] = float(jsw.get(c, math.nan))
                 row[f"tissue_jsw_{c}_mm_err"] = row[f"tissue_jsw_{c}_mm"] - float(truth[f"jsw_{c}_mm"])
-            row["tissue_jsw_abs_err_mm"] = float(
+            row["jsw_abs_err_mm"] = float(
                 np.mean([abs(row[f"tissue_jsw_{c}_mm_err"]) for c in ("medial", "lateral")])
             )
             rows.append(row)
@@ -292,7 +292,7 @@ def summarize_readings(
     for name in names:
         mrows = [r for r in rows if r["method"] == name]
         keys = sorted(
-            {k for r in mrows for k in r if k.startswith(("dice_", "tissue_", "cartilage_thickness_abs", "reprojection_"))}
+            {k for r in mrows for k in r if k.startswith(("dice_", "tissue_", "reprojection_")) or k in BAR_READINGS}
         )
         methods[name] = {k: summarize([r.get(k, math.nan) for r in mrows]) for k in keys}
         agree[name] = {k: agreement(rows, name, k) for k in READ_KEYS if any(f"tissue_{k}_err" in r for r in mrows)}

@@ -143,7 +143,7 @@ def montage(
 _GRADE_PANELS = (
     ("psnr_db", "PSNR, whole volume (dB) ↑"),
     ("ssim3d", "SSIM 3-D ↑"),
-    ("jsw_abs_err_mm", "JSW |error| (mm) ↓"),
+    ("mri_jsw_abs_err_mm", "JSW |error|, MRI intensity (mm) ↓"),
 )
 
 

@@ -198,7 +198,7 @@ def render(
                 f"| {side} | {_cell(gt.get(f'jsw_{side}_mm'), 2)} | {_cell(gt.get(f'jsw_{side}_err_mm'), 2)} | "
                 f"{_cell(gt.get(f'label_jsw_{side}_mm'), 2)} |"
             )
-        out += [f"| mean \\|error\\| | | {_cell(gt.get('jsw_abs_err_mm'), 2)} | |", ""]
+        out += [f"| mean \\|error\\| | | {_cell(gt.get('mri_jsw_abs_err_mm'), 2)} | |", ""]
     # tissue MAE
     tissue_keys = [f"mae_{t}" for t in legend or {} if any(f"mae_{t}" in methods[m] for m in table_methods)]
     if tissue_keys:
@@ -221,7 +221,7 @@ def render(
         for key, label in (
             ("psnr_db", "PSNR, whole volume (dB)"),
             ("ssim3d", "SSIM 3-D"),
-            ("jsw_abs_err_mm", "JSW |error| (mm)"),
+            ("mri_jsw_abs_err_mm", "JSW |error| on the MRI's intensities (mm)"),
         ):
             heads = [g if g == NO_GRADE else f"KL {g}" for g in grades]
             out += [f"**{label}**", "", "| method | " + " | ".join(heads) + " |"]

@@ -79,7 +79,8 @@ METRICS: tuple[MetricInfo, ...] = (
         "xray_psnr_db", "radiograph recon. PSNR", "dB", "↑", "CAE reconstruction vs input, data_range 1.0"
     ),
     MetricInfo(
-        "jsw_abs_err_mm", "JSW abs. error, mean of both", "mm", "↓", "mean of medial and lateral |error|"
+        "mri_jsw_abs_err_mm", "JSW abs. error on the MRI, mean of both", "mm", "↓",
+        "mean of medial and lateral |error|, read on the volume's intensity profile (the clinical reading, ``jsw_abs_err_mm``, is on the tissue map)"
     ),
     MetricInfo("jsw_medial_err_mm", "JSW error, medial", "mm", "→0", "measured - truth (signed)"),
     MetricInfo("jsw_lateral_err_mm", "JSW error, lateral", "mm", "→0", "measured - truth (signed)"),
@@ -157,7 +158,7 @@ def _jsw_columns(measured: Mapping[str, float], truth: Mapping[str, float]) -> d
         row[f"jsw_{side}_mm"] = m
         row[f"jsw_{side}_err_mm"] = m - t
         errs.append(abs(m - t))
-    row["jsw_abs_err_mm"] = float(np.mean(errs))  # nan when either compartment failed
+    row["mri_jsw_abs_err_mm"] = float(np.mean(errs))  # nan when either compartment failed
     return row
 
 

@@ -58,6 +58,7 @@ from xray2mri.pipeline.training.networks.generator import (
     generate_with_last_input,
 )
 from xray2mri.pipeline.training.networks.joint_head import JointBox, JointRegionHead
+from xray2mri.pipeline.training.networks.upsample import LinearUpsample2x
 
 __all__ = ["Xray2MRI", "VARIANTS", "VARIANT_NAMES", "OUTPUT_ACTS"]
 
@@ -323,7 +324,8 @@ class Xray2MRI(nn.Module):
                 Convolution(3, hidden, self.out_channels, kernel_size=1, conv_only=True, bias=bias),
             ]
             if strides[-1] > 1:  # the last layer's input is coarser than the MRI: upsample the log scale
-                layers.append(nn.Upsample(scale_factor=strides[-1], mode="trilinear", align_corners=False))
+                layers.append(LinearUpsample2x() if strides[-1] == 2 else
+                              nn.Upsample(scale_factor=strides[-1], mode="trilinear", align_corners=False))
             with torch.random.fork_rng(devices=[]):
                 self.scale_head = nn.Sequential(*layers)
         if int(joint_classes) < 0 or int(joint_classes) == 1:
