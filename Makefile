@@ -7,9 +7,6 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 PYDICOM2 := .pydicom2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
-# --no-compile: pip would write bytecode for all ~10,000 installed modules (~60 s of a ~105 s venv on
-# 2 cores); Python compiles and caches the ones a run imports the first time it imports them (~14 s).
-PIP_INSTALL = -m pip install -q --no-compile
 
 .PHONY: help install test lint pytest test-pydicom2 demo monailabel clean
 
@@ -22,16 +19,16 @@ help:
 # then the project (which only asks torch>=2.4, keeping a GPU user's own build).
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) $(PIP_INSTALL) --upgrade pip
-	$(PY) $(PIP_INSTALL) torch==$(TORCH_VERSION)
-	$(PY) $(PIP_INSTALL) -e ".[dev]"
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==$(TORCH_VERSION)
+	$(PY) -m pip install -q -e ".[dev]"
 	@touch $@
 
 install: $(VENV)/.installed
 
 # pydicom 2.4 (the version MONAI Label pins) laid over the main venv: PYTHONPATH puts it first.
 $(PYDICOM2)/.installed: $(VENV)/.installed
-	$(PY) $(PIP_INSTALL) --no-deps --target $(PYDICOM2) pydicom==2.4.4
+	$(PY) -m pip install -q --no-deps --target $(PYDICOM2) pydicom==2.4.4
 	@touch $@
 
 # ---- MONAI Label: a venv of its own (its pins clash with the main stack: pydicom 2.4 there, 3.x here)
@@ -53,11 +50,11 @@ MONAILABEL_OURS := "monai>=1.4" "pytorch-ignite>=0.4.11" "nibabel>=5.0" "SimpleI
 
 $(MLVENV)/.installed: setup.cfg pyproject.toml
 	@test -x $(MLPY) || $(PYTHON) -m venv $(MLVENV)
-	$(MLPY) $(PIP_INSTALL) --upgrade pip
-	$(MLPY) $(PIP_INSTALL) torch==$(TORCH_VERSION)
-	$(MLPY) $(PIP_INSTALL) --no-deps monailabel==0.8.5
-	$(MLPY) $(PIP_INSTALL) $(MONAILABEL_REQS) $(MONAILABEL_OURS)
-	$(MLPY) $(PIP_INSTALL) --no-deps -e .
+	$(MLPY) -m pip install -q --upgrade pip
+	$(MLPY) -m pip install -q torch==$(TORCH_VERSION)
+	$(MLPY) -m pip install -q --no-deps monailabel==0.8.5
+	$(MLPY) -m pip install -q $(MONAILABEL_REQS) $(MONAILABEL_OURS)
+	$(MLPY) -m pip install -q --no-deps -e .
 	$(MLPY) -c "import pydicom, xray2mri.pipeline.serving.predict; from monailabel.tasks.infer.basic_infer import BasicInferTask; assert pydicom.__version__ == '2.4.4', pydicom.__version__"
 	@touch $@
 
