@@ -2,7 +2,9 @@
 
 * validation's 3-D SSIM on a batch of two 64^3 volumes: MONAI's ``SSIMMetric`` (dense 11^3 window)
   vs :class:`xray2mri.pipeline.ssim.SeparableSSIMMetric` (train.json's ``val_mri_ssim``, the report's
-  ``ssim3d``), with the largest difference between their values;
+  ``ssim3d``), with the largest difference between their values, and the training loss's forward + backward
+  (MONAI's ``SSIMLoss`` vs ``ssim_loss_3d``);
+* the uncertainty head's x2 upsampling, forward + backward: ``nn.Upsample`` (trilinear) vs ``LinearUpsample2x``;
 * the optimizer step of the bundle's network (demo configuration, uncertainty head, gradients from
   one real backward pass): ``torch.optim.Adam`` with its default (for-each) implementation vs
   ``fused=True`` (train.json), and a whole training step (forward, loss, backward, step) with each;
@@ -15,7 +17,7 @@
 Rounds alternate the two candidates (``bench_uncertainty._interleaved``), so load from other processes
 hits both alike; the figures are medians over calls. Usage::
 
-    .venv/bin/python benchmarks/bench_train_parts.py [--rounds 7] [--parts ssim adam adversarial joint]
+    .venv/bin/python benchmarks/bench_train_parts.py [--rounds 7] [--parts ssim upsample adam adversarial joint]
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ import time
 from pathlib import Path
 
 import torch
+from monai.losses import SSIMLoss
 from monai.metrics import SSIMMetric
 
 from xray2mri.pipeline.ssim import SeparableSSIMMetric
-from xray2mri.pipeline.training.losses import HybridLoss
+from xray2mri.pipeline.training.losses import HybridLoss, ssim_loss_3d
 from xray2mri.pipeline.training.networks import Xray2MRI
+from xray2mri.pipeline.training.networks.upsample import LinearUpsample2x
 from xray2mri.pipeline.training.uncertainty_loss import WithUncertaintyLoss
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -55,7 +59,34 @@ def ssim_parts(rounds: int) -> dict:
     separable = SeparableSSIMMetric(spatial_dims=3, data_range=1.0, reduction="none")
     diff = float((dense(pred, truth) - separable(pred, truth)).abs().max())
     t_dense, t_sep = _interleaved(_timed(lambda: dense(pred, truth)), _timed(lambda: separable(pred, truth)), rounds, 2)
-    return {"monai_ssim_metric_s": t_dense, "separable_s": t_sep, "speedup": t_dense / t_sep, "max_abs_diff": diff}
+    # the training loss, forward + backward of one 64^3 volume: MONAI's SSIMLoss vs ssim_loss_3d
+    monai_loss = SSIMLoss(spatial_dims=3, data_range=1.0)
+
+    def backward(loss_fn):
+        def _one() -> None:
+            p = pred[:1].clone().requires_grad_()
+            loss_fn(p, truth[:1]).backward()
+        return _one
+
+    l_dense, l_sep = _interleaved(_timed(backward(monai_loss)), _timed(backward(ssim_loss_3d)), rounds, 2)
+    return {"monai_ssim_metric_s": t_dense, "separable_s": t_sep, "speedup": t_dense / t_sep, "max_abs_diff": diff,
+            "loss_forward_backward_s": {"monai_ssim_loss": l_dense, "ssim_loss_3d": l_sep, "speedup": l_dense / l_sep}}
+
+
+def upsample_parts(rounds: int) -> dict:
+    """The uncertainty head's x2 upsampling of a 32^3 log-scale map, forward + backward: PyTorch's trilinear
+    ``nn.Upsample`` vs :class:`~xray2mri.pipeline.training.networks.upsample.LinearUpsample2x` (train.json's)."""
+    x = torch.randn(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(0))
+    ours, torch_up = LinearUpsample2x(), torch.nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False)
+
+    def run(module):
+        def _one() -> None:
+            module(x.clone().requires_grad_()).square().mean().backward()
+        return _one
+
+    diff = float((ours(x) - torch_up(x)).abs().max())
+    t_torch, t_ours = _interleaved(_timed(run(torch_up)), _timed(run(ours)), rounds, 10)
+    return {"torch_trilinear_s": t_torch, "linear_upsample_2x_s": t_ours, "ratio": t_ours / t_torch, "max_abs_diff": diff}
 
 
 def adam_parts(rounds: int) -> dict:
@@ -143,7 +174,8 @@ def joint_parts(rounds: int) -> dict:
             "inference_forward_s": {"without": f_plain, "with_joint_head": f_joint, "ratio": f_joint / f_plain}}
 
 
-PARTS = {"ssim": ssim_parts, "adam": adam_parts, "adversarial": adversarial_parts, "joint": joint_parts}
+PARTS = {"ssim": ssim_parts, "upsample": upsample_parts, "adam": adam_parts, "adversarial": adversarial_parts,
+         "joint": joint_parts}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -177,6 +177,17 @@ def _truth_lines(labels: np.ndarray, legend: Mapping[str, int], spacing: Sequenc
     return M.compartment_lines(labels, legend, spacing)
 
 
+def _reprojection(
+    tissue_map, case: Case, spacing: Sequence[float], xray_spacing: Sequence[float],
+    legend: Mapping[str, int] | None = None,
+) -> float:
+    """``reprojection_ncc`` of a tissue map on ``case``'s grid: the joint-region box's own check when the
+    case's truth is class fractions on that box, else the whole-volume DRR's."""
+    if np.ndim(case.labels) == 4:
+        return box_reprojection_ncc(tissue_map, case.xray, spacing, xray_spacing)
+    return reprojection_ncc(tissue_map, case.xray, spacing, xray_spacing, legend)
+
+
 def measure_readings(
     cases: Sequence[Case],
     methods: Mapping[str, TissueMethod],
@@ -208,11 +219,8 @@ def measure_readings(
         # the label map is checked on the readings the generator knows the truth of, and only on those
         known = [k for k in READ_KEYS if k in (case.readings_truth or {})]
         gt_row = {**base, "method": GT_LABELS, **_reading_row(on_labels, truth if known else None, known)}
-        joint = np.ndim(case.labels) == 4  # class fractions on the joint-region head's box
-        if joint and xray_spacing is not None:
-            gt_row["reprojection_ncc"] = box_reprojection_ncc(case.labels, case.xray, spacing, xray_spacing)
-        elif xray_spacing is not None:
-            gt_row["reprojection_ncc"] = reprojection_ncc(case.labels, case.xray, spacing, xray_spacing, legend)
+        if xray_spacing is not None:
+            gt_row["reprojection_ncc"] = _reprojection(case.labels, case, spacing, xray_spacing, legend)
         rows.append(gt_row)
         for name, method in methods.items():
             tissue = method(case)
@@ -228,10 +236,8 @@ def measure_readings(
             for cls, value in dice.items():
                 row[f"dice_{cls}"] = value
             row["dice_mean"] = float(np.nanmean([dice[c] for c in present]))
-            if joint and xray_spacing is not None:
-                row["reprojection_ncc"] = box_reprojection_ncc(probs, case.xray, spacing, xray_spacing)
-            elif xray_spacing is not None:
-                row["reprojection_ncc"] = reprojection_ncc(probs, case.xray, spacing, xray_spacing)
+            if xray_spacing is not None:
+                row["reprojection_ncc"] = _reprojection(probs, case, spacing, xray_spacing)
             rows.append(row)
         for name, reader in (jsw_readers or {}).items():
             jsw = reader(case)

@@ -2,8 +2,9 @@
 
 The same values as ``nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False)`` (tests compare
 them), but its backward pass is plain element-wise arithmetic: on CPU, forward + backward of a 32^3 map
-takes about 60 % of the time of PyTorch's trilinear kernel, whose backward runs serially. The uncertainty
-head upsamples its log-scale map with it on every training step.
+takes 0.44x the time of PyTorch's trilinear kernel, whose backward runs serially (4.1 vs 9.2 ms,
+``benchmarks/bench_train_parts.py --parts upsample``). The uncertainty head upsamples its log-scale map with it
+on every training step.
 """
 
 from __future__ import annotations
@@ -24,5 +25,6 @@ class LinearUpsample2x(nn.Module):
             n = x.shape[dim]
             before = torch.cat([x.narrow(dim, 0, 1), x.narrow(dim, 0, n - 1)], dim)
             after = torch.cat([x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)], dim)
-            x = torch.stack([0.75 * x + 0.25 * before, 0.75 * x + 0.25 * after], dim + 1).flatten(dim, dim + 1)
+            centre = 0.75 * x
+            x = torch.stack([centre + 0.25 * before, centre + 0.25 * after], dim + 1).flatten(dim, dim + 1)
         return x
