@@ -161,6 +161,38 @@ def bench_cohort_and_long_leg(tmp: Path, subjects: int, seed: int, locator: Loca
     return [_summary(name, s["errors"], s["misses"], s["wrong_side"], s["timing"]) for name, s in sets.items()]
 
 
+#: a pixel whose colour channels differ by more than this (of 255) is a coloured drawing, not radiograph
+#: (scanned films carry a tint: up to ~95 here, over much of the image)
+COLOUR_DRAWING_CHROMA = 100
+#: above this share of the image, saturated colour is a tint of the whole scan, not drawings
+COLOUR_DRAWING_MAX_SHARE = 0.10
+
+
+def _grey_without_drawings(path: Path) -> np.ndarray:
+    """A PNG/JPEG as greyscale, with coloured drawings (a viewer's detection boxes, arrows) painted out.
+
+    A radiograph is grey; colour in a screenshot is what a tool drew over it, which a DICOM from the
+    scanner does not carry. Left in, a box's edges are dark straight lines across the bone (greyscale
+    of pure blue is 29 of 255), which the finder takes for a joint space. Each drawn pixel takes the
+    value of the nearest grey one. Saturated colour over more than a tenth of the image is a tinted scan
+    and left as it is. ``--keep-drawings`` measures with drawings left in.
+    """
+    from PIL import Image
+    from scipy import ndimage
+
+    with Image.open(path) as im:
+        rgb = np.asarray(im.convert("RGB"), dtype=np.float32)
+        grey = np.asarray(im.convert("L"), dtype=np.float32)
+    drawn = (rgb.max(axis=-1) - rgb.min(axis=-1)) > COLOUR_DRAWING_CHROMA
+    if KEEP_DRAWINGS or not drawn.any() or drawn.mean() > COLOUR_DRAWING_MAX_SHARE:
+        return grey
+    nearest = ndimage.distance_transform_edt(drawn, return_distances=False, return_indices=True)
+    return grey[tuple(nearest)]
+
+
+KEEP_DRAWINGS = False
+
+
 def _real_image(root: Path, row: dict) -> np.ndarray | None:
     """The marked image (greyscale, more attenuation = brighter), cropped as the marks CSV says, or None."""
     candidates = [root / row["path"], root / row["repository"].replace("/", "+") / row["path"],
@@ -171,9 +203,7 @@ def _real_image(root: Path, row: dict) -> np.ndarray | None:
     if path.suffix.lower() in (".dcm", ".dicom", ""):
         image = LoadXray()(path)[0].numpy()
     else:
-        from PIL import Image
-
-        image = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
+        image = _grey_without_drawings(path)
     if row.get("crop_box_px"):
         r0, c0, r1, c1 = (int(v) for v in row["crop_box_px"].split())
         image = image[r0:r1, c0:c1]
@@ -237,9 +267,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="cohort radiographs (those framed as a knee field also placed in long-leg fields)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--real", default=os.environ.get("XRAY2MRI_REAL_KNEES"), help="folder of the real images")
+    parser.add_argument("--keep-drawings", action="store_true",
+                        help="leave coloured drawings in PNG/JPEG screenshots (as grey lines) instead of painting them out")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     parser.add_argument("--figure", default=None, help="draw the found knees of a bilateral and a long-leg radiograph (PNG)")
     args = parser.parse_args(argv)
+    global KEEP_DRAWINGS
+    KEEP_DRAWINGS = args.keep_drawings
     locator = LocateKnee()
     with tempfile.TemporaryDirectory() as tmp:
         results = [bench_bilateral(Path(tmp), args.participants, args.seed, locator)]
