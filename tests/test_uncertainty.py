@@ -28,6 +28,7 @@ from xray2mri.pipeline.serving.uncertainty import (
 from xray2mri.pipeline.training.calibrate import SplitOutputs, calibrate_bundle, fit_calibration
 from xray2mri.pipeline.training.losses import HybridLoss
 from xray2mri.pipeline.training.networks import Xray2MRI
+from xray2mri.pipeline.training.networks.subject_scale import SubjectLogScale
 from xray2mri.pipeline.training.uncertainty_loss import HeteroscedasticNLLLoss, WithUncertaintyLoss
 from xray2mri.transforms.errors import InputError
 
@@ -108,21 +109,24 @@ def test_uncertainty_head_is_optional_and_the_loss_adds_its_nll():
         loss(plain(x), target)
 
 
-@pytest.mark.parametrize("variant", ["geometry", "bottleneck"])
-def test_the_uncertainty_head_leaves_the_mri_and_its_training_untouched(variant):
-    """The head reads detached features: same MRI as without it, and its NLL moves no other weight."""
+@pytest.mark.parametrize("variant,subject", [("geometry", False), ("bottleneck", False), ("geometry", True)])
+def test_the_uncertainty_head_leaves_the_mri_and_its_training_untouched(variant, subject):
+    """The head reads detached features (and latent): same MRI as without it, and its NLL moves no other weight."""
     x = torch.rand(2, 1, *TINY_SIZES["xray_size"], generator=torch.Generator().manual_seed(1))
     target = torch.rand(2, 1, *TINY_SIZES["mri_shape"], generator=torch.Generator().manual_seed(2))
     nets = {}
     for uncertainty in (False, True):
         torch.manual_seed(0)
         nets[uncertainty] = Xray2MRI(xray_size=TINY_SIZES["xray_size"], mri_shape=TINY_SIZES["mri_shape"],
-                                     variant=variant, uncertainty=uncertainty, **TINY_NET)
+                                     variant=variant, uncertainty=uncertainty,
+                                     uncertainty_subject=uncertainty and subject, **TINY_NET)
     out = nets[True](x)
     assert torch.equal(out["mri"], nets[False](x)["mri"])  # the same initial network
     HeteroscedasticNLLLoss()(out["mri"], out["mri_log_scale"], target).backward()
     moved = [name for name, p in nets[True].named_parameters() if p.grad is not None and p.grad.abs().sum() > 0]
-    assert moved and all(name.startswith("scale_head.") for name in moved), moved
+    head = ("scale_head.", "scale_subject.")
+    assert moved and all(name.startswith(head) for name in moved), moved
+    assert any(name.startswith("scale_subject.") for name in moved) == subject
     # a few training steps with the whole loss: the MRI weights follow exactly the same path
     base = HybridLoss(mri_weight=1.0)
     for uncertainty, net in nets.items():
@@ -133,7 +137,7 @@ def test_the_uncertainty_head_leaves_the_mri_and_its_training_untouched(variant)
             opt.zero_grad()
             loss(net(x), {"xray": x, "mri": target}).backward()
             opt.step()
-    trained = {u: {k: v for k, v in net.state_dict().items() if not k.startswith("scale_head.")} for u, net in nets.items()}
+    trained = {u: {k: v for k, v in net.state_dict().items() if not k.startswith(head)} for u, net in nets.items()}
     assert trained[True].keys() == trained[False].keys()
     assert all(torch.equal(trained[True][k], trained[False][k]) for k in trained[False])
 
@@ -437,3 +441,43 @@ def test_an_input_above_the_fitted_threshold_is_flagged_and_still_predicted(tiny
     assert sidecar["ood_flag"] is True and sidecar["ood_score"] > sidecar["ood_threshold"]
     assert any(OOD_WARNING in w for w in sidecar["warnings"])
     assert (tmp_path / "out" / "k0_uncertainty.nii.gz").exists()  # outputs are still written
+
+
+def test_subject_scale_keeps_the_latents_running_mean_and_variance_at_batch_size_one():
+    """Standardising by statistics gathered one sample at a time: Welford's exact mean and variance, unit
+    variance before the second sample, and eval mode leaves them alone."""
+    z = torch.randn(200, 6, generator=torch.Generator().manual_seed(0)) * torch.tensor([1.0, 10, 100, 0.1, 3, 50]) + 7
+    term = SubjectLogScale(6, momentum=1e-9)
+    term(z[:1])
+    assert torch.equal(term.running_mean, z[0]) and int(term.samples_seen) == 1
+    for i in range(1, 200):
+        term(z[i : i + 1])
+    assert torch.allclose(term.running_mean, z.mean(0), rtol=1e-4)
+    assert torch.allclose(term.running_var, z.var(0, unbiased=False), rtol=1e-3)
+    term.eval()
+    before = term.running_mean.clone()
+    term(z[:5])
+    assert torch.equal(term.running_mean, before) and int(term.samples_seen) == 200
+    assert torch.equal(SubjectLogScale(6)(z[:3]), torch.zeros(3, 1, 1, 1, 1))  # zero-initialised: no shift yet
+
+
+def test_subject_scale_learns_which_subjects_are_hard():
+    """Subjects whose error spread follows their latent: the per-subject term, trained with the NLL at batch
+    size 1, ranks them by it (the voxel branch, seeing the same features everywhere, cannot)."""
+    g = torch.Generator().manual_seed(3)
+    latents = torch.randn(60, 16, generator=g) * 40 + 5  # large, uncentred, as the real latent is
+    spread = torch.exp(0.5 * (latents[:, 2] - 5) / 40 - 0.6 * (latents[:, 7] - 5) / 40) * 0.02
+    term = SubjectLogScale(16, momentum=0.02)
+    nll = HeteroscedasticNLLLoss("gaussian")
+    opt = torch.optim.Adam(term.parameters(), lr=0.02)
+    for _ in range(15):
+        for i in torch.randperm(60, generator=g).tolist():
+            err = torch.randn(1, 1, 4, 4, 4, generator=g) * spread[i]
+            opt.zero_grad()
+            nll(torch.zeros_like(err), term(latents[i : i + 1]).expand_as(err) + math.log(0.02), err).backward()
+            opt.step()
+    term.eval()
+    with torch.no_grad():
+        predicted = term(latents).flatten()
+    rank = lambda v: torch.argsort(torch.argsort(v)).float()  # noqa: E731
+    assert torch.corrcoef(torch.stack([rank(predicted), rank(spread)]))[0, 1] > 0.9

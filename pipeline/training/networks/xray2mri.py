@@ -25,8 +25,10 @@ and outputs the per-voxel log scale of the MRI (``"mri_log_scale"``). Working on
 coarser grid keeps it cheap (a full-resolution transposed convolution there doubled the forward
 time). No gradient of its loss reaches the generator or the encoder, so the MRI is trained exactly
 as without the head (when the scale came out of the shared last layer instead, its likelihood term
-pulled the shared features and cost 1.8 dB of validation PSNR at the demo's 40 epochs). The
-MRI-only form never runs the branch.
+pulled the shared features and cost 1.8 dB of validation PSNR at the demo's 40 epochs). With
+``uncertainty_subject=True`` a per-subject shift read from the detached latent vector is added to the
+whole map (:class:`~.subject_scale.SubjectLogScale`), so that subjects are ranked by difficulty too.
+The MRI-only form never runs the branch.
 
 Optional joint-region head (``joint_classes=N``, issue 15): tissue logits in a box centred on the
 joint whose rows have the radiograph's spacing (:class:`~.joint_head.JointRegionHead`; ``joint_shape``
@@ -58,6 +60,7 @@ from xray2mri.pipeline.training.networks.generator import (
     generate_with_last_input,
 )
 from xray2mri.pipeline.training.networks.joint_head import JointBox, JointRegionHead
+from xray2mri.pipeline.training.networks.subject_scale import SubjectLogScale
 from xray2mri.pipeline.training.networks.upsample import LinearUpsample2x
 
 __all__ = ["Xray2MRI", "VARIANTS", "VARIANT_NAMES", "OUTPUT_ACTS"]
@@ -141,6 +144,9 @@ class Xray2MRI(nn.Module):
             form whatever ``return_dict`` says and :meth:`predict_with_scale` ``(mri, log_scale)`` without
             the CAE decoder. Off by default: the MRI tensor form and every other output are unchanged.
         uncertainty_channels: hidden channels of the uncertainty branch.
+        uncertainty_subject: also shift each subject's whole log-scale map by a linear map of its detached,
+            standardised latent vector (:class:`~xray2mri.pipeline.training.networks.subject_scale.SubjectLogScale`),
+            so the map ranks subjects by difficulty and not only places; needs ``uncertainty``.
         joint_classes: tissue classes of the optional joint-region head (0: none); see the module docstring.
         joint_shape: the joint box's (D, H, W): D and W in MRI voxels, H in radiograph rows, centred.
         joint_xray_channels: channels of the joint head's radiograph branch.
@@ -199,6 +205,7 @@ class Xray2MRI(nn.Module):
         tissue_classes: int = 0,
         uncertainty: bool = False,
         uncertainty_channels: int = 8,
+        uncertainty_subject: bool = False,
         joint_classes: int = 0,
         joint_shape: Sequence[int] = (40, 32, 40),
         joint_xray_channels: int = 32,
@@ -328,6 +335,12 @@ class Xray2MRI(nn.Module):
                               nn.Upsample(scale_factor=strides[-1], mode="trilinear", align_corners=False))
             with torch.random.fork_rng(devices=[]):
                 self.scale_head = nn.Sequential(*layers)
+        self.scale_subject: nn.Module | None = None
+        if uncertainty_subject:
+            if not self.uncertainty:
+                raise ValueError("uncertainty_subject needs the uncertainty head (uncertainty=True)")
+            with torch.random.fork_rng(devices=[]):
+                self.scale_subject = SubjectLogScale(math.prod(latent_shape), self.out_channels)
         if int(joint_classes) < 0 or int(joint_classes) == 1:
             raise ValueError(f"joint_classes must be 0 (no joint head) or at least 2, got {joint_classes}")
         self.joint_classes = int(joint_classes)
@@ -370,11 +383,14 @@ class Xray2MRI(nn.Module):
             return levels, self.generator(z, _fill_skips(skips, self.generator.skip_channels))
         return levels, self.generator(z)
 
-    def _generate_with_last_input(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]:
-        """:meth:`_generate` plus the generator's last-layer input when a side head reads it (else None)."""
+    def _generate_with_last_input(
+        self, x: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """:meth:`_generate` plus the generator's last-layer input and the latent when a side head reads them
+        (else None)."""
         if self.scale_head is None and self.joint_head is None:
             levels, raw = self._generate(x)
-            return levels, raw, None
+            return levels, raw, None, None
         self._check_input(x)
         levels = self.cae.encode_levels(x)
         z = self.to_latent(levels[-1])
@@ -382,14 +398,23 @@ class Xray2MRI(nn.Module):
         if self.geometry:
             skips = _fill_skips([adapter(levels) for adapter in self.skip_adapters], self.generator.skip_channels)
         last_input, raw = generate_with_last_input(self.generator, z, skips)
-        return levels, raw, last_input
+        return levels, raw, last_input, z
+
+    def _log_scale(self, last_input: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor | None:
+        """The uncertainty head's log scale from the detached last-layer input (and latent); None without the head."""
+        if self.scale_head is None:
+            return None
+        log_scale = self.scale_head(last_input.detach())
+        if self.scale_subject is not None and z is not None:
+            log_scale = log_scale + self.scale_subject(z.detach())
+        return log_scale
 
     def _generate_with_scale(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]:
         """:meth:`_generate` plus the uncertainty branch's log scale (None without the head)."""
-        levels, raw, last_input = self._generate_with_last_input(x)
-        if self.scale_head is None or last_input is None:
+        levels, raw, last_input, z = self._generate_with_last_input(x)
+        if last_input is None:
             return levels, raw, None
-        return levels, raw, self.scale_head(last_input.detach())
+        return levels, raw, self._log_scale(last_input, z)
 
     def predict_with_scale(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(mri, log_scale)`` for a radiograph batch, without the CAE decoder (inference).
@@ -404,10 +429,12 @@ class Xray2MRI(nn.Module):
         with those heads)
         whatever ``return_dict`` says. Prediction uses it for the uncertainty map and the
         out-of-distribution score (which reads the radiograph's reconstruction)."""
-        levels, raw, last_input = self._generate_with_last_input(x)
+        levels, raw, last_input, z = self._generate_with_last_input(x)
         out = {"xray": self._output(self.cae.decode(levels[-1])), "mri": self._output(raw[:, : self.out_channels])}
-        if self.scale_head is not None and last_input is not None:
-            out["mri_log_scale"] = self.scale_head(last_input.detach())
+        if last_input is not None:
+            log_scale = self._log_scale(last_input, z)
+            if log_scale is not None:
+                out["mri_log_scale"] = log_scale
         if self.tissue_classes > 0:
             out["tissue_logits"] = raw[:, self.out_channels :]
         if self.joint_head is not None and last_input is not None:
