@@ -301,6 +301,28 @@ def test_ruler_between_the_legs_of_a_bilateral_standing_view(offset_mm, tilt_deg
         assert _mm(knee.centre, known, (spacing, spacing)) < 2.0
 
 
+def test_bilateral_view_on_a_black_canvas_with_grey_air():
+    """A screenshot or padded export: the radiograph (air windowed to grey, 30 % of the range) on a
+    constant black canvas, legs with more soft tissue on one side. The canvas was the image's darkest
+    class, the air between the legs counted as body, and one leg's bone threshold took the whole
+    leg (the left knee was not found). Constant bands at the lowest value along the borders are now
+    left out as a collimation band is."""
+    spacing, half = 1.0, 110
+    x = np.arange(2 * half) - half
+    right = xray_factory.knee_attenuation(400, 2 * half, spacing, (200.0, half), "R", seed=1)
+    left = xray_factory.knee_attenuation(400, 2 * half, spacing, (203.0, half), "L", seed=2)
+    right = right + 0.02 * xray_factory._chord(x - 45.0, 30.0)[None, :]  # heavier soft tissue medially
+    left = left + 0.02 * xray_factory._chord(x + 45.0, 30.0)[None, :]
+    image = np.concatenate([right, left], axis=1)
+    shown = 0.3 + 0.7 * (image - image.min()) / np.ptp(image)
+    canvas = np.zeros((image.shape[0] + 80, image.shape[1] + 160))
+    canvas[40:-40, 80:-80] = shown
+    knees = locate_knees(canvas, (spacing, spacing), patient_orientation="L\\F")
+    assert [k.side for k in knees] == ["R", "L"]
+    for knee, known in zip(knees, [(240.0, 80.0 + half), (243.0, 80.0 + 3 * half)]):
+        assert _mm(knee.centre, known, (spacing, spacing)) < 5.0
+
+
 @pytest.mark.parametrize("offset_mm", [-50.0, 55.0])
 def test_burned_in_marker_over_the_leg_beside_the_joint(offset_mm):
     """A burned-in side marker (an "R", 30 mm tall, 3.5 mm strokes, above any anatomy) over the soft tissue beside the knee.

@@ -236,6 +236,35 @@ def _to_grid(img: np.ndarray, spacing: Sequence[float], grid_mm: float) -> tuple
     return grid, (img.shape[0] / grid.shape[0], img.shape[1] / grid.shape[1])
 
 
+def _padding(small: np.ndarray) -> np.ndarray:
+    """Mask of constant bands along the borders at the image's lowest value: padding or a viewer's canvas
+    around the radiograph, which hold no exposure at all (not even air's noise). Left in, they become the
+    image's darkest class, the radiograph's own air is counted as body, and a leg's bone threshold
+    splits air from leg."""
+    mask = np.zeros(small.shape, dtype=bool)
+    low, span = float(small.min()), float(np.ptp(small))
+    if span <= 0:
+        return mask
+    limit = int(0.35 * min(small.shape))
+    for axis in (0, 1):
+        lines = small if axis == 0 else small.T
+        empty = (lines.max(axis=1) - low) < 0.01 * span
+        for forward in (True, False):
+            order = range(len(empty)) if forward else range(len(empty) - 1, -1, -1)
+            n = 0
+            for i in order:
+                if not empty[i] or n >= limit:
+                    break
+                n += 1
+            if n:
+                sl = slice(0, n) if forward else slice(len(empty) - n, None)
+                if axis == 0:
+                    mask[sl, :] = True
+                else:
+                    mask[:, sl] = True
+    return mask
+
+
 def _border_bands(v: np.ndarray, mm: float) -> np.ndarray:
     """Mask of flat bright bands along the borders (collimation, unexposed detector)."""
     mask = np.zeros(v.shape, dtype=bool)
@@ -744,7 +773,10 @@ def locate_knees(
         raise NoKneeFound(f"the image covers {small.shape[0] * mm[0]:.0f} x {small.shape[1] * mm[1]:.0f} mm, "
                           "too small to hold a knee")
     small = erase_burned_in(small, mm)
-    lo, hi = np.percentile(small, (1.0, 99.5))
+    padding = _padding(small)
+    if padding.all():
+        raise NoKneeFound("blank image (every pixel has the same value)")
+    lo, hi = np.percentile(small[~padding], (1.0, 99.5))
     if hi - lo <= 1e-9 * max(1.0, abs(hi)):
         raise NoKneeFound("blank image (every pixel has the same value)")
     v = np.clip((small - lo) / (hi - lo), 0.0, 1.0)
@@ -753,7 +785,7 @@ def locate_knees(
         raise NoKneeFound("blank image (no structure above the noise)")
     v = gaussian_filter(v, 0.7)
     # what is not anatomy: collimation bands, then burned-in markers (small blobs apart from the body)
-    excluded = _border_bands(v, min(mm))
+    excluded = _border_bands(v, min(mm)) | padding
     if (~excluded).sum() < 0.2 * v.size:
         raise NoKneeFound("no exposed field (the image is collimation or unexposed)")
     excluded |= _rulers(v, excluded, mm)  # before the legs are split: a ruler between them joins one
