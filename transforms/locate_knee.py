@@ -236,57 +236,43 @@ def _to_grid(img: np.ndarray, spacing: Sequence[float], grid_mm: float) -> tuple
     return grid, (img.shape[0] / grid.shape[0], img.shape[1] / grid.shape[1])
 
 
+def _border_runs(row_flags: np.ndarray, col_flags: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Mask of the runs of flagged rows and columns that start at a border (each at most 35 % of the image)."""
+    mask = np.zeros(shape, dtype=bool)
+    limit = int(0.35 * min(shape))
+    for axis, flags in ((0, row_flags), (1, col_flags)):
+        for forward in (True, False):
+            order = range(len(flags)) if forward else range(len(flags) - 1, -1, -1)
+            n = 0
+            for i in order:
+                if not flags[i] or n >= limit:
+                    break
+                n += 1
+            if n:
+                sl = slice(0, n) if forward else slice(len(flags) - n, None)
+                if axis == 0:
+                    mask[sl, :] = True
+                else:
+                    mask[:, sl] = True
+    return mask
+
+
 def _padding(small: np.ndarray) -> np.ndarray:
     """Mask of constant bands along the borders at the image's lowest value: padding or a viewer's canvas
     around the radiograph, which hold no exposure at all (not even air's noise). Left in, they become the
     image's darkest class, the radiograph's own air is counted as body, and a leg's bone threshold
     splits air from leg."""
-    mask = np.zeros(small.shape, dtype=bool)
     low, span = float(small.min()), float(np.ptp(small))
     if span <= 0:
-        return mask
-    limit = int(0.35 * min(small.shape))
-    for axis in (0, 1):
-        lines = small if axis == 0 else small.T
-        empty = (lines.max(axis=1) - low) < 0.01 * span
-        for forward in (True, False):
-            order = range(len(empty)) if forward else range(len(empty) - 1, -1, -1)
-            n = 0
-            for i in order:
-                if not empty[i] or n >= limit:
-                    break
-                n += 1
-            if n:
-                sl = slice(0, n) if forward else slice(len(empty) - n, None)
-                if axis == 0:
-                    mask[sl, :] = True
-                else:
-                    mask[:, sl] = True
-    return mask
+        return np.zeros(small.shape, dtype=bool)
+    empty = [(lines.max(axis=1) - low) < 0.01 * span for lines in (small, small.T)]
+    return _border_runs(empty[0], empty[1], small.shape)
 
 
 def _border_bands(v: np.ndarray, mm: float) -> np.ndarray:
     """Mask of flat bright bands along the borders (collimation, unexposed detector)."""
-    mask = np.zeros(v.shape, dtype=bool)
-    limit = int(0.35 * min(v.shape))
-    for axis in (0, 1):
-        lines = v if axis == 0 else v.T
-        mean, std = lines.mean(axis=1), lines.std(axis=1)
-        flat_bright = (mean > 0.6) & (std < 0.06)
-        for forward in (True, False):
-            n = 0
-            order = range(len(flat_bright)) if forward else range(len(flat_bright) - 1, -1, -1)
-            for i in order:
-                if not flat_bright[i] or n >= limit:
-                    break
-                n += 1
-            if n:
-                sl = slice(0, n) if forward else slice(len(flat_bright) - n, None)
-                if axis == 0:
-                    mask[sl, :] = True
-                else:
-                    mask[:, sl] = True
-    return mask
+    flat_bright = [(lines.mean(axis=1) > 0.6) & (lines.std(axis=1) < 0.06) for lines in (v, v.T)]
+    return _border_runs(flat_bright[0], flat_bright[1], v.shape)
 
 
 #: A ruler (a calibration ruler on a standing or long-leg view) is a bright strip at most this wide (mm) ...
