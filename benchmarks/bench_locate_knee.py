@@ -168,7 +168,7 @@ COLOUR_DRAWING_CHROMA = 100
 COLOUR_DRAWING_MAX_SHARE = 0.10
 
 
-def _grey_without_drawings(path: Path) -> np.ndarray:
+def _grey_without_drawings(path: Path, keep_drawings: bool = False) -> np.ndarray:
     """A PNG/JPEG as greyscale, with coloured drawings (a viewer's detection boxes, arrows) painted out.
 
     A radiograph is grey; colour in a screenshot is what a tool drew over it, which a DICOM from the
@@ -184,16 +184,13 @@ def _grey_without_drawings(path: Path) -> np.ndarray:
         rgb = np.asarray(im.convert("RGB"), dtype=np.float32)
         grey = np.asarray(im.convert("L"), dtype=np.float32)
     drawn = (rgb.max(axis=-1) - rgb.min(axis=-1)) > COLOUR_DRAWING_CHROMA
-    if KEEP_DRAWINGS or not drawn.any() or drawn.mean() > COLOUR_DRAWING_MAX_SHARE:
+    if keep_drawings or not drawn.any() or drawn.mean() > COLOUR_DRAWING_MAX_SHARE:
         return grey
     nearest = ndimage.distance_transform_edt(drawn, return_distances=False, return_indices=True)
     return grey[tuple(nearest)]
 
 
-KEEP_DRAWINGS = False
-
-
-def _real_image(root: Path, row: dict) -> np.ndarray | None:
+def _real_image(root: Path, row: dict, keep_drawings: bool = False) -> np.ndarray | None:
     """The marked image (greyscale, more attenuation = brighter), cropped as the marks CSV says, or None."""
     candidates = [root / row["path"], root / row["repository"].replace("/", "+") / row["path"],
                   root / row["repository"].split("/")[-1] / row["path"]]
@@ -203,7 +200,7 @@ def _real_image(root: Path, row: dict) -> np.ndarray | None:
     if path.suffix.lower() in (".dcm", ".dicom", ""):
         image = LoadXray()(path)[0].numpy()
     else:
-        image = _grey_without_drawings(path)
+        image = _grey_without_drawings(path, keep_drawings)
     if row.get("crop_box_px"):
         r0, c0, r1, c1 = (int(v) for v in row["crop_box_px"].split())
         image = image[r0:r1, c0:c1]
@@ -221,7 +218,7 @@ def _real_kind(view: str) -> str:
     return next((kind for key, kind in REAL_KINDS if key in text), "other")
 
 
-def bench_real(root: Path | None) -> list[dict] | None:
+def bench_real(root: Path | None, keep_drawings: bool = False) -> list[dict] | None:
     rows = list(csv.DictReader(open(MARKS, encoding="utf-8")))
     if root is None or not root.is_dir():
         print(f"real       skipped: no folder of real radiographs (give --real DIR or XRAY2MRI_REAL_KNEES); "
@@ -231,7 +228,7 @@ def bench_real(root: Path | None) -> list[dict] | None:
     stats["other"] = {"errors": [], "misses": 0, "wrong": 0}
     absent = 0
     for row in rows:
-        image = _real_image(root, row)
+        image = _real_image(root, row, keep_drawings)
         if image is None:
             absent += 1
             continue
@@ -272,15 +269,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     parser.add_argument("--figure", default=None, help="draw the found knees of a bilateral and a long-leg radiograph (PNG)")
     args = parser.parse_args(argv)
-    global KEEP_DRAWINGS
-    KEEP_DRAWINGS = args.keep_drawings
     locator = LocateKnee()
     with tempfile.TemporaryDirectory() as tmp:
         results = [bench_bilateral(Path(tmp), args.participants, args.seed, locator)]
         results += bench_cohort_and_long_leg(Path(tmp), args.subjects, args.seed, locator)
     if args.figure and FIGURE_IMAGES:
         draw_figure(Path(args.figure))
-    real = bench_real(Path(args.real) if args.real else None)
+    real = bench_real(Path(args.real) if args.real else None, args.keep_drawings)
     if real is not None:
         results += real
     if args.json:

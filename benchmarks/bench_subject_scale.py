@@ -57,8 +57,9 @@ def held_out_datalist(folder: Path, out: Path) -> Path:
 
 
 @torch.inference_mode()
-def frozen_outputs(bundle: Path, datalist: Path, base: Path, split: str) -> list[dict]:
-    """Per subject: the head's inputs (last-layer features, latent), the installed head's log scale, MAE."""
+def frozen_outputs(bundle: Path, datalist: Path, base: Path, split: str) -> tuple[list[dict], torch.nn.Module]:
+    """Per subject: the head's inputs (last-layer features, latent), residual, the installed head's scale map
+    and MAE; and the network."""
     opened = _open(bundle, datalist, base, split, None)
     network = opened.network(weights=opened.setting("weights"))
     if network.scale_head is None:

@@ -269,7 +269,7 @@ def _padding(small: np.ndarray) -> np.ndarray:
     return _border_runs(empty[0], empty[1], small.shape)
 
 
-def _border_bands(v: np.ndarray, mm: float) -> np.ndarray:
+def _border_bands(v: np.ndarray) -> np.ndarray:
     """Mask of flat bright bands along the borders (collimation, unexposed detector)."""
     flat_bright = [(lines.mean(axis=1) > 0.6) & (lines.std(axis=1) < 0.06) for lines in (v, v.T)]
     return _border_runs(flat_bright[0], flat_bright[1], v.shape)
@@ -759,9 +759,7 @@ def locate_knees(
         raise NoKneeFound(f"the image covers {small.shape[0] * mm[0]:.0f} x {small.shape[1] * mm[1]:.0f} mm, "
                           "too small to hold a knee")
     small = erase_burned_in(small, mm)
-    padding = _padding(small)
-    if padding.all():
-        raise NoKneeFound("blank image (every pixel has the same value)")
+    padding = _padding(small)  # at most 35 % of each side: never the whole image
     lo, hi = np.percentile(small[~padding], (1.0, 99.5))
     if hi - lo <= 1e-9 * max(1.0, abs(hi)):
         raise NoKneeFound("blank image (every pixel has the same value)")
@@ -771,7 +769,7 @@ def locate_knees(
         raise NoKneeFound("blank image (no structure above the noise)")
     v = gaussian_filter(v, 0.7)
     # what is not anatomy: collimation bands, then burned-in markers (small blobs apart from the body)
-    excluded = _border_bands(v, min(mm)) | padding
+    excluded = _border_bands(v) | padding
     if (~excluded).sum() < 0.2 * v.size:
         raise NoKneeFound("no exposed field (the image is collimation or unexposed)")
     excluded |= _rulers(v, excluded, mm)  # before the legs are split: a ruler between them joins one
