@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="synthetic cohort -> train the declared variant -> evaluate vs baselines -> report -> predict",
         description="Run the whole method on the built-in synthetic knee cohort; results go to --out.",
-        epilog=with_example("xray2mri demo --out runs/demo --epochs 40  # what make demo runs"),
+        epilog=with_example("xray2mri demo --out runs/demo --epochs 28 --val-interval 7  # what make demo runs"),
         formatter_class=ExampleHelpFormatter,
     )
     p.add_argument("--bundle", type=Path, default=d.bundle, help=f"bundle folder (default {d.bundle})")
@@ -31,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--subjects", type=int, default=d.subjects, help=f"cohort size (default {d.subjects})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"cohort seed (default {d.seed})")
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"training epochs per variant (default {d.epochs})")
+    p.add_argument("--val-interval", type=int, default=d.val_interval,
+                   help=f"validate (and keep the best weights) every N epochs; must divide --epochs (default {d.val_interval})")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=None,
                    help="network variants to train and compare (default: the one the bundle declares; "
                         "'--variants bottleneck geometry' adds the paper's form for the comparison table)")
@@ -48,12 +50,17 @@ def run(args: argparse.Namespace) -> int:
     from xray2mri.pipeline.demo import DemoSettings, run_demo
     from xray2mri.pipeline.evaluation.run import StepError
 
-    settings = DemoSettings(
-        bundle=args.bundle, cohort=args.cohort, datalist=args.datalist, out_dir=args.out,
-        subjects=args.subjects, seed=args.seed, epochs=args.epochs, variants=tuple(args.variants) if args.variants else None,
-        workers=args.workers, bundle_overrides=parse_overrides(args.override),
-        ood_calibration_subjects=args.ood_calibration,
-    )
+    try:
+        settings = DemoSettings(
+            bundle=args.bundle, cohort=args.cohort, datalist=args.datalist, out_dir=args.out,
+            subjects=args.subjects, seed=args.seed, epochs=args.epochs, val_interval=args.val_interval,
+            variants=tuple(args.variants) if args.variants else None,
+            workers=args.workers, bundle_overrides=parse_overrides(args.override),
+            ood_calibration_subjects=args.ood_calibration,
+        )
+    except ValueError as exc:
+        print(f"xray2mri demo: {exc}", file=sys.stderr)
+        return 2
     try:
         run_demo(settings)
     except StepError as exc:  # DemoError is one
