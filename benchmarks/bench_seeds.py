@@ -38,11 +38,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", type=Path, default=d.bundle, help=f"bundle folder (default {d.bundle})")
     parser.add_argument("--cohort", type=Path, default=d.cohort, help=f"the demo's cohort (default {d.cohort})")
     parser.add_argument("--epochs", type=int, default=d.epochs, help=f"training epochs (default {d.epochs})")
+    parser.add_argument("--val-interval", type=int, default=d.val_interval,
+                        help=f"validation every N epochs, dividing --epochs (default {d.val_interval})")
     parser.add_argument("--override", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                         help="extra bundle override for every bundle run, as for xray2mri demo")
     args = parser.parse_args(argv)
 
-    base = replace(d, bundle=args.bundle, cohort=args.cohort, epochs=args.epochs, bundle_overrides=dict(args.override))
+    try:
+        base = replace(d, bundle=args.bundle, cohort=args.cohort, epochs=args.epochs, val_interval=args.val_interval,
+                       bundle_overrides=dict(args.override))
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     if not (base.cohort / "datalist.json").exists():
         print(f"no cohort in {base.cohort}: run `make demo` first", file=sys.stderr)
         return 2

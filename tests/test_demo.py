@@ -18,7 +18,7 @@ from xray2mri.pipeline.training.checkpoints import BEST_NAME, load_checkpoint, m
 from xray2mri.pipeline.training.engine import train_setting
 from xray2mri.pipeline.training.networks import VARIANT_NAMES
 
-EPOCHS = 5  # the demo validates every 5 epochs; one validation writes the best checkpoint
+EPOCHS = 5  # validated once, at the last epoch: one validation writes the best checkpoint
 # the whole 160 mm field of the demo cohort, coarse; 16 voxels hold the 11-voxel SSIM window of the metrics
 DEMO_TINY_SIZES = {"xray_size": [32, 32], "xray_spacing": [5.0, 5.0], "mri_shape": [16, 16, 16],
                    "mri_spacing": [10.0, 10.0, 10.0]}
@@ -31,7 +31,7 @@ def demo_run(tmp_path_factory, tiny_cohort) -> tuple[Path, Path, str]:
     bundle = make_tiny_bundle(tmp / "bundle", whole=False, sizes=DEMO_TINY_SIZES)
     out = tmp / "run"
     cmd = [sys.executable, "-m", "xray2mri.pipeline.cli", "demo", "--bundle", str(bundle), "--cohort", str(tiny_cohort),
-           "--datalist", str(tiny_cohort / "datalist.json"), "--out", str(out), "--epochs", str(EPOCHS),
+           "--datalist", str(tiny_cohort / "datalist.json"), "--out", str(out), "--epochs", str(EPOCHS), "--val-interval", str(EPOCHS),
            "--override", "num_workers", "0", "--ood-calibration", "2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
@@ -102,6 +102,18 @@ def test_demo_variants_option_adds_the_papers_form():
     args = build_parser().parse_args(["demo", "--variants", "bottleneck", "geometry"])
     assert args.variants == ["bottleneck", "geometry"]
     assert build_parser().parse_args(["demo"]).variants is None  # None: the declared variant only
+
+
+def test_demo_refuses_epochs_whose_end_is_never_validated(capsys):
+    """The demo installs the best validated weights: an interval that leaves the last epochs unvalidated is refused."""
+    from xray2mri.pipeline.cli import main
+
+    with pytest.raises(ValueError, match=r"epochs \(30\) must be a positive multiple of it, or the last 2 epochs"):
+        DemoSettings(epochs=30, val_interval=7)
+    assert DemoSettings(epochs=30, val_interval=10).val_interval == 10
+    assert DemoSettings().epochs % DemoSettings().val_interval == 0
+    assert main(["demo", "--epochs", "30"]) == 2
+    assert "epochs (30) must be a positive multiple" in capsys.readouterr().err
 
 
 def test_demo_refuses_a_cohort_made_with_other_settings(tmp_path, tiny_cohort):
