@@ -23,7 +23,7 @@ def test_bench_seeds_trains_each_seed_and_judges_each_against_the_same_baselines
     bundle = make_tiny_bundle(tmp_path / "bundle", whole=False, sizes=DEMO_TINY_SIZES)
     out = tmp_path / "seeds"
     cmd = [sys.executable, str(SCRIPT), "--seeds", "1", "2", "--bundle", str(bundle), "--cohort", str(tiny_cohort),
-           "--epochs", "5", "--out", str(out), "--override", "num_workers", "0"]
+           "--epochs", "5", "--val-interval", "5", "--out", str(out), "--override", "num_workers", "0"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
 
