@@ -23,8 +23,7 @@ from xray2mri.pipeline.evaluation.run import (
     run_evaluate_json,
     run_step,
 )
-from xray2mri.pipeline.evaluation.summary import noisy_criteria
-from xray2mri.pipeline.training.networks import VARIANT_NAMES
+from xray2mri.pipeline.training.variants import VARIANT_NAMES
 
 #: The demo's quality bar: a property of the demo (its cohort, sizes and training), kept as data.
 DEMO_CRITERIA: Path = Path(__file__).resolve().parent / "demo_quality_bar.json"
@@ -309,6 +308,8 @@ def _print_headline(summary: dict, settings: DemoSettings) -> None:
     if bar:
         verdict = "PASS" if bar.get("passed") else "NOT MET"
         _say(f"quality bar for {bar.get('model')}: {verdict} ({bar.get('rule')}; details in the report)")
+        from xray2mri.pipeline.evaluation.summary import noisy_criteria
+
         noisy = noisy_criteria(summary.get("quality_bar", {}).get(bar.get("model"), {}))
         if noisy:
             _say("  within the noise of the test split (95 % paired-bootstrap interval of the margin contains 0): "

@@ -1,19 +1,39 @@
-"""MONAI transforms for knee radiographs (DICOM) and 3-D MRI volumes, array + dictionary pairs."""
+"""MONAI transforms for knee radiographs (DICOM) and 3-D MRI volumes, array + dictionary pairs.
 
-from .augment import RandPairedZoomd, RandShiftCropCentre, RandShiftCropCentred
-from .errors import InputError, MriInputError, XrayInputError
-from .geometry import CANONICAL_SIDE, MRI_AXCODES
-from .mri import ClassFractions, ClassFractionsd, LoadMri, LoadMrid, PreprocessMri, PreprocessMrid
+The names below are imported from their modules on first use (PEP 562), so that importing a light
+module of this package (``errors``, ``geometry``) does not import torch and MONAI: the command line
+builds its parser, and ``xray2mri synth`` / ``manifest`` run, without them.
+"""
 
-__all__ = ["InputError", "XrayInputError", "MriInputError", "CANONICAL_SIDE", "MRI_AXCODES"]
-__all__ += ["LoadMri", "LoadMrid", "PreprocessMri", "PreprocessMrid", "ClassFractions", "ClassFractionsd"]
-from .laterality import MirrorBackd, MirrorToCanonicalSide, MirrorToCanonicalSided, mirror_back  # noqa: E402
-from .xray import LoadXray, LoadXrayd, PreprocessXray, PreprocessXrayd, XraySpacingWarning  # noqa: E402
+from __future__ import annotations
 
-__all__ += ["LoadXray", "LoadXrayd", "PreprocessXray", "PreprocessXrayd", "XraySpacingWarning"]
-__all__ += ["MirrorToCanonicalSide", "MirrorToCanonicalSided", "MirrorBackd", "mirror_back"]
-__all__ += ["RandPairedZoomd", "RandShiftCropCentre", "RandShiftCropCentred"]
-from .knee_crop import CropKnee, CropKneed  # noqa: E402
-from .locate_knee import KneeLocation, LocateKnee, LocateKneed, LocatorParams  # noqa: E402
+import importlib
+from typing import Any
 
-__all__ += ["CropKnee", "CropKneed", "LocateKnee", "LocateKneed", "KneeLocation", "LocatorParams"]
+#: Each public name and the module of this package that defines it.
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(("InputError", "XrayInputError", "MriInputError"), "errors"),
+    **dict.fromkeys(("CANONICAL_SIDE", "MRI_AXCODES"), "geometry"),
+    **dict.fromkeys(("LoadMri", "LoadMrid", "PreprocessMri", "PreprocessMrid", "ClassFractions", "ClassFractionsd"),
+                    "mri"),
+    **dict.fromkeys(("LoadXray", "LoadXrayd", "PreprocessXray", "PreprocessXrayd", "XraySpacingWarning"), "xray"),
+    **dict.fromkeys(("MirrorToCanonicalSide", "MirrorToCanonicalSided", "MirrorBackd", "mirror_back"), "laterality"),
+    **dict.fromkeys(("RandPairedZoomd", "RandShiftCropCentre", "RandShiftCropCentred"), "augment"),
+    **dict.fromkeys(("CropKnee", "CropKneed"), "knee_crop"),
+    **dict.fromkeys(("LocateKnee", "LocateKneed", "KneeLocation", "LocatorParams"), "locate_knee"),
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -29,6 +29,9 @@ MIRRORED_KEY: str = "mirrored_to_canonical"
 #: Array axis (with channel) that a left-right mirror flips: the column axis, last in both
 #: the radiograph (1, H, W) and the MRI (1, D, H, W).
 LR_FLIP_AXIS: int = -1
+#: Side of the square knee region of interest on a radiograph, mm (community convention for OAI radiographs;
+#: ``CropKnee``'s default and the OAI exports' crop).
+DEFAULT_CROP_MM: float = 140.0
 
 #: RAS world axis and direction of each nibabel/MONAI axis code ("R" = towards the patient's right = +x).
 _AXCODE_WORLD: dict[str, tuple[int, float]] = {

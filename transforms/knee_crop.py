@@ -29,12 +29,11 @@ from monai.data import MetaTensor
 from monai.transforms import BorderPad, MapTransform, SpatialCrop, Transform
 
 from .errors import XrayInputError
+from .geometry import DEFAULT_CROP_MM
 from .laterality import MirrorToCanonicalSide, normalise_side
 
 __all__ = ["DEFAULT_CROP_MM", "crop_box_for", "CropKnee", "CropKneed"]
 
-#: Side of the square knee region of interest, mm (community convention for OAI radiographs).
-DEFAULT_CROP_MM: float = 140.0
 
 
 def crop_box_for(

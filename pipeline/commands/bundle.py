@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from xray2mri.pipeline.commands._help import ExampleHelpFormatter, with_example
-from xray2mri.pipeline.training.networks import VARIANTS
+from xray2mri.pipeline.training.variants import VARIANTS
 from xray2mri.transforms.errors import InputError
 
 

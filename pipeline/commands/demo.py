@@ -13,7 +13,7 @@ from xray2mri.pipeline.commands._overrides import parse_overrides
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``demo`` sub-command."""
     from xray2mri.pipeline.demo import DemoSettings
-    from xray2mri.pipeline.training.networks import VARIANTS
+    from xray2mri.pipeline.training.variants import VARIANTS
 
     d = DemoSettings()
     p = subparsers.add_parser(

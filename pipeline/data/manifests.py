@@ -27,7 +27,6 @@ from tqdm import tqdm
 
 from xray2mri.pipeline.atomic import atomic_file
 from xray2mri.transforms.errors import InputError
-from xray2mri.transforms.laterality import dicom_laterality
 
 #: The three split names, in the order their fractions are given.
 SPLITS: tuple[str, str, str] = ("training", "validation", "test")
@@ -649,6 +648,9 @@ def _check_xray(path: str) -> tuple[list[tuple[str, str, str]], str | None]:
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         problems.append(("modality", f"{path} is colour (SamplesPerPixel {ds.SamplesPerPixel}); a radiograph "
                                      "is greyscale", "error"))
+    # the laterality transforms import MONAI: loaded when a radiograph is read, not with the manifest commands
+    from xray2mri.transforms.laterality import dicom_laterality
+
     return problems, dicom_laterality(ds)
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from xray2mri.pipeline.training.networks import VARIANT_NAMES
+from xray2mri.pipeline.training.variants import VARIANT_NAMES
 
 __all__ = [
     "StepError",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from xray2mri.transforms.knee_crop import DEFAULT_CROP_MM
+from xray2mri.transforms.geometry import DEFAULT_CROP_MM
 
 #: Image release folder -> visit (months since baseline).
 RELEASE_VISIT: dict[str, int] = {
@@ -74,7 +74,7 @@ OTHER_XRAY_VIEWS: tuple[str, ...] = (
 
 #: Community convention for the knee region of interest: a square this size (mm) around the
 #: joint centre, left knees mirrored to look like right ones.
-CROP_SIZE_MM: float = DEFAULT_CROP_MM  # written down once, in transforms/knee_crop.py
+CROP_SIZE_MM: float = DEFAULT_CROP_MM  # written down once, in transforms/geometry.py
 
 #: Grades: file name pattern (``kxr_sq_bu00.txt``: semi-quantitative X-ray readings, visit 00),
 #: participant, side and reading-project columns, side codes, the Kellgren-Lawrence column after

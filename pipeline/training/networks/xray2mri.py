@@ -62,14 +62,10 @@ from xray2mri.pipeline.training.networks.generator import (
 from xray2mri.pipeline.training.networks.joint_head import JointBox, JointRegionHead
 from xray2mri.pipeline.training.networks.subject_scale import SubjectLogScale
 from xray2mri.pipeline.training.networks.upsample import LinearUpsample2x
+from xray2mri.pipeline.training.variants import VARIANT_NAMES, VARIANTS
 
 __all__ = ["Xray2MRI", "VARIANTS", "VARIANT_NAMES", "OUTPUT_ACTS"]
 
-#: The network variants, the one place they are listed: each ``Xray2MRI(variant=...)`` value (the
-#: bundle's ``variant``) and its row name in reports and the demo.
-VARIANT_NAMES: dict[str, str] = {"bottleneck": "CAE+generator (paper)", "geometry": "geometry-aware"}
-#: Allowed values of ``Xray2MRI(variant=...)`` (and of every ``--variant`` option).
-VARIANTS: tuple[str, ...] = tuple(VARIANT_NAMES)
 #: Allowed values of ``Xray2MRI(output_act=...)``.
 OUTPUT_ACTS: tuple[str, ...] = ("sigmoid", "none")
 
