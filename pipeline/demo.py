@@ -71,11 +71,13 @@ class DemoSettings:
     bundle_overrides: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.val_interval < 1 or self.epochs % self.val_interval:
+        if self.epochs < 1 or self.val_interval < 1:
+            raise ValueError(f"epochs ({self.epochs}) and val_interval ({self.val_interval}) must be at least 1")
+        if self.epochs % self.val_interval:
             raise ValueError(
                 f"the demo validates every val_interval ({self.val_interval}) epochs and installs the best validated "
                 f"weights: epochs ({self.epochs}) must be a positive multiple of it, or the last "
-                f"{self.epochs % max(self.val_interval, 1)} epochs are never validated"
+                f"{self.epochs % self.val_interval} epochs are never validated"
             )
 
 

@@ -110,6 +110,8 @@ def test_demo_refuses_epochs_whose_end_is_never_validated(capsys):
 
     with pytest.raises(ValueError, match=r"epochs \(30\) must be a positive multiple of it, or the last 2 epochs"):
         DemoSettings(epochs=30, val_interval=7)
+    with pytest.raises(ValueError, match=r"val_interval \(0\) must be at least 1"):
+        DemoSettings(epochs=28, val_interval=0)
     assert DemoSettings(epochs=30, val_interval=10).val_interval == 10
     assert DemoSettings().epochs % DemoSettings().val_interval == 0
     assert main(["demo", "--epochs", "30"]) == 2
