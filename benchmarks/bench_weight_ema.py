@@ -31,7 +31,8 @@ BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "knee_xray2mri"
 
 @torch.no_grad()
 def validation_psnr(model: torch.nn.Module, loader) -> float:
-    """Mean over the validation subjects of the MRI's PSNR (data range 1, prediction clipped to [0, 1])."""
+    """Mean over the validation subjects of the MRI's PSNR (the report's ``psnr``, prediction clipped to [0, 1])."""
+    from xray2mri.pipeline.evaluation.metrics import psnr
     from xray2mri.pipeline.training.engine import prepare_batch
 
     was_training = model.training
@@ -40,8 +41,7 @@ def validation_psnr(model: torch.nn.Module, loader) -> float:
     for batch in loader:
         xray, target = prepare_batch(batch, device=next(model.parameters()).device)
         pred = model(xray)["mri"].clamp(0, 1)
-        mse = ((pred - target["mri"]) ** 2).flatten(1).mean(1)
-        psnrs += (10 * torch.log10(1.0 / mse)).tolist()
+        psnrs += [psnr(p.cpu(), t.cpu()) for p, t in zip(pred, target["mri"])]
     model.train(was_training)
     return sum(psnrs) / len(psnrs)
 
@@ -64,14 +64,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from ignite.engine import Events
     from ignite.handlers import EMAHandler
-    from monai.bundle import ConfigParser
+
+    from xray2mri.pipeline.serving.bundle import open_bundle
 
     out = Path(tempfile.mkdtemp(prefix="bench_weight_ema_"))
-    parser_ = ConfigParser()
-    parser_.read_config(str(args.bundle / "configs" / "train.json"))
-    parser_.update({"bundle_root": str(args.bundle), "dataset_dir": str(args.cohort),
-                    "datalist": str(args.cohort / "datalist.json"), "output_dir": str(out),
-                    "epochs": args.epochs, "val_interval": args.every, "install_weights": False})
+    parser_ = open_bundle(args.bundle, configs=("train.json",), overrides={
+        "dataset_dir": str(args.cohort), "datalist": str(args.cohort / "datalist.json"), "output_dir": str(out),
+        "epochs": args.epochs, "val_interval": args.every, "install_weights": False}).parser
     parser_.get_parsed_content("initialize")  # the seed, before the network is built
     trainer = parser_.get_parsed_content("train#trainer")
     network = parser_.get_parsed_content("network")

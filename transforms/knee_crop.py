@@ -35,7 +35,6 @@ from .laterality import MirrorToCanonicalSide, normalise_side
 __all__ = ["DEFAULT_CROP_MM", "crop_box_for", "CropKnee", "CropKneed"]
 
 
-
 def crop_box_for(
     centre: Sequence[float], spacing: Sequence[float], size_mm: float = DEFAULT_CROP_MM,
     shape: Sequence[int] | None = None,
