@@ -45,11 +45,14 @@ MONAILABEL_PORT ?= 8000
 MONAILABEL_DIR ?= runs/monailabel
 MONAILABEL_BUNDLE ?= bundles/knee_xray2mri
 RANDOM_WEIGHTS ?= 0
-# monailabel 0.8.5's own requirements, less torchvision and sam2 (GPU-sized), with its DICOM pins
+# monailabel 0.8.5's own requirements, less torchvision and sam2 (GPU-sized), with its DICOM pins.
+# itk-core, not itk: monailabel's writer module runs `import itk` when BasicInferTask is imported, but our app
+# writes with its own writer, so the 1.5 GB of ITK filter/IO/registration wheels are never used (itk-core
+# alone is 0.43 GB and imports; the venv 3.2 -> 2.2 GB; a CI run once ran out of disk installing them).
 MONAILABEL_REQS := fastapi uvicorn pydantic pydantic-settings python-multipart httpx schedule timeloop \
 	expiringdict expiring_dict cachetools watchdog pydicom-seg pynrrd numpymaxflow girder-client einops \
 	filelock passlib pyjwt bcrypt shapely requests-toolbelt scikit-learn google-auth psutil python-dotenv \
-	pyyaml requests itk pydicom==2.4.4 dicomweb-client==0.59.1 "pynetdicom<3"
+	pyyaml requests itk-core pydicom==2.4.4 dicomweb-client==0.59.1 "pynetdicom<3"
 # this project's runtime dependencies (setup.cfg install_requires, less tensorboard), under the pydicom 2.4 pin
 MONAILABEL_OURS := "monai>=1.4" "pytorch-ignite>=0.4.11" "nibabel>=5.0" "SimpleITK>=2.3" "numpy>=1.24" \
 	"pylibjpeg>=2.0" "pylibjpeg-openjpeg>=2.0" "pylibjpeg-libjpeg>=2.0" "pyjpegls>=1.2" "tqdm>=4.60" \
