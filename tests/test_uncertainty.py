@@ -20,6 +20,7 @@ from xray2mri.pipeline.serving.uncertainty import (
     CALIBRATION_FILE,
     UncertaintyCalibration,
     conformal_factor,
+    fit_subject_exponent,
     load_calibration,
     ood_score,
     save_calibration,
@@ -249,6 +250,66 @@ def test_fit_calibration_saves_loads_and_sets_an_ood_threshold(tmp_path):
         load_calibration(bad)
 
 
+def test_subject_exponent_is_how_a_subjects_error_grows_with_its_reconstruction_error():
+    rng = np.random.default_rng(3)
+    recon = rng.lognormal(np.log(0.012), 0.3, 60)
+    sigma = rng.uniform(0.035, 0.04, 60)  # the voxel head barely tells subjects apart
+    mae = 0.7 * sigma * (recon / 0.012) ** 0.6 * rng.lognormal(0.0, 0.05, 60)
+    assert fit_subject_exponent(mae, sigma, recon, 0.012) == pytest.approx(0.6, abs=0.1)
+    # a radiograph reproduced worse is never given a narrower map; too few subjects fit nothing
+    assert fit_subject_exponent(sigma * (recon / 0.012) ** -0.5, sigma, recon, 0.012) == 0.0
+    assert fit_subject_exponent(mae[:2], sigma[:2], recon[:2], 0.012) == 0.0
+    assert fit_subject_exponent(mae, sigma, np.full(60, 0.012), 0.012) == 0.0
+    assert fit_subject_exponent(sigma * (recon / 0.012) ** 9, sigma, recon, 0.012) == 2.0  # capped
+
+
+def _harder_when_reproduced_worse(n_subjects: int, seed: int) -> SplitOutputs:
+    """Subjects with the same predicted scale whose true error grows with the radiograph's reconstruction error."""
+    g = torch.Generator().manual_seed(seed)
+    out = SplitOutputs([], [], [], [], [], [])
+    for i in range(n_subjects):
+        recon_error = float(torch.empty(1).log_normal_(math.log(0.012), 0.4, generator=g))
+        sigma = torch.full((6, 6, 6), 0.04)
+        pred = torch.rand(6, 6, 6, generator=g)
+        scale = sigma * (recon_error / 0.012)
+        out.subjects.append(f"S{i}")
+        out.predictions.append(pred)
+        out.sigmas.append(sigma)
+        out.truths.append(pred + torch.distributions.Laplace(0.0, 1.0).sample((6, 6, 6)) * scale)
+        x = torch.rand(8, 8, generator=g)
+        out.xrays.append(x)
+        out.reconstructions.append(x + recon_error * torch.sign(torch.rand(8, 8, generator=g) - 0.5))
+    return out
+
+
+def test_the_subject_factor_ranks_subjects_the_head_cannot_tell_apart_and_keeps_coverage(tmp_path):
+    """The head's scale is the same for every subject; the reconstruction error says who is hard (issue 16's
+    Spearman of mean uncertainty with MAE), and the conformal factors fitted after it still cover new subjects."""
+    calibration = fit_calibration(_harder_when_reproduced_worse(30, 0), distribution="laplace")
+    assert calibration.subject_exponent == pytest.approx(1.0, abs=0.15)
+    assert calibration.fitted_on["subject_factor"].endswith(f"** {calibration.subject_exponent:.3f}")
+    new = _harder_when_reproduced_worse(40, 1)
+    half, mae, covered = [], [], []
+    for p, s, t, x, r in zip(new.predictions, new.sigmas, new.truths, new.xrays, new.reconstructions):
+        error = float((r - x).abs().mean())
+        h = calibration.half_width(torch.log(s), recon_error=error)
+        half.append(float(h.mean()))
+        mae.append(float((t - p).abs().mean()))
+        covered.append(float(((t - p).abs() <= h).float().mean()))
+    assert spearman(half, mae) > 0.8
+    assert np.mean(covered) == pytest.approx(0.9, abs=0.03)
+    # without a recon error (or with a calibration that has no exponent) the factor is 1
+    assert calibration.subject_factor(None) == 1.0 and UncertaintyCalibration(factors={}).subject_factor(0.5) == 1.0
+    again = load_calibration(save_calibration(calibration, tmp_path / "c.json"))
+    assert again.subject_exponent == pytest.approx(calibration.subject_exponent)
+    assert again.subject_reference == pytest.approx(calibration.subject_reference)
+    # a calibration file written before the subject factor loads with none
+    old = json.loads((tmp_path / "c.json").read_text())
+    del old["subject_exponent"], old["subject_reference"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert load_calibration(tmp_path / "old.json").subject_factor(0.05) == 1.0
+
+
 @pytest.mark.slow
 def test_calibrate_command_fits_on_validation_and_refuses_the_test_split(tiny_cohort, tmp_path):
     from xray2mri.pipeline import cli
@@ -337,6 +398,33 @@ def test_report_section_names_coverage_width_and_spearman(tmp_path):
         assert out.stat().st_size > 1000, title
     # several models with scales and none named: no section (a calibration fits one model)
     assert uncertainty_section(cases, {"a": preds, "b": preds}, calibration, None, (2.5,) * 3, "synthetic")[0] == {}
+
+
+def test_report_applies_the_subject_factor_from_the_reconstruction_the_evaluation_wrote(tmp_path):
+    """About the same scale everywhere, errors growing with the radiograph's reconstruction error: the report ranks
+    subjects (and covers them) only through the calibration's subject factor, as served predictions are."""
+    rng = np.random.default_rng(2)
+    preds = tmp_path / "predictions"
+    preds.mkdir()
+    cases = []
+    for i in range(12):
+        truth = rng.uniform(0.2, 0.8, (16, 16, 16))
+        recon_error = 0.006 * (i + 1)
+        pred = truth + rng.laplace(0.0, 0.04 * recon_error / 0.012, truth.shape)
+        xray = rng.uniform(0.0, 1.0, (8, 8))
+        _write_nifti(preds / f"S{i}_mri_pred.nii.gz", pred)
+        _write_nifti(preds / f"S{i}{SIGMA_SUFFIX}", np.full(truth.shape, rng.uniform(0.039, 0.041)))
+        _write_nifti(preds / f"S{i}_xray_recon.nii.gz", xray + recon_error)
+        cases.append(Case(subject=f"S{i}", xray=xray, mri=truth))
+    factors = {"80": -math.log(0.2), "90": -math.log(0.1), "95": -math.log(0.05)}
+    flat = uncertainty_section(cases, {"m": preds}, UncertaintyCalibration(factors=factors), None, (2.5,) * 3, "s")[0]
+    scaled = uncertainty_section(cases, {"m": preds}, UncertaintyCalibration(
+        factors=factors, subject_exponent=1.0, subject_reference=0.012), None, (2.5,) * 3, "s")[0]
+    assert abs(flat["uncertainty_error_spearman"]) < 0.7  # the maps barely differ: no real ranking
+    assert scaled["uncertainty_error_spearman"] > 0.95
+    assert scaled["uncertainty_coverage_90"] == pytest.approx(0.9, abs=0.02)
+    assert flat["uncertainty_coverage_90"] < 0.85  # the hard half of the subjects is under-covered without it
+    assert scaled["uncertainty"]["subject_factor"].endswith("/ 0.01200) ** 1.000")
 
 
 def test_spearman_ranks():

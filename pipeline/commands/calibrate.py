@@ -64,6 +64,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"xray2mri calibrate: {err}", file=sys.stderr)
         return 1
     factors = ", ".join(f"k{k} = {v:.3f}" for k, v in calibration.factors.items())
-    print(f"calibrated on {calibration.fitted_on.get('subjects')} {args.split} subjects: {factors}; "
-          f"OOD threshold {calibration.ood_threshold:.3f} -> {path}")
+    print(f"calibrated on {calibration.fitted_on.get('subjects')} {args.split} subjects: {factors}; subject factor "
+          f"{calibration.fitted_on.get('subject_factor')}; OOD threshold {calibration.ood_threshold:.3f} -> {path}")
     return 0

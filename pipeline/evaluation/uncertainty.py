@@ -5,16 +5,19 @@ uncertainty head, :class:`~xray2mri.pipeline.serving.volume_outputs.SaveEvaluati
 bundle's calibration fitted on the VALIDATION split (:mod:`xray2mri.pipeline.training.calibrate`),
 this measures on the test cases:
 
-* empirical coverage of ``prediction +/- k_p sigma`` at every stored level ``p`` (80/90/95 % and
+* empirical coverage of ``prediction +/- k_p f sigma`` at every stored level ``p`` (80/90/95 % and
   the reliability grid), over the whole volume and inside the joint region (a slab of
   :data:`JOINT_SLAB_MM` S->I around the tibiofemoral joint line, found from the ground truth as
   the joint-space-width lines are);
-* the mean 90 % interval width (``2 k_90 sigma``, MRI [0, 1] units);
+* the mean 90 % interval width (``2 k_90 f sigma``, MRI [0, 1] units);
 * the per-subject Spearman correlation of mean calibrated uncertainty with MAE.
 
 :func:`uncertainty_section` returns the summary entries (``uncertainty_coverage_80`` ...), the
 figure makers (reliability diagram, error vs uncertainty) and the report's markdown section;
-:mod:`.report` composes it.
+:mod:`.report` composes it. ``f`` is the subject factor of the calibration
+(:meth:`~xray2mri.pipeline.serving.uncertainty.UncertaintyCalibration.subject_factor`), from the
+reconstruction the evaluation wrote (``<subject>_xray_recon.nii.gz``) and the case's radiograph, as
+a served prediction computes it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,13 @@ from typing import Any
 import numpy as np
 
 from xray2mri.pipeline.evaluation.summary import bootstrap_ci, paired_statistic_ci
-from xray2mri.pipeline.serving.uncertainty import LEVELS, MAP_LEVEL, UncertaintyCalibration, level_key
+from xray2mri.pipeline.serving.uncertainty import (
+    LEVELS,
+    MAP_LEVEL,
+    UncertaintyCalibration,
+    level_key,
+    reconstruction_error,
+)
 
 __all__ = ["SIGMA_SUFFIX", "JOINT_SLAB_MM", "SubjectUncertainty", "measure_subject", "uncertainty_section",
            "spearman", "read_sigma"]
@@ -93,9 +102,11 @@ def joint_region(mri: np.ndarray, labels: np.ndarray | None, legend: Mapping[str
 
 def measure_subject(subject: str, pred: np.ndarray, sigma: np.ndarray, truth: np.ndarray,
                     calibration: UncertaintyCalibration, joint: np.ndarray | None,
-                    sample: int = 2000, seed: int = 0) -> SubjectUncertainty:
-    """Coverage and width of one subject's calibrated intervals (levels: every stored factor)."""
+                    sample: int = 2000, seed: int = 0, recon_error: float | None = None) -> SubjectUncertainty:
+    """Coverage and width of one subject's calibrated intervals (levels: every stored factor); ``recon_error``
+    (the radiograph's reconstruction MAE) sets the subject factor, 1 without it."""
     err = np.abs(truth.astype(np.float32) - pred.astype(np.float32))
+    sigma = sigma * calibration.subject_factor(recon_error)
     coverage, coverage_joint = {}, {}
     for key, k in calibration.factors.items():
         inside = err <= k * sigma
@@ -159,7 +170,7 @@ def summarize(subjects: Sequence[SubjectUncertainty], model: str) -> dict[str, A
     out["uncertainty"] = {
         "model": model,
         "subjects": len(subjects),
-        "map": "90 % half-width k_90 * sigma, MRI [0, 1] units",
+        "map": "90 % half-width k_90 * f * sigma, MRI [0, 1] units",
         "coverage": cov,
         # 95 % BCa intervals over subjects: how far the test split's 30-odd subjects pin the coverage down
         "coverage_ci": {level_key(p): _interval(bootstrap_ci([s.coverage[level_key(p)] for s in subjects]))
@@ -239,8 +250,9 @@ def markdown(entries: Mapping[str, Any]) -> str:
     lines = [
         "## Uncertainty map (calibrated on the validation split)",
         "",
-        f"Model: {unc['model']}; {unc['subjects']} test subjects. The map is the {unc['map']}; "
-        f"joint region: {unc['joint_region']}.",
+        f"Model: {unc['model']}; {unc['subjects']} test subjects. The map is the {unc['map']}"
+        + (f" (subject factor {unc['subject_factor']})" if unc.get("subject_factor") else "")
+        + f"; joint region: {unc['joint_region']}.",
         "",
         "| nominal | coverage, whole volume | coverage, joint region |",
         "|---|---|---|",
@@ -298,10 +310,16 @@ def uncertainty_section(
             sigma = read_sigma(folder, case.subject)
             if sigma is None:
                 continue
-            pred = read_prediction(folder, case.subject).mri
+            prediction = read_prediction(folder, case.subject)
             joint = joint_region(case.mri, case.labels, legend, spacing)
-            subjects.append(measure_subject(case.subject, pred, sigma, case.mri, calibration, joint))
+            recon_error = (None if prediction.xray_recon is None or case.xray is None
+                           else reconstruction_error(case.xray, prediction.xray_recon))
+            subjects.append(measure_subject(case.subject, prediction.mri, sigma, case.mri, calibration, joint,
+                                            recon_error=recon_error))
         entries = summarize(subjects, model)
+        entries["uncertainty"]["subject_factor"] = (
+            f"f = (radiograph reconstruction MAE / {calibration.subject_reference:.5f}) ** "
+            f"{calibration.subject_exponent:.3f}" if calibration.subject_exponent > 0 else "f = 1 (none fitted)")
         makers = {
             "Uncertainty: reliability diagram": (
                 "figures/uncertainty_reliability.png", lambda p, s=subjects: reliability_diagram(p, s, word)),

@@ -69,9 +69,8 @@ from xray2mri.pipeline.serving.uncertainty import (
     OOD_WARNING,
     UNCERTAINTY_SUFFIX,
     UncertaintyCalibration,
+    calibrated_map,
     load_calibration,
-    ood_components,
-    ood_record,
     write_uncertainty_map,
 )
 from xray2mri.pipeline.serving.write_queue import BackgroundWriter, OutputJob, WriteResult, write_all_or_none
@@ -127,8 +126,8 @@ class Prediction:
             the radiograph's own side, else None; ``joint_affine`` places it (centred on ``volume``).
         uncertainty: (D, H, W) float32 calibrated 90 % half-width on the volume's grid and side
             (:mod:`~xray2mri.pipeline.serving.uncertainty`), or None (no head, no calibration, or turned off).
-        ood: ``{"ood_score", "ood_threshold", "ood_flag", "ood_components"}`` (also in ``facts``, so the
-            sidecar records it), or None (no uncertainty).
+        ood: ``{"ood_score", "ood_threshold", "ood_flag", "ood_components", "uncertainty_subject_factor"}``
+            (also in ``facts``, so the sidecar records it), or None (no uncertainty).
     """
 
     source: Path
@@ -333,8 +332,8 @@ class Predictor:
             half_width, ood = None, None
             if self.calibration is not None and getattr(self.network, "uncertainty", False):
                 out = self.network.forward_dict(batch)
-                half_width = self.calibration.half_width(out[LOG_SCALE_KEY][0, 0]).cpu()
-                ood = ood_record(ood_components(half_width, batch[0, 0], out["xray"][0, 0]), self.calibration)
+                half_width, ood = calibrated_map(self.calibration, out[LOG_SCALE_KEY][0, 0], batch[0, 0], out["xray"][0, 0])
+                half_width = half_width.cpu()
             else:
                 out = self.network(batch)
             logits = out.get("tissue_logits") if isinstance(out, dict) else None

@@ -9,9 +9,17 @@ units; the pooled voxel quantile of the scores ``|truth - prediction| / sigma`` 
 stores them in ``models/uncertainty_calibration.json`` (:data:`CALIBRATION_FILE`, covered by the
 export's checksums).
 
-The map written beside every volume is the **90 % half-width** ``k_90 * sigma`` in the MRI's
+The map written beside every volume is the **90 % half-width** ``k_90 * f * sigma`` in the MRI's
 [0, 1] units (:data:`MAP_LEVEL`): the true intensity lies within ``volume +/- map`` for about 90 %
 of voxels; multiply by ``k_p / k_90`` (both in the calibration file) for another level.
+
+``f`` is the radiograph's **subject factor** (:meth:`UncertaintyCalibration.subject_factor`): the head
+sees each place's features, so it says which places are hard but hardly which subjects are; the CAE's
+reconstruction error of the input radiograph does (a radiograph the encoder reproduces badly is one
+the generator knows less). ``f = (e / e_ref) ** b`` with ``e`` the reconstruction MAE, ``e_ref`` its
+validation median and ``b`` the least-squares slope of ``log(MAE / mean sigma)`` on ``log(e / e_ref)``
+over the validation subjects (:func:`fit_subject_exponent`, never below 0); the conformal factors are
+fitted on the scores after it. A calibration without it (older files) has ``b = 0``, ``f = 1``.
 
 Out-of-distribution score of one radiograph (:func:`ood_score`): the larger of two ratios, each to
 its median over the validation split: the mean calibrated half-width over the volume (the model's
@@ -44,9 +52,12 @@ __all__ = [
     "UncertaintyCalibration",
     "conformal_factor",
     "subject_conformal_factor",
+    "fit_subject_exponent",
+    "reconstruction_error",
     "ood_components",
     "ood_score",
     "ood_record",
+    "calibrated_map",
     "load_calibration",
     "save_calibration",
     "write_uncertainty_map",
@@ -61,6 +72,9 @@ RELIABILITY_LEVELS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8,
 #: Confidence that a new subject's expected coverage reaches the nominal level (subject-level bound,
 #: :func:`subject_conformal_factor`); 0.9 is the usual choice of training-conditional conformal methods.
 COVERAGE_CONFIDENCE: float = 0.9
+#: Largest exponent of the subject factor (:func:`fit_subject_exponent`): a guard against a slope fitted on a
+#: few subjects running away (measured fits: 0.2-0.35).
+SUBJECT_EXPONENT_MAX: float = 2.0
 #: The level whose half-width the written uncertainty map holds.
 MAP_LEVEL: float = 0.9
 #: Suffix of the uncertainty map written beside a volume ``<stem>.nii.gz``.
@@ -103,6 +117,33 @@ def conformal_factor(scores: np.ndarray | torch.Tensor, level: float) -> float:
         rank = min(s.numel(), max(1, round(rank / n * s.numel())))
         n = s.numel()
     return float(torch.kthvalue(s, rank).values)
+
+
+def reconstruction_error(xray: torch.Tensor | np.ndarray, xray_recon: torch.Tensor | np.ndarray) -> float:
+    """Mean absolute error of the CAE's reconstruction of its input radiograph (both on the [0, 1] scale)."""
+    return float((torch.as_tensor(xray_recon).float() - torch.as_tensor(xray).float()).abs().mean())
+
+
+def fit_subject_exponent(mae: Sequence[float], mean_sigma: Sequence[float], recon_error: Sequence[float],
+                         reference: float, max_exponent: float = SUBJECT_EXPONENT_MAX) -> float:
+    """The exponent ``b`` of the subject factor ``(e / reference) ** b`` (module docstring).
+
+    The least-squares slope of ``log(mae / mean_sigma)`` (how much a subject's error exceeds what its
+    map says) on ``log(e / reference)`` over calibration subjects, clipped to ``[0, max_exponent]``: a
+    radiograph reproduced worse is never given a narrower map. 0 with fewer than 3 usable subjects or
+    no spread in ``e``.
+    """
+    rows = np.asarray([(m, s, e) for m, s, e in zip(mae, mean_sigma, recon_error)
+                       if m > 0 and s > 0 and e > 0 and math.isfinite(m + s + e)], dtype=float)
+    if reference <= 0 or len(rows) < 3:
+        return 0.0
+    x = np.log(rows[:, 2] / reference)
+    y = np.log(rows[:, 0] / rows[:, 1])
+    spread = float(((x - x.mean()) ** 2).sum())
+    if spread <= 1e-12:
+        return 0.0
+    slope = float(((x - x.mean()) * (y - y.mean())).sum() / spread)
+    return float(min(max(slope, 0.0), max_exponent))
 
 
 def subject_conformal_factor(subject_scores: Sequence[np.ndarray | torch.Tensor], level: float,
@@ -153,6 +194,8 @@ class UncertaintyCalibration:
         ood_reference: validation medians of the OOD components (``{"uncertainty": ..., "reconstruction": ...}``).
         ood_threshold: the OOD score above which an input is flagged.
         ood_quantile: the validation quantile the threshold is.
+        subject_exponent: ``b`` of the subject factor ``(e / subject_reference) ** b`` (0: no factor).
+        subject_reference: ``e_ref``, the validation median of the radiograph reconstruction MAE.
         fitted_on: what it was fitted on (split, subjects, voxels, weights file).
     """
 
@@ -162,6 +205,8 @@ class UncertaintyCalibration:
     ood_reference: dict[str, float] = field(default_factory=dict)
     ood_threshold: float = math.inf
     ood_quantile: float = 0.99
+    subject_exponent: float = 0.0
+    subject_reference: float = 0.0
     fitted_on: dict[str, Any] = field(default_factory=dict)
 
     def factor(self, level: float) -> float:
@@ -171,11 +216,20 @@ class UncertaintyCalibration:
             raise KeyError(f"no calibration factor for level {level} (stored: {sorted(self.factors)})")
         return float(self.factors[key])
 
-    def half_width(self, log_scale: torch.Tensor, level: float | None = None) -> torch.Tensor:
-        """The calibrated half-width ``k_level * exp(log_scale)`` (default level: ``map_level``)."""
+    def subject_factor(self, recon_error: float | None) -> float:
+        """``f = (recon_error / subject_reference) ** subject_exponent``; 1 without a fitted exponent or error."""
+        if self.subject_exponent <= 0 or self.subject_reference <= 0 or recon_error is None \
+                or not math.isfinite(recon_error) or recon_error <= 0:
+            return 1.0
+        return float((recon_error / self.subject_reference) ** self.subject_exponent)
+
+    def half_width(self, log_scale: torch.Tensor, level: float | None = None,
+                   recon_error: float | None = None) -> torch.Tensor:
+        """The calibrated half-width ``k_level * f * exp(log_scale)`` (default level: ``map_level``; ``f``:
+        :meth:`subject_factor` of the radiograph's reconstruction MAE, 1 when it is not given)."""
         from xray2mri.pipeline.training.uncertainty_loss import LOG_SCALE_RANGE
 
-        k = self.factor(self.map_level if level is None else level)
+        k = self.factor(self.map_level if level is None else level) * self.subject_factor(recon_error)
         return k * torch.exp(log_scale.float().clamp(*LOG_SCALE_RANGE))
 
     def sidecar(self) -> dict[str, Any]:
@@ -184,6 +238,7 @@ class UncertaintyCalibration:
             "uncertainty_map": MAP_DESCRIPTION,
             "uncertainty_level": self.map_level,
             "uncertainty_factors": dict(self.factors),
+            "uncertainty_subject_exponent": self.subject_exponent,
         }
 
 
@@ -191,7 +246,7 @@ def ood_components(half_width: torch.Tensor, xray: torch.Tensor, xray_recon: tor
     """The raw OOD components of one input: mean calibrated half-width, radiograph reconstruction MAE."""
     return {
         "uncertainty": float(half_width.float().mean()),
-        "reconstruction": float((xray_recon.float() - xray.float()).abs().mean()),
+        "reconstruction": reconstruction_error(xray, xray_recon),
     }
 
 
@@ -211,6 +266,21 @@ def ood_record(components: Mapping[str, float], calibration: UncertaintyCalibrat
         "ood_flag": bool(math.isfinite(score) and score > threshold),
         "ood_components": {k: float(v) for k, v in components.items()},
     }
+
+
+def calibrated_map(calibration: UncertaintyCalibration, log_scale: torch.Tensor, xray: torch.Tensor,
+                   xray_recon: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The calibrated 90 % half-width map of one input and what its sidecar records about it.
+
+    The one place a served prediction's map is made (predict, MONAI Label, ``inference.json``): the
+    radiograph's reconstruction MAE sets the subject factor, the map is ``k_90 * f * sigma``, and the
+    record holds the OOD fields (:func:`ood_record`) and ``uncertainty_subject_factor``.
+    """
+    error = reconstruction_error(xray, xray_recon)
+    half = calibration.half_width(log_scale, recon_error=error)
+    record = ood_record({"uncertainty": float(half.float().mean()), "reconstruction": error}, calibration)
+    record["uncertainty_subject_factor"] = round(calibration.subject_factor(error), 4)
+    return half, record
 
 
 def save_calibration(calibration: UncertaintyCalibration, path: str | os.PathLike) -> Path:
@@ -257,6 +327,8 @@ def load_calibration(path: str | os.PathLike) -> UncertaintyCalibration:
             ood_reference={str(k): float(v) for k, v in (data.get("ood_reference") or {}).items()},
             ood_threshold=math.inf if threshold is None else float(threshold),
             ood_quantile=float(data.get("ood_quantile", 0.99)),
+            subject_exponent=float(data.get("subject_exponent", 0.0)),
+            subject_reference=float(data.get("subject_reference", 0.0)),
             fitted_on=dict(data.get("fitted_on") or {}),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:

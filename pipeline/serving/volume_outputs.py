@@ -282,12 +282,12 @@ class SaveInferenceVolumes:
     def _uncertainty(self, pred: Any, xray: Any, mirrored: bool, path: Path,
                      engine: Engine) -> tuple[np.ndarray | None, dict]:
         """The calibrated map (on the volume's side) and the OOD record of one item; (None, {}) without head/calibration."""
-        from xray2mri.pipeline.serving.uncertainty import OOD_WARNING, ood_components, ood_record
+        from xray2mri.pipeline.serving.uncertainty import OOD_WARNING, calibrated_map
 
         if self.calibration is None or not isinstance(pred, Mapping) or LOG_SCALE_KEY not in pred:
             return None, {}
-        half = self.calibration.half_width(torch.as_tensor(pred[LOG_SCALE_KEY]))
-        record = ood_record(ood_components(half, torch.as_tensor(xray), torch.as_tensor(pred["xray"])), self.calibration)
+        half, record = calibrated_map(self.calibration, torch.as_tensor(pred[LOG_SCALE_KEY]), torch.as_tensor(xray),
+                                      torch.as_tensor(pred["xray"]))
         if record["ood_flag"]:
             engine.logger.warning(f"{path.name}: {OOD_WARNING} (OOD score {record['ood_score']})")
         if mirrored:

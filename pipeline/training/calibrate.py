@@ -4,8 +4,10 @@ Runs the bundle's network (dict form, with its uncertainty head) over the valida
 datalist, preprocessed exactly as evaluation does (``train.json`` + ``evaluate.json`` through
 :func:`~xray2mri.pipeline.serving.bundle.open_bundle`), and fits:
 
+* the subject factor's exponent (:func:`~xray2mri.pipeline.serving.uncertainty.fit_subject_exponent`):
+  how a subject's error grows with the CAE's reconstruction error of its radiograph;
 * the conformal factor ``k_p`` per nominal level (:data:`~xray2mri.pipeline.serving.uncertainty.LEVELS`)
-  from the scores ``|truth - prediction| / sigma`` of every validation voxel, subject by subject
+  from the scores ``|truth - prediction| / (f sigma)`` of every validation voxel, subject by subject
   (:func:`~xray2mri.pipeline.serving.uncertainty.subject_conformal_factor`: a new subject's coverage
   reaches the level with 90 % confidence);
 * the OOD reference (validation medians of the components) and threshold (a quantile of the
@@ -39,10 +41,12 @@ from xray2mri.pipeline.serving.uncertainty import (
     LEVELS,
     RELIABILITY_LEVELS,
     UncertaintyCalibration,
+    fit_subject_exponent,
     level_key,
     ood_components,
     ood_score,
     quantile_threshold,
+    reconstruction_error,
     save_calibration,
     subject_conformal_factor,
 )
@@ -114,32 +118,42 @@ def fit_calibration(outputs: SplitOutputs, distribution: str = "laplace", ood_qu
                     ood_inputs: list[dict[str, float]] | None = None,
                     confidence: float = COVERAGE_CONFIDENCE,
                     factors: Mapping[str, float] | None = None,
-                    ood_extra: Sequence[Mapping[str, float]] = ()) -> UncertaintyCalibration:
-    """Conformal factors and OOD reference/threshold from one split's outputs (see the module docstring).
+                    ood_extra: Sequence[Mapping[str, float]] = (),
+                    subject_factor: bool = True) -> UncertaintyCalibration:
+    """Subject factor, conformal factors and OOD reference/threshold from one split's outputs (module docstring).
 
     ``ood_inputs`` are the OOD components of the split's radiographs as served (:func:`served_components`);
     by default they are computed from ``outputs`` (the evaluation's preprocessing). ``factors``: ones already
     fitted on these outputs (a second call, with the served OOD inputs, need not fit them again).
     ``ood_extra``: OOD components of more held-out radiographs; they join the threshold's scores, not the
-    reference medians (those stay the split's).
+    reference medians (those stay the split's). ``subject_factor=False``: no subject factor (exponent 0), as
+    calibrations before it were (for comparison).
 
     Raises:
         ValueError: no subjects.
     """
     if not outputs.subjects:
         raise ValueError("fit_calibration: the split has no subjects")
-    scores = [((t - p).abs() / s).reshape(-1) for p, s, t in zip(outputs.predictions, outputs.sigmas, outputs.truths)]
-    factors = dict(factors) if factors else {level_key(level): subject_conformal_factor(scores, level, confidence)
-                                             for level in sorted({*LEVELS, *RELIABILITY_LEVELS})}
-    calibration = UncertaintyCalibration(factors=factors, distribution=distribution, ood_quantile=ood_quantile)
-    components = ood_inputs or [ood_components(calibration.half_width(torch.log(s)), x, r)
-                                for s, x, r in zip(outputs.sigmas, outputs.xrays, outputs.reconstructions)]
+    errors = [reconstruction_error(x, r) for x, r in zip(outputs.xrays, outputs.reconstructions)]
+    reference = float(np.median(errors))
+    exponent = 0.0 if not subject_factor else fit_subject_exponent([float((t - p).abs().mean()) for p, t in zip(outputs.predictions, outputs.truths)],
+                                    [float(s.mean()) for s in outputs.sigmas], errors, reference)
+    calibration = UncertaintyCalibration(factors={}, distribution=distribution, ood_quantile=ood_quantile,
+                                         subject_exponent=exponent, subject_reference=reference)
+    scores = [((t - p).abs() / (s * calibration.subject_factor(e))).reshape(-1)
+              for p, s, t, e in zip(outputs.predictions, outputs.sigmas, outputs.truths, errors)]
+    calibration.factors = dict(factors) if factors else {
+        level_key(level): subject_conformal_factor(scores, level, confidence)
+        for level in sorted({*LEVELS, *RELIABILITY_LEVELS})}
+    components = ood_inputs or [ood_components(calibration.half_width(torch.log(s), recon_error=e), x, r)
+                                for s, x, r, e in zip(outputs.sigmas, outputs.xrays, outputs.reconstructions, errors)]
     calibration.ood_reference = {k: float(np.median([c[k] for c in components])) for k in components[0]}
     ood_scores = [ood_score(c, calibration.ood_reference) for c in components]
     extra_scores = [ood_score(c, calibration.ood_reference) for c in ood_extra]
     calibration.ood_threshold = quantile_threshold(ood_scores + extra_scores, ood_quantile)
     calibration.fitted_on = {"subjects": len(outputs.subjects), "voxels": sum(int(x.numel()) for x in scores),
                              "factors": f"subject-level conformal, {confidence:.0%} confidence",
+                             "subject_factor": f"(reconstruction MAE / {reference:.5f}) ** {exponent:.3f}",
                              "validation_ood_scores": [round(s, 4) for s in ood_scores],
                              "held_out_ood_scores": len(extra_scores), **(fitted_on or {})}
     return calibration
