@@ -494,6 +494,34 @@ def test_predict_writes_the_map_with_the_volume_and_no_uncertainty_turns_it_off(
     assert Image.open(tmp_path / "without" / "knee01_preview.png").size[1] < with_rows[1]
 
 
+def test_a_served_map_carries_the_subject_factor_of_its_radiograph(tiny_bundle, tmp_path):
+    """predict (and MONAI Label, inference.json: the same ``calibrated_map``) scale the map by the radiograph's
+    subject factor and record it: a reference half the input's reconstruction error, exponent 1, doubles the map."""
+    import shutil
+
+    from bundle_factory import write_dx
+
+    from xray2mri.pipeline.serving.predict import Predictor
+
+    dcm = write_dx(tmp_path / "in" / "knee01.dcm")
+    plain = Predictor.from_bundle(tiny_bundle).predict(dcm)
+    assert plain.ood["uncertainty_subject_factor"] == 1.0  # the tiny bundle's calibration has no exponent
+    error = plain.ood["ood_components"]["reconstruction"]
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    fitted = load_calibration(bundle / CALIBRATION_FILE)
+    fitted.subject_exponent, fitted.subject_reference = 1.0, error / 2
+    save_calibration(fitted, bundle / CALIBRATION_FILE)
+    scaled = Predictor.from_bundle(bundle).predict(dcm)
+    assert scaled.ood["uncertainty_subject_factor"] == pytest.approx(2.0, rel=1e-3)
+    np.testing.assert_allclose(scaled.uncertainty, 2 * plain.uncertainty, rtol=1e-4)
+    np.testing.assert_allclose(scaled.volume, plain.volume)  # the volume is untouched
+    assert _predict("--bundle", str(bundle), "--input", str(dcm), "--output", str(tmp_path / "out")) == 0
+    sidecar = json.loads((tmp_path / "out" / "knee01_mri_synthetic.json").read_text())
+    assert sidecar["uncertainty_subject_factor"] == pytest.approx(2.0, rel=1e-3)
+    assert sidecar["uncertainty_subject_exponent"] == 1.0
+
+
 def test_an_input_above_the_fitted_threshold_is_flagged_and_still_predicted(tiny_bundle, tmp_path, capsys):
     """The threshold is fitted on in-distribution inputs; a radiograph scoring above it is written and warned about."""
     from bundle_factory import write_dx
