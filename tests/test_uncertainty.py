@@ -23,6 +23,7 @@ from xray2mri.pipeline.serving.uncertainty import (
     fit_subject_exponent,
     load_calibration,
     ood_score,
+    reconstruction_error,
     save_calibration,
     subject_conformal_factor,
 )
@@ -291,8 +292,7 @@ def test_the_subject_factor_ranks_subjects_the_head_cannot_tell_apart_and_keeps_
     new = _harder_when_reproduced_worse(40, 1)
     half, mae, covered = [], [], []
     for p, s, t, x, r in zip(new.predictions, new.sigmas, new.truths, new.xrays, new.reconstructions):
-        error = float((r - x).abs().mean())
-        h = calibration.half_width(torch.log(s), recon_error=error)
+        h = calibration.half_width(torch.log(s), recon_error=reconstruction_error(x, r))
         half.append(float(h.mean()))
         mae.append(float((t - p).abs().mean()))
         covered.append(float(((t - p).abs() <= h).float().mean()))

@@ -242,12 +242,10 @@ class UncertaintyCalibration:
         }
 
 
-def ood_components(half_width: torch.Tensor, xray: torch.Tensor, xray_recon: torch.Tensor) -> dict[str, float]:
-    """The raw OOD components of one input: mean calibrated half-width, radiograph reconstruction MAE."""
-    return {
-        "uncertainty": float(half_width.float().mean()),
-        "reconstruction": reconstruction_error(xray, xray_recon),
-    }
+def ood_components(half_width: torch.Tensor, recon_error: float) -> dict[str, float]:
+    """The raw OOD components of one input: mean calibrated half-width, radiograph reconstruction MAE
+    (:func:`reconstruction_error`, computed once per input: it also sets the subject factor)."""
+    return {"uncertainty": float(half_width.float().mean()), "reconstruction": float(recon_error)}
 
 
 def ood_score(components: Mapping[str, float], reference: Mapping[str, float]) -> float:
@@ -278,7 +276,7 @@ def calibrated_map(calibration: UncertaintyCalibration, log_scale: torch.Tensor,
     """
     error = reconstruction_error(xray, xray_recon)
     half = calibration.half_width(log_scale, recon_error=error)
-    record = ood_record({"uncertainty": float(half.float().mean()), "reconstruction": error}, calibration)
+    record = ood_record(ood_components(half, error), calibration)
     record["uncertainty_subject_factor"] = round(calibration.subject_factor(error), 4)
     return half, record
 

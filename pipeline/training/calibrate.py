@@ -145,8 +145,8 @@ def fit_calibration(outputs: SplitOutputs, distribution: str = "laplace", ood_qu
     calibration.factors = dict(factors) if factors else {
         level_key(level): subject_conformal_factor(scores, level, confidence)
         for level in sorted({*LEVELS, *RELIABILITY_LEVELS})}
-    components = ood_inputs or [ood_components(calibration.half_width(torch.log(s), recon_error=e), x, r)
-                                for s, x, r, e in zip(outputs.sigmas, outputs.xrays, outputs.reconstructions, errors)]
+    components = ood_inputs or [ood_components(calibration.half_width(torch.log(s), recon_error=e), e)
+                                for s, e in zip(outputs.sigmas, errors)]
     calibration.ood_reference = {k: float(np.median([c[k] for c in components])) for k in components[0]}
     ood_scores = [ood_score(c, calibration.ood_reference) for c in components]
     extra_scores = [ood_score(c, calibration.ood_reference) for c in ood_extra]
